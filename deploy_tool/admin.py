@@ -1,0 +1,141 @@
+"""Client of the trading system's admin HTTP API (CONTRACT section 5).
+
+requests is imported only when a call is made, so that a control-file-only `pause` never pays for it.
+The bearer token is sent, never shown: errors carry the masked URL and the server's short answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from deploy_tool import MODES, ProbeError
+from deploy_tool.redact import mask_url
+
+# (connect, read) seconds. The contract's health criterion: a 2xx within 2 s.
+DEFAULT_TIMEOUT = (2.0, 2.0)
+
+
+class AdminError(ProbeError):
+    """The admin API could not be reached or gave an unusable answer."""
+
+
+class AdminConflict(AdminError):
+    """The admin API refused a change because its mode is no longer the expected one (HTTP 409)."""
+
+    def __init__(self, message: str, mode: str | None) -> None:
+        super().__init__(message)
+        self.mode = mode
+
+
+@dataclass(frozen=True)
+class AdminAnswer:
+    status: int
+    body: Any
+    latency_ms: float
+
+
+class AdminClient:
+    """Calls /health and /mode under a base URL that may carry a path prefix."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: Any = DEFAULT_TIMEOUT) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.shown_url = mask_url(self.base_url) or self.base_url
+        self._token = token or None
+        self.timeout = timeout
+        self._session: Any = None
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> "AdminClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, payload: dict | None = None) -> AdminAnswer:
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        url = self.base_url + path
+        shown = f"{method} {self.shown_url}{path}"
+        started = time.perf_counter()
+        try:
+            response = self._session.request(method, url, json=payload, headers=headers, timeout=self.timeout)
+        except requests.Timeout:
+            raise AdminError(f"{shown}: no answer within {self.timeout[1]:g} s (admin API hanging or overloaded)") from None
+        except requests.ConnectionError as exc:
+            reason = "connection refused (is the trading system running?)" if "refused" in str(exc) else "cannot connect"
+            raise AdminError(f"{shown}: {reason}") from None
+        except requests.RequestException as exc:
+            raise AdminError(f"{shown}: {type(exc).__name__}") from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 401:
+            raise AdminError(
+                f"{shown}: HTTP 401 unauthorized: "
+                + ("the admin token was rejected" if self._token else "no admin token was sent; set the token env var")
+            )
+        if body is None:
+            snippet = response.text[:60].replace("\n", " ")
+            raise AdminError(f"{shown}: HTTP {response.status_code} with a non-JSON answer {snippet!r}")
+        return AdminAnswer(response.status_code, body, latency_ms)
+
+    def health(self) -> AdminAnswer:
+        """GET /health; AdminError unless it answers 2xx with a JSON object."""
+        answer = self._request("GET", "/health")
+        if not 200 <= answer.status < 300:
+            raise AdminError(f"GET {self.shown_url}/health: HTTP {answer.status} (expected 2xx): {_error_text(answer.body)}")
+        if not isinstance(answer.body, dict):
+            raise AdminError(f"GET {self.shown_url}/health: answer is not a JSON object")
+        return answer
+
+    def get_mode(self) -> dict:
+        """GET /mode; the answer object, whose mode is one of mock, real, paused."""
+        answer = self._request("GET", "/mode")
+        if answer.status != 200:
+            raise AdminError(f"GET {self.shown_url}/mode: HTTP {answer.status} (expected 200): {_error_text(answer.body)}")
+        return _mode_object(answer.body, f"GET {self.shown_url}/mode")
+
+    def set_mode(self, mode: str, expected_mode: str | None, reason: str, actor: str) -> dict:
+        """POST /mode with compare-and-swap on expected_mode; AdminConflict on 409."""
+        payload = {"mode": mode, "reason": reason, "actor": actor}
+        if expected_mode is not None:
+            payload["expected_mode"] = expected_mode
+        answer = self._request("POST", "/mode", payload)
+        shown = f"POST {self.shown_url}/mode"
+        if answer.status == 409:
+            current = answer.body.get("mode") if isinstance(answer.body, dict) else None
+            raise AdminConflict(
+                f"{shown}: HTTP 409, mode is now {current!r}, not {expected_mode!r}: someone changed it meanwhile",
+                current if current in MODES else None,
+            )
+        if answer.status != 200:
+            raise AdminError(f"{shown}: HTTP {answer.status}: {_error_text(answer.body)}")
+        return _mode_object(answer.body, shown)
+
+
+def _error_text(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("message") or body)[:120]
+    return str(body)[:120]
+
+
+def _mode_object(body: Any, shown: str) -> dict:
+    if not isinstance(body, dict):
+        raise AdminError(f"{shown}: answer is not a JSON object")
+    mode = body.get("mode")
+    if mode not in MODES:
+        raise AdminError(f"{shown}: mode {mode!r} is not one of {', '.join(MODES)}")
+    return body

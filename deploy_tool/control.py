@@ -1,0 +1,104 @@
+"""The control file: the trading system's mode, as a small JSON document on disk.
+
+Reading lives here; writes are atomic (temp file in the same directory, fsync, rename) and happen
+under a cross-process lock (see `write_mode`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+from deploy_tool import MODES, ProbeError
+
+
+class ControlFileError(ProbeError):
+    """The control file exists but cannot be used."""
+
+
+@dataclass(frozen=True)
+class ControlState:
+    mode: str
+    version: int
+    updated_at: str | None
+    actor: str | None
+    reason: str | None
+
+
+def read_control(path: str) -> ControlState | None:
+    """The mode in the control file, None when there is no file yet."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise ControlFileError(f"control file {path} is a directory") from None
+    except OSError as exc:
+        raise ControlFileError(f"control file {path} cannot be read: {exc.strerror}") from None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ControlFileError(f"control file {path} is not valid JSON ({exc}): fix or remove it") from None
+    if not isinstance(doc, dict):
+        raise ControlFileError(f"control file {path} holds {type(doc).__name__}, expected an object with a mode")
+    mode = doc.get("mode")
+    if mode not in MODES:
+        raise ControlFileError(f"control file {path} holds mode {mode!r}, expected one of {', '.join(MODES)}")
+    version = doc.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ControlFileError(f"control file {path} holds version {version!r}, expected a whole number")
+    return ControlState(mode, version, doc.get("updated_at"), doc.get("actor"), doc.get("reason"))
+
+
+def check_directory_writable(path: str) -> str:
+    """The control file's directory, after proving a file can be created there; ControlFileError if not."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ControlFileError(
+            f"directory {directory} of the control file does not exist: create it (mkdir -p {directory}) "
+            "so that an emergency pause can write there"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".writable-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ControlFileError(
+            f"directory {directory} of the control file is not writable ({exc.strerror}): an emergency pause "
+            "through the file would fail; fix its permissions"
+        ) from None
+    return directory
+
+
+def write_control_atomic(path: str, doc: dict) -> None:
+    """Replace the control file in one step: temp file in the same directory, fsync, rename, dir fsync.
+
+    A reader sees the old document or the new one, never a torn one. Callers hold the lock.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # not every platform can open a directory; the rename itself is atomic
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,371 @@
+"""A local stand-in of the whole world for rehearsals and tests (CONTRACT section 6).
+
+On loopback: an exchange stand-in speaking OKX's response shapes for /api/v5/public/time and
+/api/v5/system/status, the admin HTTP API of CONTRACT section 5, a control file, a trades feed writing
+into SQLite, and a fresh backtest summary. Every part can be told to misbehave, so that tests and
+rehearsals can watch the gate fail. Production targets are real; this is never one of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from deploy_tool import MODES
+from deploy_tool.control import write_control_atomic
+from deploy_tool.units import iso_utc, utc_now
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _JsonHandler(BaseHTTPRequestHandler):
+    server_version = "gradual-deploy-sandbox"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass  # the sandbox is quiet; its state is inspected, not logged
+
+    def send_json(self, status: int, body: Any, raw: bytes | None = None) -> None:
+        data = raw if raw is not None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if raw is None else "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+# --- the exchange -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ExchangeBehaviour:
+    """What the exchange stand-in does; change the fields while it runs."""
+
+    delay_ms: float = 0.0
+    skew_ms: float = 0.0
+    http_status: int = 200
+    code: str = "0"
+    msg: str = ""
+    garbage: bool = False
+    events: list[dict] = field(default_factory=list)
+
+
+def maintenance_event(state: str, begin: dt.datetime, end: dt.datetime, title: str = "System upgrade",
+                      service_type: str = "5") -> dict:
+    """One /api/v5/system/status entry in OKX's shape."""
+    return {
+        "begin": str(int(begin.timestamp() * 1000)),
+        "end": str(int(end.timestamp() * 1000)),
+        "href": "",
+        "preOpenBegin": "",
+        "scheDesc": "",
+        "serviceType": service_type,
+        "state": state,
+        "maintType": "1",
+        "env": "1",
+        "system": "unified",
+        "title": title,
+    }
+
+
+class ExchangeStandIn:
+    """OKX's two public endpoints on loopback."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.behaviour = ExchangeBehaviour()
+        stand_in = self
+
+        class Handler(_JsonHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                b = stand_in.behaviour
+                if b.delay_ms:
+                    time.sleep(b.delay_ms / 1000)
+                parts = urlsplit(self.path)
+                if b.garbage:
+                    self.send_json(b.http_status, None, raw=b"<html>upstream error</html>")
+                    return
+                if parts.path == "/api/v5/public/time":
+                    ts = str(int(time.time() * 1000 + b.skew_ms))
+                    body = {"code": b.code, "msg": b.msg, "data": [{"ts": ts}] if b.code == "0" else []}
+                elif parts.path == "/api/v5/system/status":
+                    wanted = parse_qs(parts.query).get("state")
+                    events = [e for e in b.events if not wanted or e["state"] in wanted]
+                    body = {"code": b.code, "msg": b.msg, "data": events if b.code == "0" else []}
+                else:
+                    self.send_json(404, {"code": "50000", "msg": "Not Found", "data": []})
+                    return
+                self.send_json(b.http_status, body)
+
+        self.server = _QuietServer((host, port), Handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, name="okx-stand-in", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> "ExchangeStandIn":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the admin API ----------------------------------------------------------------------------------
+
+
+class AdminApi:
+    """The admin HTTP API of CONTRACT section 5, as a trading system exposes it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
+                 prefix: str = "", mode: str = "paused") -> None:
+        self.token = token
+        self.prefix = prefix.rstrip("/")
+        self.mode = mode
+        self.version = 1
+        self.updated_at = iso_utc(utc_now())
+        self.lock = threading.Lock()
+        self.history: list[dict] = []
+        api = self
+
+        class Handler(_JsonHandler):
+            def _route(self) -> str | None:
+                path = urlsplit(self.path).path
+                if api.prefix and not path.startswith(api.prefix + "/"):
+                    return None
+                return path[len(api.prefix):]
+
+            def _authorized(self) -> bool:
+                if not api.token:
+                    return True
+                if self.headers.get("Authorization", "") == f"Bearer {api.token}":
+                    return True
+                self.send_json(401, {"error": "missing or wrong bearer token"})
+                return False
+
+            def do_GET(self) -> None:  # noqa: N802
+                route = self._route()
+                if not self._authorized():
+                    return
+                with api.lock:
+                    if route == "/health":
+                        self.send_json(200, {"status": "ok", "mode": api.mode})
+                    elif route == "/mode":
+                        self.send_json(200, {"mode": api.mode, "updated_at": api.updated_at, "version": api.version})
+                    else:
+                        self.send_json(404, {"error": f"no such endpoint: GET {self.path}"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                route = self._route()
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                if not self._authorized():
+                    return
+                if route != "/mode":
+                    self.send_json(404, {"error": f"no such endpoint: POST {self.path}"})
+                    return
+                try:
+                    body = json.loads(raw or b"null")
+                except ValueError:
+                    body = None
+                if not isinstance(body, dict):
+                    self.send_json(400, {"error": "body must be a JSON object with a mode"})
+                    return
+                status, answer = api.change(body)
+                self.send_json(status, answer)
+
+        self.server = _QuietServer((host, port), Handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, name="admin-api", daemon=True)
+
+    def change(self, body: dict) -> tuple[int, dict]:
+        """Apply a POST /mode body with compare-and-swap on expected_mode."""
+        with self.lock:
+            mode = body.get("mode")
+            if mode not in MODES:
+                return 400, {"error": f"unknown mode {mode!r}: one of {', '.join(MODES)}", "mode": self.mode}
+            expected = body.get("expected_mode")
+            if expected is not None and expected != self.mode:
+                return 409, {"error": f"mode is {self.mode}, not {expected}", "mode": self.mode}
+            previous = self.mode
+            self.mode = mode
+            self.version += 1
+            self.updated_at = iso_utc(utc_now())
+            self.history.append({"from": previous, "to": mode, "actor": body.get("actor"), "reason": body.get("reason")})
+            return 200, {"mode": mode, "previous_mode": previous, "updated_at": self.updated_at, "version": self.version}
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}{self.prefix}"
+
+    def start(self) -> "AdminApi":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- the trades feed --------------------------------------------------------------------------------
+
+
+class TradesFeed:
+    """Writes a trade into SQLite every `interval` seconds, as a market-data recorder would."""
+
+    def __init__(self, path: Path, interval: float = 0.2) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.stalled = threading.Event()
+        self._stop = threading.Event()
+        conn = sqlite3.connect(self.path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS trades (id INTEGER PRIMARY KEY, inst_id TEXT NOT NULL, px REAL NOT NULL, "
+            "sz REAL NOT NULL, side TEXT NOT NULL, ts INTEGER NOT NULL)"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS trades_ts ON trades (ts)")
+        conn.commit()
+        conn.close()
+        self.write_one()
+        self._thread = threading.Thread(target=self._run, name="trades-feed", daemon=True)
+
+    def write_one(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=5)
+        try:
+            conn.execute(
+                "INSERT INTO trades (inst_id, px, sz, side, ts) VALUES (?, ?, ?, ?, ?)",
+                ("BTC-USDT", round(60000 + random.uniform(-50, 50), 1), round(random.uniform(0.001, 0.05), 4),
+                 random.choice(("buy", "sell")), int(time.time() * 1000)),
+            )
+            conn.commit()
+        finally:
+            conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.stalled.is_set():
+                try:
+                    self.write_one()
+                except sqlite3.Error:
+                    pass  # a locked moment; the next tick writes
+
+    def start(self) -> "TradesFeed":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def write_backtest_summary(path: Path, **overrides: Any) -> None:
+    """A fresh summary that meets the default thresholds."""
+    doc = {
+        "strategy": "sandbox-momentum",
+        "sharpe": 1.35,
+        "winrate": 0.56,
+        "max_drawdown": -0.031,
+        "trades": 412,
+        "generated_at": iso_utc(utc_now()),
+        "params_hash": "sandbox",
+    }
+    doc.update(overrides)
+    path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+# --- all of it --------------------------------------------------------------------------------------
+
+
+class Sandbox:
+    """Everything a rehearsal needs, on loopback, under one working directory."""
+
+    def __init__(self, workdir: str | os.PathLike, *, token: str | None = None, token_env: str = "EXEC_HTTP_ADMIN_TOKEN",
+                 host: str = "127.0.0.1", okx_port: int = 0, admin_port: int = 0, mode: str = "paused",
+                 feed_interval: float = 0.2) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.token_env = token_env
+        self.exchange = ExchangeStandIn(host, okx_port)
+        self.admin = AdminApi(host, admin_port, token=token, mode=mode)
+        self.control_file = self.workdir / "control" / "mode.json"
+        self.database_path = self.workdir / "trades.db"
+        self.backtest_summary = self.workdir / "backtest_summary.json"
+        self.audit_dir = self.workdir / "audit"
+        self.evidence_dir = self.workdir / "evidence"
+        self._initial_mode = mode
+        self._feed_interval = feed_interval
+        self.feed: TradesFeed | None = None
+        self._started = False
+
+    @property
+    def okx_url(self) -> str:
+        return self.exchange.url
+
+    @property
+    def admin_url(self) -> str:
+        return self.admin.url
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.database_path.resolve()}"
+
+    def start(self) -> "Sandbox":
+        write_backtest_summary(self.backtest_summary)
+        if not self.control_file.exists():
+            write_control_atomic(str(self.control_file), {
+                "mode": self._initial_mode, "updated_at": iso_utc(utc_now()), "actor": "sandbox",
+                "reason": "sandbox start", "version": 1,
+            })
+        self.audit_dir.mkdir(parents=True, exist_ok=True)
+        self.feed = TradesFeed(self.database_path, self._feed_interval).start()
+        self.exchange.start()
+        self.admin.start()
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self.feed:
+            self.feed.stop()
+        self.exchange.stop()
+        self.admin.stop()
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def preflight_args(self) -> list[str]:
+        """The suite's options that point it at this sandbox."""
+        return [
+            "--okx-base-url", self.okx_url,
+            "--database-url", self.database_url,
+            "--backtest-summary", str(self.backtest_summary),
+            "--http-admin-url", self.admin_url,
+            "--admin-token-env", self.token_env,
+            "--control-file", str(self.control_file),
+        ]
+
+    def env(self) -> dict[str, str]:
+        """Environment for a process using the sandbox: the admin token, when there is one."""
+        return {self.token_env: self.token} if self.token else {}

@@ -1,0 +1,1 @@
+"""The go-live preflight suite: every runbook criterion as a pytest check, with HTML + JSON evidence."""
