@@ -30,6 +30,12 @@ class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # a client that gave up is no error of ours
+
 
 class _JsonHandler(BaseHTTPRequestHandler):
     server_version = "gradual-deploy-sandbox"

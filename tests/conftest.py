@@ -107,8 +107,9 @@ class SuiteRun:
                 return entry
         raise AssertionError(f"no check {check_id} in {[c['id'] for c in self.evidence['checks']]}")
 
-    def statuses(self) -> dict[str, str]:
-        return {c["id"]: c["status"] for c in self.evidence["checks"]}
+    def statuses(self, marker: str | None = None) -> dict[str, str]:
+        """Check id -> status, of one marker group when given."""
+        return {c["id"]: c["status"] for c in self.evidence["checks"] if marker in (None, c["marker"])}
 
 
 @pytest.fixture
@@ -119,8 +120,11 @@ def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sandbo
                  "EXEC_HTTP_ADMIN_ENABLED", "EXEC_HTTP_HOST", "EXEC_HTTP_PORT"):
         monkeypatch.delenv(name, raising=False)
 
-    def run(*args: str, sandbox_args: bool = True, subprocess: bool = False) -> SuiteRun:
-        evidence_dir = pytester.path / "evidence"
+    runs = []
+
+    def run(*args: str, sandbox_args: bool = True, subprocess: bool = False, evidence_dir: Path | None = None) -> SuiteRun:
+        runs.append(args)
+        evidence_dir = evidence_dir or pytester.path / f"evidence-{len(runs)}"
         base = [*sandbox.preflight_args()] if sandbox_args else []
         argv = ["--pyargs", "preflight_tests", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning", *base,
                 "--evidence-dir", str(evidence_dir), *args]

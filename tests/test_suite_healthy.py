@@ -59,9 +59,9 @@ def test_html_puts_verdict_first_then_checks_then_environment(run_suite):
     assert '<link href="' not in html and ".gd-verdict" in html
 
 
-def test_evidence_is_never_overwritten(run_suite):
-    first = run_suite()
-    second = run_suite()
+def test_evidence_is_never_overwritten(run_suite, tmp_path):
+    first = run_suite(evidence_dir=tmp_path / "ev")
+    second = run_suite(evidence_dir=tmp_path / "ev")
     files = sorted(second.evidence_dir.glob("preflight-*.json"))
     assert len(files) == 2
     assert len(sorted(second.evidence_dir.glob("preflight-*.html"))) == 2
