@@ -1,0 +1,87 @@
+"""The `gradual-deploy` command as operators run it: real processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+GD = [sys.executable, "-m", "deploy_tool"]
+
+
+def _run(args, cwd, env=None, timeout=120):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(GD + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_preflight_accepts_the_runbooks_command_line(sandbox, tmp_path):
+    # The seed runbook's exact command, with the exchange and database from the environment.
+    seed = ["preflight", "--http-admin-url", sandbox.admin_url, "--backtest-summary", str(sandbox.backtest_summary),
+            "--min-sharpe", "0.2", "--min-winrate", "0.5", "--max-drawdown", "0.05",
+            "--data-latency-threshold", "5", "--control-file", str(sandbox.control_file),
+            "--admin-token-env", sandbox.token_env]
+    env = {"OKX_BASE_URL": sandbox.okx_url, "DATABASE_URL": sandbox.database_url, sandbox.token_env: sandbox.token}
+    done = _run(seed, tmp_path, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gradual-deploy preflight: verdict PASS (exit 0)" in done.stdout
+    html = next((tmp_path / "data" / "evidence").glob("preflight-*.html"))
+    assert f"evidence (HTML): data/evidence/{html.name}" in done.stdout
+    doc = json.loads(html.with_suffix(".json").read_text())
+    assert doc["verdict"] == "pass" and not doc["skipped"]
+
+    failing = _run([*seed, "--min-sharpe", "5", "--skip-db-check"], tmp_path, env)
+    assert failing.returncode == 1
+    assert "verdict FAIL (exit 1)" in failing.stdout
+
+    usage = _run(["preflight", "--min-winrate", "55"], tmp_path, env)
+    assert usage.returncode == 4
+    assert "invalid --min-winrate '55' from the command line" in usage.stderr
+    assert "Traceback" not in usage.stderr + usage.stdout
+
+
+def test_version_and_usage_errors(tmp_path):
+    done = _run(["--version"], tmp_path)
+    assert done.returncode == 0 and done.stdout.startswith("gradual-deploy 0.")
+    done = _run(["launch"], tmp_path)
+    assert done.returncode == 2 and "invalid choice: 'launch'" in done.stderr
+    done = _run([], tmp_path)
+    assert done.returncode == 2
+
+
+def test_demo_walks_the_runbook_and_exits_0(tmp_path):
+    done = subprocess.run([str(Path(sys.executable).parent / "gradual-deploy"), "demo"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verdict: PASS" in done.stdout
+    assert "demo finished" in done.stdout
+    evidence = list((tmp_path / "data" / "demo" / "evidence").glob("preflight-*.json"))
+    assert len(evidence) == 1 and json.loads(evidence[0].read_text())["verdict"] == "pass"
+
+
+def test_sandbox_runs_in_the_foreground_and_points_the_suite_at_itself(tmp_path):
+    proc = subprocess.Popen(GD + ["sandbox", "--dir", str(tmp_path / "box")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.strip().startswith("gradual-deploy preflight"):
+                break
+        command = shlex.split(lines[-1])
+        assert command[:2] == ["gradual-deploy", "preflight"], lines
+        done = _run(command[1:] + ["--evidence-dir", str(tmp_path / "ev")], tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "sandbox stopped" in out
