@@ -40,6 +40,9 @@ class _QuietServer(ThreadingHTTPServer):
 class _JsonHandler(BaseHTTPRequestHandler):
     server_version = "gradual-deploy-sandbox"
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, keep-alive calls would wait ~40 ms for the
+    # client's delayed ACK and the latency check would measure the stand-in, not the network.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass  # the sandbox is quiet; its state is inspected, not logged

@@ -387,6 +387,7 @@ def _thresholds(settings: Settings) -> dict[str, Any]:
         "min_trades": settings.min_trades,
         "backtest_max_age_s": settings.backtest_max_age,
         "data_latency_threshold": settings.data_latency_threshold,
+        "db_statement_timeout_ms": settings.db_statement_timeout_ms,
         "api_latency_threshold_ms": settings.api_latency_threshold_ms,
         "api_samples": settings.api_samples,
         "max_clock_skew_ms": settings.max_clock_skew_ms,
@@ -599,7 +600,10 @@ def trades_freshness(settings: Settings, redactor: Redactor) -> Attempt:
     if not settings.database_url:
         return Attempt(_no_database, redactor)
     return Attempt(
-        lambda: probe_trades_freshness(settings.database_url, settings.trades_table, settings.trades_time_column),
+        lambda: probe_trades_freshness(
+            settings.database_url, settings.trades_table, settings.trades_time_column,
+            statement_timeout_s=settings.db_statement_timeout_ms / 1000,
+        ),
         redactor,
     )
 

@@ -118,6 +118,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("trades_table", "table holding the trades feed", text_value, "trades"),
     Option("trades_time_column", "timestamp column of the trades table", text_value, "ts"),
     Option("data_latency_threshold", "max age (seconds) of the newest trade", positive, "5"),
+    Option("db_statement_timeout_ms", "max server time (ms) of the newest-trade query; an index on the time "
+           "column makes it a lookup", positive, "250"),
     Option("backtest_summary", "backtest result JSON", text_value, "data/backtest_summary.json", ("BACKTEST_SUMMARY",)),
     Option("min_sharpe", "minimum backtest Sharpe ratio", _number, "0.2"),
     Option("min_winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5"),
@@ -145,6 +147,7 @@ class Settings:
     trades_table: str
     trades_time_column: str
     data_latency_threshold: float
+    db_statement_timeout_ms: float
     backtest_summary: str
     min_sharpe: float
     min_winrate: float
