@@ -53,9 +53,87 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--admin-token-env", default="EXEC_HTTP_ADMIN_TOKEN",
                      help="env var whose value the admin API requires as bearer token (unset: no token)")
 
+    modes = ("mock", "real", "paused")
+    sw = sub.add_parser("switch", help="change the trading system's mode (compare-and-swap, read back, audited)")
+    sw.add_argument("--to", required=True, choices=modes, help="target mode")
+    _channel_args(sw)
+    sw.add_argument("--reason", default="", help="why, for the audit")
+    sw.add_argument("--evidence-dir", default="data/evidence", help="preflight evidence for the gate in front of real")
+    sw.add_argument("--max-evidence-age", default="1h", help="--to real needs a pass younger than this (default 1h)")
+    sw.add_argument("--force", action="store_true", help="override a refused transition or the evidence gate (audited)")
+    sw.add_argument("--json", action="store_true", help="print one JSON object")
+
+    pa = sub.add_parser("pause", help="EMERGENCY: pause through every channel now")
+    _channel_args(pa)
+    pa.add_argument("--reason", default="", help="why, for the audit")
+    pa.add_argument("--json", action="store_true", help="print one JSON object")
+
+    st = sub.add_parser("status", help="the mode on each channel and the newest evidence")
+    _channel_args(st, audit=False)
+    st.add_argument("--evidence-dir", default="data/evidence", help="where the preflight evidence is")
+    st.add_argument("--max-evidence-age", default="1h", help="age beyond which the evidence no longer opens real")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+
     demo = sub.add_parser("demo", help="walk the runbook against an in-process sandbox")
     demo.add_argument("--dir", default="data/demo", help="where the demo's sandbox and evidence go (default: data/demo)")
     return parser
+
+
+def _channel_args(parser: argparse.ArgumentParser, audit: bool = True) -> None:
+    parser.add_argument("--http-admin-url", help="admin API root [env EXEC_HTTP_ADMIN_URL, or EXEC_HTTP_HOST/PORT "
+                        "with EXEC_HTTP_ADMIN_ENABLED=true]")
+    parser.add_argument("--control-file", help="control file path [env EXEC_CONTROL_FILE]")
+    parser.add_argument("--admin-token-env", default="EXEC_HTTP_ADMIN_TOKEN",
+                        help="env var holding the admin bearer token (default EXEC_HTTP_ADMIN_TOKEN)")
+    if audit:
+        parser.add_argument("--audit-dir", default="data/audit", help="where the audit JSONL goes (default data/audit)")
+
+
+def _channels(args: argparse.Namespace, pause: bool = False) -> list:
+    """The channels named by the options, else by the environment; a usage error when none."""
+    import os
+
+    from deploy_tool.channels import FileChannel, HttpChannel
+    from deploy_tool.envconfig import EnvConfigError, admin_url_from_env, control_file_from_env
+
+    url = args.http_admin_url
+    path = args.control_file
+    try:
+        if not url and not path:
+            found_url = admin_url_from_env()
+            url = found_url[0] if found_url else None
+            found_path = control_file_from_env()
+            path = found_path[0] if found_path else None
+    except EnvConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not url and not path:
+        raise UsageError("no channel: give --http-admin-url and/or --control-file "
+                         "(or set EXEC_HTTP_ADMIN_URL / EXEC_CONTROL_FILE)")
+    channels: list = []
+    if url:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--http-admin-url {url!r} is not an http:// or https:// URL")
+        # A pause must not wait long on a dead admin API: the file pause runs beside it anyway.
+        timeout = (1.0, 1.2) if pause else (2.0, 2.0)
+        channels.append(HttpChannel(url, os.environ.get(args.admin_token_env) or None, timeout=timeout))
+    if path:
+        channels.append(FileChannel(path))
+    return channels
+
+
+def _duration(text: str, flag: str) -> float:
+    from deploy_tool.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"invalid {flag} {text!r}: expected {exc}") from None
+
+
+def _actor() -> str:
+    from deploy_tool.evidence import actor, host
+
+    return f"{actor()}@{host()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return cmd_sandbox(args)
+        if args.command in ("switch", "pause"):
+            return cmd_change(args)
+        if args.command == "status":
+            return cmd_status(args)
         if args.command == "demo":
             from deploy_tool.demo import run_demo
 
@@ -126,3 +208,86 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     finally:
         sandbox.stop()
     return EXIT_OK
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    """`switch` and `pause`: apply, print what each channel saw, append the audit line."""
+    from deploy_tool import audit, switch
+
+    is_pause = args.command == "pause"
+    channels = _channels(args, pause=is_pause or args.to == "paused")
+    actor = _actor()
+    if is_pause:
+        outcome = switch.pause(channels, reason=args.reason, actor=actor)
+    else:
+        max_age = _duration(args.max_evidence_age, "--max-evidence-age")
+        outcome = switch.switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
+                                evidence_dir=args.evidence_dir, max_evidence_age_s=max_age)
+    record = outcome.as_dict()
+    audit_line = {
+        "event": "mode_switch", "action": record["action"], "from": record["from"], "to": record["to"],
+        "channel": "+".join(c.channel for c in outcome.channels), "actor": actor, "reason": args.reason,
+        "result": record["result"], "forced": record["forced"], "evidence": record["evidence"],
+        "detail": record["reason"], "channels": record["channels"],
+    }
+    audit_error = None
+    try:
+        record["audit"] = audit.append(args.audit_dir, audit_line)
+    except audit.AuditError as exc:
+        audit_error = str(exc)
+        record["audit_error"] = audit_error
+    if args.json:
+        import json
+
+        print(json.dumps(record))
+    else:
+        _print_outcome(outcome, record)
+    if audit_error:
+        print(f"gradual-deploy: WARNING: {audit_error}", file=sys.stderr)
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def _print_outcome(outcome, record: dict) -> None:
+    verb = "pause" if outcome.action == "pause" else f"switch {record['from']} -> {outcome.target}"
+    print(f"{verb}: {outcome.result.upper()}" + (" (forced)" if outcome.forced else ""))
+    for c in outcome.channels:
+        if outcome.result == "refused":
+            print(f"  {c.channel:<4} {c.target}: {c.before or 'no mode yet'} (unchanged)")
+        elif c.ok:
+            version = f" (version {c.version})" if c.version is not None else ""
+            print(f"  {c.channel:<4} {c.target}: {c.before} -> {c.after} confirmed{version}"
+                  + (f"; {c.note}" if c.note else ""))
+        else:
+            print(f"  {c.channel:<4} {c.target}: FAILED: {c.error}", file=sys.stderr if outcome.action == "pause" else sys.stdout)
+    if outcome.reason and outcome.result != "done":
+        print(f"  reason: {outcome.reason}")
+    elif outcome.reason:
+        print(f"  {outcome.reason}")
+    if outcome.action == "pause" and outcome.result == "partial":
+        failed = ", ".join(c.channel for c in outcome.channels if not c.ok)
+        print(f"WARNING: paused through {', '.join(c.channel for c in outcome.channels if c.ok)} only; "
+              f"{failed} FAILED: check the trading system", file=sys.stderr)
+    if "audit" in record:
+        print(f"  audit: {record['audit']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from deploy_tool import switch
+
+    report = switch.status(_channels(args), args.evidence_dir, _duration(args.max_evidence_age, "--max-evidence-age"))
+    if args.json:
+        import json
+
+        print(json.dumps(report))
+    else:
+        for entry in report["channels"]:
+            shown = entry.get("mode") if "error" not in entry else f"UNREADABLE: {entry['error']}"
+            print(f"{entry['channel']:<4} {entry['target']}: {shown if shown is not None else 'no mode yet'}")
+        if not report["agree"]:
+            print("WARNING: the channels disagree or one cannot be read")
+        ev = report.get("evidence")
+        if ev:
+            verdict = ev["verdict"] or "none"
+            print(f"evidence: {ev['path'] or 'none'}: verdict {verdict}, finished {ev['finished_at'] or '-'}; "
+                  f"{'real is open' if ev['gate_open'] else 'real is closed'}: {ev['gate']}")
+    return EXIT_OK if report["ok"] else EXIT_FAILED

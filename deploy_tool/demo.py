@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import secrets
 from pathlib import Path
 
@@ -34,5 +35,26 @@ def run_demo(base_dir: str) -> int:
         if result.verdict != "pass":
             print("demo: the preflight did not pass against the sandbox; see the evidence above")
             return 1
-    print("\ndemo finished: the gate passed against the sandbox")
+        from deploy_tool.cli import main
+
+        channels = ["--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
+                    "--admin-token-env", token_env, "--audit-dir", str(Path(base_dir) / "audit")]
+        steps = [
+            ("switch to mock: rehearse the whole chain", ["switch", "--to", "mock", *channels,
+                                                          "--reason", "demo: rehearsal"]),
+            ("switch to real: gated on the evidence just written", ["switch", "--to", "real", *channels,
+                                                                    "--evidence-dir", str(evidence_dir),
+                                                                    "--reason", "demo: go live small"]),
+            ("pause: the emergency rollback", ["pause", *channels, "--reason", "demo: rollback drill"]),
+            ("status: every channel agrees", ["status", *channels[:6], "--evidence-dir", str(evidence_dir)]),
+        ]
+        for number, (title, argv) in enumerate(steps, 3):
+            _step(number, title)
+            print("  $ gradual-deploy " + shlex.join(argv), flush=True)
+            code = main(argv)
+            if code != 0:
+                print(f"demo: step {number} failed with exit {code}")
+                return 1
+    print(f"\ndemo finished: preflight passed, mock -> real -> paused confirmed on both channels; "
+          f"audit in {Path(base_dir) / 'audit'}")
     return 0

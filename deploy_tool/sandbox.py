@@ -144,6 +144,10 @@ class AdminApi:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  prefix: str = "", mode: str = "paused") -> None:
         self.token = token
+        # "ok", or a fault to rehearse: "error500", "hang", "garbage", "ack_no_change"
+        self.fault = "ok"
+        self.hang_s = 30.0
+        self.on_get_mode: Any = None  # test seam: runs after a GET /mode is answered
         self.prefix = prefix.rstrip("/")
         self.mode = mode
         self.version = 1
@@ -167,9 +171,21 @@ class AdminApi:
                 self.send_json(401, {"error": "missing or wrong bearer token"})
                 return False
 
+            def _faulty(self) -> bool:
+                if api.fault == "error500":
+                    self.send_json(500, {"error": "internal error"})
+                elif api.fault == "hang":
+                    time.sleep(api.hang_s)
+                    self.close_connection = True
+                elif api.fault == "garbage":
+                    self.send_json(200, None, raw=b"<html>502 bad gateway</html>")
+                else:
+                    return False
+                return True
+
             def do_GET(self) -> None:  # noqa: N802
                 route = self._route()
-                if not self._authorized():
+                if not self._authorized() or self._faulty():
                     return
                 with api.lock:
                     if route == "/health":
@@ -178,12 +194,16 @@ class AdminApi:
                         self.send_json(200, {"mode": api.mode, "updated_at": api.updated_at, "version": api.version})
                     else:
                         self.send_json(404, {"error": f"no such endpoint: GET {self.path}"})
+                if route == "/mode" and api.on_get_mode is not None:
+                    # Runs before this connection's next request is read: it lands between a read and a write.
+                    hook, api.on_get_mode = api.on_get_mode, None
+                    hook()
 
             def do_POST(self) -> None:  # noqa: N802
                 route = self._route()
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                if not self._authorized():
+                if not self._authorized() or self._faulty():
                     return
                 if route != "/mode":
                     self.send_json(404, {"error": f"no such endpoint: POST {self.path}"})
@@ -211,6 +231,8 @@ class AdminApi:
             if expected is not None and expected != self.mode:
                 return 409, {"error": f"mode is {self.mode}, not {expected}", "mode": self.mode}
             previous = self.mode
+            if self.fault == "ack_no_change":  # a broken system: says yes, changes nothing
+                return 200, {"mode": mode, "previous_mode": previous, "updated_at": self.updated_at, "version": self.version}
             self.mode = mode
             self.version += 1
             self.updated_at = iso_utc(utc_now())

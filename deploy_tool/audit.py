@@ -1,0 +1,33 @@
+"""The audit trail: one JSON line per action in data/audit/deploy-YYYY-MM-DD.jsonl (UTC date)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from deploy_tool import DeployError
+from deploy_tool.units import iso_utc, utc_now
+
+
+class AuditError(DeployError):
+    """The audit line could not be written."""
+
+
+def append(audit_dir: str, record: dict[str, Any]) -> str:
+    """Append one line (one write, O_APPEND, fsync'd) and return the file's path."""
+    now = utc_now()
+    line = {"ts": iso_utc(now), **record}
+    data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    path = os.path.join(audit_dir, f"deploy-{now:%Y-%m-%d}.jsonl")
+    try:
+        os.makedirs(audit_dir, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise AuditError(f"cannot append to the audit {path}: {exc.strerror}") from None
+    return path

@@ -1,0 +1,169 @@
+"""The two channels that carry a mode change to the trading system: its admin API and its control file.
+
+Each reads the current mode, applies a change with compare-and-swap (HTTP: `expected_mode`; file: a
+re-read under a cross-process lock), and reads back to confirm. Neither raises for a channel problem:
+the result says what the channel saw, so that `pause` can go on through the other one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from deploy_tool import DeployError
+from deploy_tool.units import iso_utc, utc_now
+
+FILE_LOCK_TIMEOUT_S = 2.0
+PAUSE_LOCK_TIMEOUT_S = 1.0
+
+
+@dataclass
+class ChannelResult:
+    """What one channel saw of one change."""
+
+    channel: str  # "http" or "file"
+    target: str  # masked URL or path
+    before: str | None = None
+    after: str | None = None
+    ok: bool = False
+    error: str | None = None
+    conflict: bool = False
+    version: int | None = None
+    note: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class ChannelError(DeployError):
+    """A channel could not be read."""
+
+
+class HttpChannel:
+    """The admin HTTP API."""
+
+    name = "http"
+
+    def __init__(self, url: str, token: str | None, timeout: Any = (2.0, 2.0)) -> None:
+        from deploy_tool.admin import AdminClient
+
+        self.client = AdminClient(url, token=token, timeout=timeout)
+        self.target = self.client.shown_url
+
+    def read(self) -> str:
+        from deploy_tool.admin import AdminError
+
+        try:
+            return self.client.get_mode()["mode"]
+        except AdminError as exc:
+            raise ChannelError(str(exc)) from None
+
+    def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
+        from deploy_tool.admin import AdminConflict, AdminError
+
+        result = ChannelResult(self.name, self.target, before=expected)
+        try:
+            answer = self.client.set_mode(mode, expected if cas else None, reason, actor)
+            result.before = answer.get("previous_mode", expected)
+            seen = self.client.get_mode()
+        except AdminConflict as exc:
+            result.conflict, result.error, result.after = True, str(exc), exc.mode
+            return result
+        except AdminError as exc:
+            result.error = str(exc)
+            return result
+        finally:
+            self.client.close()
+        result.after, result.version = seen["mode"], seen.get("version")
+        if answer.get("mode") != mode:
+            result.error = f"POST /mode answered mode {answer.get('mode')!r}, not {mode!r}"
+        elif seen["mode"] != mode:
+            result.error = f"acknowledged {mode} but GET /mode still reads {seen['mode']!r}: the change did not take"
+        else:
+            result.ok = True
+        return result
+
+
+class FileChannel:
+    """The control file, changed under a cross-process lock (filelock) and replaced atomically."""
+
+    name = "file"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.target = path
+
+    def read(self) -> str | None:
+        from deploy_tool.control import ControlFileError, read_control
+
+        try:
+            state = read_control(self.path)
+        except ControlFileError as exc:
+            raise ChannelError(str(exc)) from None
+        return state.mode if state else None
+
+    def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
+        from filelock import FileLock, Timeout
+
+        from deploy_tool.control import ControlFileError, read_control, write_control_atomic
+
+        result = ChannelResult(self.name, self.target, before=expected)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            result.error = f"cannot create {directory}: {exc.strerror}"
+            return result
+        lock = FileLock(self.path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
+        locked = True
+        try:
+            lock.acquire()
+        except Timeout:
+            if cas:
+                result.error = f"{self.path} is locked by another process for more than {FILE_LOCK_TIMEOUT_S:g} s"
+                return result
+            # A pause is never blocked: write anyway (the replace is still atomic) and say so.
+            locked = False
+            result.note = f"lock held elsewhere for {PAUSE_LOCK_TIMEOUT_S:g} s; paused without it"
+        except OSError as exc:
+            result.error = f"cannot lock {self.path}: {exc.strerror}"
+            return result
+        try:
+            try:
+                state = read_control(self.path)
+            except ControlFileError as exc:
+                if cas:
+                    result.error = str(exc)
+                    return result
+                state = None  # a pause replaces a broken control file
+                result.note = f"replaced an unreadable control file ({exc})"
+            current = state.mode if state else None
+            result.before = current
+            if cas and current != expected:
+                result.conflict = True
+                result.after = current
+                result.error = (f"{self.path} now holds {current!r}, not {expected!r}: someone changed it meanwhile; "
+                                "nothing written")
+                return result
+            version = (state.version if state else 0) + 1
+            doc = {"mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor, "reason": reason, "version": version}
+            try:
+                write_control_atomic(self.path, doc)
+            except OSError as exc:
+                result.error = f"cannot write {self.path}: {exc.strerror}"
+                return result
+        finally:
+            if locked:
+                lock.release()
+        try:
+            seen = read_control(self.path)
+        except ControlFileError as exc:
+            result.error = f"read-back failed: {exc}"
+            return result
+        result.after = seen.mode if seen else None
+        result.version = seen.version if seen else None
+        result.ok = result.after == mode
+        if not result.ok:
+            result.error = f"read back {result.after!r} after writing {mode!r}"
+        return result
