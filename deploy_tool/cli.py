@@ -240,6 +240,8 @@ def cmd_change(args: argparse.Namespace) -> int:
         import json
 
         print(json.dumps(record))
+        if outcome.action == "pause" and outcome.result != "done":
+            _warn_pause(outcome)
     else:
         _print_outcome(outcome, record)
     if audit_error:
@@ -258,17 +260,27 @@ def _print_outcome(outcome, record: dict) -> None:
             print(f"  {c.channel:<4} {c.target}: {c.before} -> {c.after} confirmed{version}"
                   + (f"; {c.note}" if c.note else ""))
         else:
-            print(f"  {c.channel:<4} {c.target}: FAILED: {c.error}", file=sys.stderr if outcome.action == "pause" else sys.stdout)
+            print(f"  {c.channel:<4} {c.target}: FAILED: {c.error}")
     if outcome.reason and outcome.result != "done":
         print(f"  reason: {outcome.reason}")
     elif outcome.reason:
         print(f"  {outcome.reason}")
-    if outcome.action == "pause" and outcome.result == "partial":
-        failed = ", ".join(c.channel for c in outcome.channels if not c.ok)
-        print(f"WARNING: paused through {', '.join(c.channel for c in outcome.channels if c.ok)} only; "
-              f"{failed} FAILED: check the trading system", file=sys.stderr)
+    if outcome.action == "pause" and outcome.result != "done":
+        _warn_pause(outcome)
     if "audit" in record:
         print(f"  audit: {record['audit']}")
+
+
+def _warn_pause(outcome) -> None:
+    """Say loudly, on stderr, which channel did not pause."""
+    ok = [c.channel for c in outcome.channels if c.ok]
+    for c in outcome.channels:
+        if not c.ok:
+            print(f"WARNING: pause through {c.channel} ({c.target}) FAILED: {c.error}", file=sys.stderr)
+    if ok:
+        print(f"WARNING: paused through {', '.join(ok)} only: check the trading system", file=sys.stderr)
+    else:
+        print("WARNING: NO CHANNEL CONFIRMED THE PAUSE: stop the trading system by hand", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,0 +1,299 @@
+"""Mode control: transitions, the evidence gate, compare-and-swap, both channels, faults, audit, speed path."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy_tool.channels import FileChannel, HttpChannel
+from deploy_tool.modes import decide, evidence_gate
+from deploy_tool.switch import switch
+from deploy_tool.units import iso_utc, utc_now
+
+GD = [sys.executable, "-m", "deploy_tool"]
+
+
+@pytest.mark.parametrize(
+    "current,target,force,allowed,forced",
+    [
+        ("real", "paused", False, True, False), ("mock", "paused", False, True, False), (None, "paused", False, True, False),
+        ("paused", "mock", False, True, False), ("mock", "real", False, True, False), ("real", "mock", False, True, False),
+        ("paused", "real", False, False, False), ("paused", "real", True, True, True),
+        (None, "mock", False, True, False), (None, "real", False, False, False), (None, "real", True, True, True),
+        ("mock", "mock", False, True, False), ("mock", "live", True, False, False),
+    ],
+)
+def test_transitions(current, target, force, allowed, forced):
+    decision = decide(current, target, force)
+    assert (decision.allowed, decision.forced) == (allowed, forced)
+
+
+def write_evidence(directory: Path, *, verdict="pass", age_s=60.0, skipped_required=False, name=None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    finished = utc_now() - dt.timedelta(seconds=age_s)
+    checks = [{"id": "okx_clock_skew", "marker": "okx", "required": True, "status": "passed"}]
+    if skipped_required:
+        checks.append({"id": "trades_fresh", "marker": "db", "required": True, "status": "skipped"})
+    doc = {"schema": "gradual-deploy/preflight-evidence/1", "verdict": verdict, "finished_at": iso_utc(finished),
+           "checks": checks}
+    path = directory / (name or f"preflight-{finished:%Y%m%dT%H%M%S}Z.json")
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_evidence_gate(tmp_path):
+    ev = tmp_path / "ev"
+    assert "no preflight evidence" in evidence_gate(str(ev), 3600).reason
+    write_evidence(ev, verdict="fail", age_s=30)
+    assert "verdict 'fail'" in evidence_gate(str(ev), 3600).reason
+    write_evidence(ev, age_s=10, skipped_required=True)
+    assert "skipped required checks: trades_fresh" in evidence_gate(str(ev), 3600).reason
+    write_evidence(ev, age_s=5)
+    assert evidence_gate(str(ev), 3600).ok
+    # newest by finished_at, not by file name or mtime
+    write_evidence(ev, verdict="fail", age_s=7200, name="preflight-99999999T999999Z.json")
+    assert evidence_gate(str(ev), 3600).ok
+    assert "old, max 60 min" in evidence_gate(str(ev), 3600, now=utc_now() + dt.timedelta(hours=2)).reason
+
+
+def gd(*args, env=None, cwd=None, timeout=60):
+    full = {**os.environ, **(env or {})}
+    return subprocess.run(GD + list(args), capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def world(sandbox, tmp_path):
+    """The sandbox's channels as CLI options, with the token in the environment and an audit dir."""
+    audit = tmp_path / "audit"
+    args = ["--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
+            "--admin-token-env", sandbox.token_env, "--audit-dir", str(audit)]
+    env = {sandbox.token_env: sandbox.token}
+
+    class World:
+        def run(self, *extra, token=True):
+            return gd(*extra, *args, env=env if token else {}, cwd=tmp_path)
+
+        def audit(self):
+            lines = []
+            for path in sorted(audit.glob("deploy-*.jsonl")):
+                lines += [json.loads(line) for line in path.read_text().splitlines()]
+            return lines
+
+        def file_mode(self):
+            return json.loads(sandbox.control_file.read_text())["mode"]
+
+    return World()
+
+
+def test_runbook_path_with_the_evidence_gate(world, sandbox, tmp_path):
+    ev = tmp_path / "ev"
+    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    assert done.returncode == 1 and "paused -> real is not allowed: rehearse in mock first" in done.stdout
+    done = world.run("switch", "--to", "mock", "--reason", "rehearsal")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "http" in done.stdout and "paused -> mock confirmed" in done.stdout
+    assert sandbox.admin.mode == "mock" and world.file_mode() == "mock"
+    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    assert done.returncode == 1 and "evidence gate: no preflight evidence" in done.stdout
+    write_evidence(ev, age_s=2 * 3600)
+    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    assert done.returncode == 1 and "old, max 60 min" in done.stdout
+    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev), "--max-evidence-age", "3h")
+    assert done.returncode == 0, done.stdout
+    assert sandbox.admin.mode == "real" and world.file_mode() == "real"
+    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    assert done.returncode == 0 and "NOOP" in done.stdout
+    done = world.run("pause", "--reason", "drill")
+    assert done.returncode == 0 and "pause: DONE" in done.stdout
+    results = [(a["action"], a["from"], a["to"], a["result"], a["forced"]) for a in world.audit()]
+    assert results == [
+        ("switch", "paused", "real", "refused", False), ("switch", "paused", "mock", "done", False),
+        ("switch", "mock", "real", "refused", False), ("switch", "mock", "real", "refused", False),
+        ("switch", "mock", "real", "done", False), ("switch", "real", "real", "noop", False),
+        ("pause", "real", "paused", "done", False),
+    ]
+    assert all(a["event"] == "mode_switch" and a["channel"] == "http+file" and a["actor"] for a in world.audit())
+    assert world.audit()[4]["evidence"].endswith(".json")
+
+
+def test_force_is_audited(world, sandbox, tmp_path):
+    done = world.run("switch", "--to", "real", "--force", "--evidence-dir", str(tmp_path / "none"), "--reason", "x")
+    assert done.returncode == 0 and "(forced)" in done.stdout
+    (line,) = world.audit()
+    assert line["forced"] is True and line["result"] == "done" and "forced past the evidence gate" in line["detail"]
+
+
+def test_usage_errors_exact(world, tmp_path):
+    done = gd("switch", "--to", "live", "--control-file", "x.json", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "gradual-deploy switch: error: argument --to: invalid choice: 'live' (choose from 'mock', 'real', 'paused')" in done.stderr
+    env = {k: "" for k in ("EXEC_HTTP_ADMIN_URL", "EXEC_CONTROL_FILE", "EXEC_HTTP_ADMIN_ENABLED")}
+    for command in (["pause"], ["switch", "--to", "mock"], ["status"]):
+        done = gd(*command, env=env, cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.strip() == ("gradual-deploy: error: no channel: give --http-admin-url and/or --control-file "
+                                       "(or set EXEC_HTTP_ADMIN_URL / EXEC_CONTROL_FILE)")
+    done = gd("switch", "--to", "mock", "--control-file", "x.json", "--max-evidence-age", "soon", cwd=tmp_path)
+    assert done.returncode == 2 and "invalid --max-evidence-age 'soon'" in done.stderr
+
+
+def test_env_channels(sandbox, tmp_path):
+    env = {"EXEC_CONTROL_FILE": str(sandbox.control_file), "EXEC_HTTP_ADMIN_ENABLED": "true",
+           "EXEC_HTTP_HOST": "127.0.0.1", "EXEC_HTTP_PORT": sandbox.admin_url.rsplit(":", 1)[1],
+           "EXEC_HTTP_ADMIN_TOKEN": sandbox.token, "EXEC_HTTP_ADMIN_URL": ""}
+    done = gd("switch", "--to", "mock", "--audit-dir", str(tmp_path / "a"), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"
+
+
+def test_token_missing_is_401_and_never_shown(world, sandbox):
+    done = world.run("switch", "--to", "mock", token=False)
+    assert done.returncode == 1
+    assert "HTTP 401 unauthorized: no admin token was sent" in done.stdout + done.stderr
+    done = world.run("switch", "--to", "mock", "--json")
+    assert json.loads(done.stdout)["result"] == "done"
+    everything = done.stdout + done.stderr + json.dumps(world.audit())
+    assert sandbox.token not in everything
+
+
+def test_http_pause_landing_between_read_and_write_is_never_overwritten(sandbox, tmp_path):
+    sandbox.admin.change({"mode": "mock"})
+    write_evidence(tmp_path / "ev", age_s=1)
+    sandbox.admin.on_get_mode = lambda: sandbox.admin.change({"mode": "paused", "actor": "incident"})
+    channel = HttpChannel(sandbox.admin_url, sandbox.token)
+    outcome = switch([channel], "real", force=False, reason="", actor="t", evidence_dir=str(tmp_path / "ev"),
+                     max_evidence_age_s=3600)
+    assert outcome.result == "failed"
+    (result,) = outcome.channels
+    assert result.conflict and "HTTP 409, mode is now 'paused'" in result.error
+    assert sandbox.admin.mode == "paused"
+
+
+def test_file_pause_landing_between_read_and_write_is_never_overwritten(sandbox, tmp_path):
+    FileChannel(str(sandbox.control_file)).apply("mock", "paused", "", "t")
+    write_evidence(tmp_path / "ev", age_s=1)
+
+    def pause_from_another_process():
+        done = gd("pause", "--control-file", str(sandbox.control_file), "--audit-dir", str(tmp_path / "a"))
+        assert done.returncode == 0
+
+    outcome = switch([FileChannel(str(sandbox.control_file))], "real", force=False, reason="", actor="t",
+                     evidence_dir=str(tmp_path / "ev"), max_evidence_age_s=3600, after_read=pause_from_another_process)
+    assert outcome.result == "failed"
+    assert outcome.channels[0].conflict and "now holds 'paused', not 'mock'" in outcome.channels[0].error
+    doc = json.loads(sandbox.control_file.read_text())
+    assert doc["mode"] == "paused" and doc["version"] == 3
+
+
+def test_acknowledged_but_unchanged_is_a_failure(world, sandbox):
+    sandbox.admin.fault = "ack_no_change"
+    done = world.run("switch", "--to", "mock")
+    assert done.returncode == 1
+    assert "acknowledged mock but GET /mode still reads 'paused': the change did not take" in done.stdout
+    assert world.audit()[-1]["result"] == "failed"
+
+
+@pytest.mark.parametrize("fault", ["down", "error500", "hang", "garbage"])
+def test_pause_goes_through_the_file_when_the_admin_api_is_broken(world, sandbox, fault, tmp_path):
+    if fault == "down":
+        url = "http://127.0.0.1:9"
+    else:
+        sandbox.admin.fault = fault
+        url = sandbox.admin_url
+    FileChannel(str(sandbox.control_file)).apply("real", "paused", "", "t")
+    started = time.monotonic()
+    done = gd("pause", "--http-admin-url", url, "--control-file", str(sandbox.control_file),
+              "--admin-token-env", sandbox.token_env, "--audit-dir", str(tmp_path / "a"), "--json",
+              env={sandbox.token_env: sandbox.token})
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(done.stdout)
+    assert record["result"] == "partial"
+    http, file = record["channels"]
+    assert not http["ok"] and http["error"] and file["ok"] and file["after"] == "paused"
+    assert "FAILED" in done.stderr and "http" in done.stderr
+    assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
+    assert elapsed < 3.0, f"pause took {elapsed:.1f} s with the admin API {fault}"
+
+
+def test_switch_needs_every_channel(world, sandbox):
+    sandbox.admin.fault = "error500"
+    done = world.run("switch", "--to", "mock")
+    assert done.returncode == 1 and "HTTP 500" in done.stdout
+    assert world.file_mode() == "paused", "nothing changes when a channel cannot even be read"
+
+
+def test_status_reports_disagreement(world, sandbox):
+    done = world.run("status", "--json") if False else gd(
+        "status", "--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
+        "--admin-token-env", sandbox.token_env, "--json", env={sandbox.token_env: sandbox.token})
+    report = json.loads(done.stdout)
+    assert done.returncode == 0 and report["agree"] and report["mode"] == "paused"
+    sandbox.admin.change({"mode": "mock"})
+    done = gd("status", "--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
+              "--admin-token-env", sandbox.token_env, env={sandbox.token_env: sandbox.token})
+    assert done.returncode == 1
+    assert "WARNING: the channels disagree" in done.stdout and "evidence: none" in done.stdout
+
+
+def test_twenty_processes_on_one_control_file(tmp_path):
+    path = tmp_path / "control" / "mode.json"
+    FileChannel(str(path)).apply("paused", None, "", "t", cas=False)
+    script = (
+        "import sys\n"
+        "from deploy_tool.cli import main\n"
+        "p, a = sys.argv[1], sys.argv[2]\n"
+        "for i in range(5):\n"
+        "    for argv in (['switch', '--to', 'mock'], ['pause'], ['switch', '--to', 'mock'], ['switch', '--to', 'real', '--force']):\n"
+        "        main(argv + ['--control-file', p, '--audit-dir', a, '--json'])\n"
+    )
+    stop = threading.Event()
+    reads, bad = [0], []
+
+    def reader():
+        while not stop.is_set():
+            try:
+                doc = json.loads(path.read_text())
+                if doc.get("mode") not in ("mock", "real", "paused") or not isinstance(doc.get("version"), int):
+                    bad.append(doc)
+            except (ValueError, OSError) as exc:
+                bad.append(repr(exc))
+            reads[0] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), str(tmp_path / "audit")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(20)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    stop.set()
+    thread.join()
+    assert all(p.returncode == 0 for p in procs), errors
+    assert not bad, bad[:3]
+    assert reads[0] > 100
+    lines = [json.loads(line) for f in (tmp_path / "audit").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert len(lines) == 20 * 5 * 4, "one audit line per action, none lost"
+    writes = sum(1 for line in lines if line["result"] == "done")  # a pause writes even when already paused
+    assert {line["result"] for line in lines} <= {"done", "noop", "failed", "refused"}
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 1 + writes, "every write incremented the version exactly once"
+    assert not list(path.parent.glob("*.tmp")), "no temp file left behind"
+
+
+def test_pause_imports_nothing_heavy(tmp_path):
+    code = (
+        "import sys\n"
+        "from deploy_tool.cli import main\n"
+        f"rc = main(['pause', '--control-file', {str(tmp_path / 'mode.json')!r}, '--audit-dir', {str(tmp_path)!r}])\n"
+        "heavy = sorted(m for m in ('pytest', '_pytest', 'psycopg2', 'requests', 'urllib3') if m in sys.modules)\n"
+        "print('HEAVY', heavy, rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
