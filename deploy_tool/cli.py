@@ -300,6 +300,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         ev = report.get("evidence")
         if ev:
             verdict = ev["verdict"] or "none"
-            print(f"evidence: {ev['path'] or 'none'}: verdict {verdict}, finished {ev['finished_at'] or '-'}; "
+            from deploy_tool.units import format_age
+
+            age = f"{format_age(ev['age_s'])} old" if ev["age_s"] is not None else "age unknown"
+            print(f"evidence: {ev['path'] or 'none'}: verdict {verdict}, {age}; "
                   f"{'real is open' if ev['gate_open'] else 'real is closed'}: {ev['gate']}")
     return EXIT_OK if report["ok"] else EXIT_FAILED

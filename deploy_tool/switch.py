@@ -146,10 +146,19 @@ def status(channels: Sequence[Any], evidence_dir: str | None, max_evidence_age_s
 
         gate = evidence_gate(evidence_dir, max_evidence_age_s)
         found = newest_evidence(evidence_dir)
+        age = None
+        if found:
+            try:
+                from deploy_tool.units import parse_timestamp, utc_now
+
+                age = round((utc_now() - parse_timestamp(found[1].get("finished_at"))).total_seconds(), 1)
+            except (ValueError, TypeError):
+                age = None
         report["evidence"] = {
             "path": str(found[0]) if found else None,
             "verdict": found[1].get("verdict") if found else None,
             "finished_at": found[1].get("finished_at") if found else None,
+            "age_s": age,
             "gate_open": gate.ok,
             "gate": gate.reason,
         }

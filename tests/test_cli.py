@@ -60,7 +60,12 @@ def test_demo_walks_the_runbook_and_exits_0(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: PASS" in done.stdout
+    for line in ("switch paused -> mock: DONE", "switch mock -> real: DONE", "pause: DONE"):
+        assert line in done.stdout
+    assert done.stdout.count(" confirmed (version") == 6, "both channels confirm each of the three changes"
     assert "demo finished" in done.stdout
+    audit = list((tmp_path / "data" / "demo" / "audit").glob("deploy-*.jsonl"))
+    assert [json.loads(x)["result"] for x in audit[0].read_text().splitlines()] == ["done", "done", "done"]
     evidence = list((tmp_path / "data" / "demo" / "evidence").glob("preflight-*.json"))
     assert len(evidence) == 1 and json.loads(evidence[0].read_text())["verdict"] == "pass"
 

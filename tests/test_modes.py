@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -232,7 +233,7 @@ def test_switch_needs_every_channel(world, sandbox):
 
 
 def test_status_reports_disagreement(world, sandbox):
-    done = world.run("status", "--json") if False else gd(
+    done = gd(
         "status", "--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
         "--admin-token-env", sandbox.token_env, "--json", env={sandbox.token_env: sandbox.token})
     report = json.loads(done.stdout)
@@ -242,6 +243,9 @@ def test_status_reports_disagreement(world, sandbox):
               "--admin-token-env", sandbox.token_env, env={sandbox.token_env: sandbox.token})
     assert done.returncode == 1
     assert "WARNING: the channels disagree" in done.stdout and "evidence: none" in done.stdout
+    write_evidence(Path(sandbox.workdir) / "ev", age_s=90)
+    done = gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(Path(sandbox.workdir) / "ev"))
+    assert done.returncode == 0 and re.search(r"verdict pass, 9\d.\d s old; real is open", done.stdout)
 
 
 def test_twenty_processes_on_one_control_file(tmp_path):
