@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--admin-port", type=int, default=0, help="port of the admin API (default: any free)")
     box.add_argument("--admin-token-env", default="EXEC_HTTP_ADMIN_TOKEN",
                      help="env var whose value the admin API requires as bearer token (unset: no token)")
+    box.add_argument("--misbehave", choices=("none", "failing-orders", "risk-burst", "stall-feed", "silence"),
+                     help="tell the sandbox running in --dir to misbehave (or recover with none), then exit")
 
     modes = ("mock", "real", "paused")
     sw = sub.add_parser("switch", help="change the trading system's mode (compare-and-swap, read back, audited)")
@@ -74,9 +76,46 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--max-evidence-age", default="1h", help="age beyond which the evidence no longer opens real")
     st.add_argument("--json", action="store_true", help="print one JSON object")
 
+    wa = sub.add_parser("watch", help="the observation period: checks every interval, pauses on a breach",
+                        description="Run the observe, data-latency and exchange checks every --interval; after "
+                                    "--failure-limit consecutive failing rounds pause through every channel and exit 1.")
+    wa.add_argument("--interval", default="30s", help="time between rounds (default 30s)")
+    wa.add_argument("--duration", default="2h", help="how long to watch (default 2h)")
+    wa.add_argument("--failure-limit", default="1", help="consecutive failing rounds that trigger the pause (default 1)")
+    wa.add_argument("--skip-db-check", action="store_true", help="watch without the trades-feed freshness check")
+    _option_args(wa)
+    _channel_args(wa, audit=False)
+    wa.add_argument("--json", action="store_true", help="one JSON object per round")
+
     demo = sub.add_parser("demo", help="walk the runbook against an in-process sandbox")
     demo.add_argument("--dir", default="data/demo", help="where the demo's sandbox and evidence go (default: data/demo)")
     return parser
+
+
+WATCH_OPTIONS = (
+    "audit_dir", "risk_events_csv", "observe_window", "audit_max_silence", "max_bad_audit_lines", "max_risk_events",
+    "max_order_failure_rate", "max_risk_block_rate", "min_signals", "max_signals", "audit_ts_field",
+    "audit_event_field", "audit_status_field", "risk_events_ts_column",
+    "database_url", "trades_table", "trades_time_column", "data_latency_threshold", "db_statement_timeout_ms",
+    "okx_base_url", "api_latency_threshold_ms", "api_samples", "max_clock_skew_ms", "maintenance_horizon",
+    "evidence_dir",
+)
+
+
+def _watch_options():
+    from deploy_tool.options import OBSERVE_OPTIONS, OPTIONS
+
+    by_name = {o.name: o for o in OPTIONS + OBSERVE_OPTIONS}
+    return tuple(by_name[name] for name in WATCH_OPTIONS)
+
+
+def _option_args(parser: argparse.ArgumentParser) -> None:
+    """Flags from the shared option table: the same help text as the suite's (default None: absent)."""
+    for option in _watch_options():
+        default = f" (default: {option.default})" if option.default is not None else ""
+        env = f" [env {', '.join(option.env)}]" if option.env else ""
+        parser.add_argument(option.flag, dest=f"opt_{option.name}", default=None, metavar="VALUE",
+                            help=f"{option.help}{default}{env}")
 
 
 def _channel_args(parser: argparse.ArgumentParser, audit: bool = True) -> None:
@@ -149,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_change(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "watch":
+            return cmd_watch(args)
         if args.command == "demo":
             from deploy_tool.demo import run_demo
 
@@ -183,8 +224,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     import shlex
     import time
 
-    from deploy_tool.sandbox import Sandbox
+    from deploy_tool.sandbox import Sandbox, request_fault
 
+    if args.misbehave:
+        path = request_fault(args.dir, args.misbehave)
+        print(f"asked the sandbox in {args.dir} to misbehave: {args.misbehave} ({path})")
+        return EXIT_OK
     token = os.environ.get(args.admin_token_env) or None
     sandbox = Sandbox(args.dir, token=token, token_env=args.admin_token_env,
                       okx_port=args.okx_port, admin_port=args.admin_port)
@@ -199,7 +244,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     print(f"  trades feed       : {sandbox.database_url}")
     print(f"  backtest summary  : {sandbox.backtest_summary}")
     print("Point the suite at it:")
-    print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in sandbox.preflight_args()), flush=True)
+    print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in sandbox.preflight_args()))
+    print("Watch it (in another terminal), and make it misbehave with")
+    print(f"  gradual-deploy sandbox --dir {shlex.quote(args.dir)} --misbehave failing-orders")
+    print("  gradual-deploy watch --interval 2s --duration 10m " + " ".join(shlex.quote(a) for a in sandbox.watch_args()),
+          flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -224,15 +273,9 @@ def cmd_change(args: argparse.Namespace) -> int:
         outcome = switch.switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
                                 evidence_dir=args.evidence_dir, max_evidence_age_s=max_age)
     record = outcome.as_dict()
-    audit_line = {
-        "event": "mode_switch", "action": record["action"], "from": record["from"], "to": record["to"],
-        "channel": "+".join(c.channel for c in outcome.channels), "actor": actor, "reason": args.reason,
-        "result": record["result"], "forced": record["forced"], "evidence": record["evidence"],
-        "detail": record["reason"], "channels": record["channels"],
-    }
     audit_error = None
     try:
-        record["audit"] = audit.append(args.audit_dir, audit_line)
+        record["audit"] = audit.append(args.audit_dir, outcome.audit_record(actor, args.reason))
     except audit.AuditError as exc:
         audit_error = str(exc)
         record["audit_error"] = audit_error
@@ -306,3 +349,33 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"evidence: {ev['path'] or 'none'}: verdict {verdict}, {age}; "
                   f"{'real is open' if ev['gate_open'] else 'real is closed'}: {ev['gate']}")
     return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import os
+
+    from deploy_tool.options import OptionError, resolve_values
+    from deploy_tool.watch import WatchConfig, watch
+
+    try:
+        values, _ = resolve_values(_watch_options(), cli=lambda o: getattr(args, f"opt_{o.name}"),
+                                   ini=lambda o: None, ini_source="", environ=os.environ)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
+    interval = _duration(args.interval, "--interval")
+    duration = _duration(args.duration, "--duration")
+    if interval <= 0 or duration <= 0:
+        raise UsageError("--interval and --duration must be above 0")
+    try:
+        limit = int(args.failure_limit)
+        if limit < 1:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"invalid --failure-limit {args.failure_limit!r}: expected a whole number >= 1") from None
+    if not values["database_url"] and not args.skip_db_check:
+        raise UsageError("watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
+    channels = _channels(args, pause=True)
+    cfg = WatchConfig(interval_s=interval, duration_s=duration, failure_limit=limit, values=values,
+                      audit_dir=values["audit_dir"], evidence_dir=values["evidence_dir"],
+                      skip_db_check=args.skip_db_check, json_lines=args.json, actor=_actor())
+    return watch(cfg, channels, emit=lambda line: print(line, flush=True))

@@ -305,6 +305,109 @@ class TradesFeed:
         self._thread.join(timeout=5)
 
 
+FAULTS = ("none", "failing-orders", "risk-burst", "stall-feed", "silence")
+
+
+class TradingSystemSim:
+    """Writes what a live trading system writes: an audit JSONL per UTC day and a risk-events CSV.
+
+    Every tick: an order intent and its result; every tenth intent a risk block. A fault makes it
+    misbehave as a real system would: `failing-orders` (every result rejected), `risk-burst` (a burst of
+    risk events, once), `stall-feed` (the trades feed stops), `silence` (the audit stops); `none` recovers.
+    """
+
+    def __init__(self, audit_dir: Path, risk_csv: Path, feed: "TradesFeed | None", interval: float = 0.25,
+                 fault_file: Path | None = None) -> None:
+        self.audit_dir = Path(audit_dir)
+        self.risk_csv = Path(risk_csv)
+        self.feed = feed
+        self.interval = interval
+        self.fault_file = fault_file
+        self.fault = "none"
+        self._fault_seen: float | None = None
+        self._stop = threading.Event()
+        self._n = 0
+        self.audit_dir.mkdir(parents=True, exist_ok=True)
+        if not self.risk_csv.exists():
+            self.risk_csv.write_text("ts,kind,detail\n", encoding="utf-8")
+        self._thread = threading.Thread(target=self._run, name="trading-system", daemon=True)
+
+    def set_fault(self, fault: str) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
+        self.fault = fault
+        if self.feed is not None:
+            (self.feed.stalled.set if fault == "stall-feed" else self.feed.stalled.clear)()
+        if fault == "risk-burst":
+            now = utc_now()
+            with open(self.risk_csv, "a", encoding="utf-8") as fh:
+                for i in range(10):
+                    fh.write(f"{iso_utc(now)},drawdown_limit,burst {i}\n")
+            for i in range(10):
+                self._audit({"event": "risk_event", "kind": "drawdown_limit", "detail": f"burst {i}"})
+
+    def _audit(self, record: dict) -> None:
+        now = utc_now()
+        line = json.dumps({"ts": iso_utc(now), **record}) + "\n"
+        with open(self.audit_dir / f"audit-{now:%Y-%m-%d}.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    def tick(self) -> None:
+        self._poll_fault_file()
+        if self.fault == "silence":
+            return
+        self._n += 1
+        order_id = f"sim-{self._n}"
+        self._audit({"event": "order_intent", "order_id": order_id, "inst_id": "BTC-USDT", "side": "buy", "sz": "0.001"})
+        if self._n % 10 == 0:
+            self._audit({"event": "risk_block", "order_id": order_id, "rule": "max_notional"})
+            return
+        status = "rejected" if self.fault == "failing-orders" else "filled"
+        self._audit({"event": "order_result", "order_id": order_id, "status": status})
+
+    def _poll_fault_file(self) -> None:
+        if self.fault_file is None:
+            return
+        try:
+            mtime = self.fault_file.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self._fault_seen:
+            self._fault_seen = mtime
+            try:
+                fault = json.loads(self.fault_file.read_text(encoding="utf-8")).get("fault", "none")
+                self.set_fault(fault)
+            except (ValueError, OSError, AttributeError):
+                pass  # a half-written request; the next tick reads it again
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except OSError:
+                pass
+
+    def start(self) -> "TradingSystemSim":
+        self.tick()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def request_fault(workdir: str | os.PathLike, fault: str) -> Path:
+    """Tell a running sandbox (in another process) to misbehave: it polls this file every tick."""
+    if fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
+    path = Path(workdir) / "misbehave.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"fault": fault, "at": iso_utc(utc_now())}), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def write_backtest_summary(path: Path, **overrides: Any) -> None:
     """A fresh summary that meets the default thresholds."""
     doc = {
@@ -339,7 +442,9 @@ class Sandbox:
         self.database_path = self.workdir / "trades.db"
         self.backtest_summary = self.workdir / "backtest_summary.json"
         self.audit_dir = self.workdir / "audit"
+        self.risk_events_csv = self.workdir / "risk_events.csv"
         self.evidence_dir = self.workdir / "evidence"
+        self.system: TradingSystemSim | None = None
         self._initial_mode = mode
         self._feed_interval = feed_interval
         self.feed: TradesFeed | None = None
@@ -366,6 +471,11 @@ class Sandbox:
             })
         self.audit_dir.mkdir(parents=True, exist_ok=True)
         self.feed = TradesFeed(self.database_path, self._feed_interval).start()
+        fault_file = self.workdir / "misbehave.json"
+        if fault_file.exists():
+            fault_file.unlink()  # a new sandbox starts healthy
+        self.system = TradingSystemSim(self.audit_dir, self.risk_events_csv, self.feed,
+                                       fault_file=fault_file).start()
         self.exchange.start()
         self.admin.start()
         self._started = True
@@ -375,6 +485,8 @@ class Sandbox:
         if not self._started:
             return
         self._started = False
+        if self.system:
+            self.system.stop()
         if self.feed:
             self.feed.stop()
         self.exchange.stop()
@@ -395,6 +507,22 @@ class Sandbox:
             "--http-admin-url", self.admin_url,
             "--admin-token-env", self.token_env,
             "--control-file", str(self.control_file),
+        ]
+
+    def observe_args(self) -> list[str]:
+        """The observe options that point `watch` or `-m observe` at this sandbox's audit and risk events."""
+        return ["--audit-dir", str(self.audit_dir), "--risk-events-csv", str(self.risk_events_csv)]
+
+    def watch_args(self) -> list[str]:
+        """Everything `gradual-deploy watch` needs to watch this sandbox and pause it."""
+        return [
+            *self.observe_args(),
+            "--okx-base-url", self.okx_url,
+            "--database-url", self.database_url,
+            "--http-admin-url", self.admin_url,
+            "--admin-token-env", self.token_env,
+            "--control-file", str(self.control_file),
+            "--evidence-dir", str(self.evidence_dir),
         ]
 
     def env(self) -> dict[str, str]:

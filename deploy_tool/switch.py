@@ -39,6 +39,16 @@ class Outcome:
             "channels": [c.as_dict() for c in self.channels],
         }
 
+    def audit_record(self, actor: str, reason: str) -> dict[str, Any]:
+        """The audit line of this action (CONTRACT section 4), with what each channel saw."""
+        record = self.as_dict()
+        return {
+            "event": "mode_switch", "action": record["action"], "from": record["from"], "to": record["to"],
+            "channel": "+".join(c.channel for c in self.channels), "actor": actor, "reason": reason,
+            "result": record["result"], "forced": record["forced"], "evidence": record["evidence"],
+            "detail": record["reason"], "channels": record["channels"],
+        }
+
 
 def _read_all(channels: Sequence[Any]) -> tuple[dict[str, str | None], list[ChannelResult]]:
     modes: dict[str, str | None] = {}

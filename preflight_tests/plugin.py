@@ -35,6 +35,7 @@ MARKERS = {
     "backtest": "needs the backtest summary (go-live thresholds)",
     "admin": "needs the trading system's admin HTTP API (skips when unconfigured)",
     "control": "needs the control file (skips when unconfigured)",
+    "observe": "the watch period: reads the trading system's audit and risk events (only with -m observe or --observe)",
 }
 SKIP_FLAGS = {"db": "--skip-db-check", "backtest": "--skip-backtest-check"}
 # Backstop for a probe that hangs despite its own timeouts; "signal" fails the test and keeps the
@@ -144,7 +145,7 @@ def _ours(item: pytest.Item) -> bool:
 
 
 def _marker_of(item: pytest.Item) -> str | None:
-    for name in (*MARKERS, "observe"):
+    for name in MARKERS:
         if item.get_closest_marker(name):
             return name
     return None
@@ -248,6 +249,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.originalname == "test_backtest_min_trades" and settings.min_trades == 0:
             continue  # --min-trades 0 means off: no check rather than a check that cannot fail
         marker = _marker_of(item)
+        if marker == "observe" and not settings.observe:
+            continue  # a go-live preflight runs before the system has written any audit to observe
         if (marker == "db" and settings.skip_db_check) or (marker == "backtest" and settings.skip_backtest_check):
             item.add_marker(pytest.mark.skip(reason=f"skipped on request: {SKIP_FLAGS[marker]}"))
         if item.get_closest_marker("timeout") is None and not _timeout_configured(config):
@@ -392,6 +395,11 @@ def _thresholds(settings: Settings) -> dict[str, Any]:
         "api_samples": settings.api_samples,
         "max_clock_skew_ms": settings.max_clock_skew_ms,
         "maintenance_horizon_s": settings.maintenance_horizon,
+        **({"observe_window_s": settings.observe_window, "audit_max_silence_s": settings.audit_max_silence,
+            "max_bad_audit_lines": settings.max_bad_audit_lines, "max_risk_events": settings.max_risk_events,
+            "max_order_failure_rate": settings.max_order_failure_rate,
+            "max_risk_block_rate": settings.max_risk_block_rate, "min_signals": settings.min_signals,
+            "max_signals": settings.max_signals} if settings.observe else {}),
     }
 
 
@@ -614,6 +622,21 @@ def backtest_summary(pytestconfig: pytest.Config) -> Attempt:
     state = _state(pytestconfig)
     assert state is not None
     return _summary_attempt(state)
+
+
+@pytest.fixture(scope="session")
+def observation(settings: Settings, redactor: Redactor) -> Attempt:
+    """The last --observe-window of the trading system's audit and risk events."""
+    from deploy_tool.observe import observe
+
+    return Attempt(
+        lambda: observe(
+            settings.audit_dir, settings.risk_events_csv, settings.observe_window,
+            ts_field=settings.audit_ts_field, event_field=settings.audit_event_field,
+            status_field=settings.audit_status_field, risk_ts_column=settings.risk_events_ts_column,
+        ),
+        redactor,
+    )
 
 
 @pytest.fixture(scope="session")

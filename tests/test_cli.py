@@ -81,6 +81,7 @@ def test_sandbox_runs_in_the_foreground_and_points_the_suite_at_itself(tmp_path)
             lines.append(line)
             if line.strip().startswith("gradual-deploy preflight"):
                 break
+        assert lines[-1].strip().startswith("gradual-deploy preflight"), lines
         command = shlex.split(lines[-1])
         assert command[:2] == ["gradual-deploy", "preflight"], lines
         done = _run(command[1:] + ["--evidence-dir", str(tmp_path / "ev")], tmp_path)

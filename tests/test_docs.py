@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from deploy_tool.cli import build_parser
-from preflight_tests.settings import OPTIONS
+from preflight_tests.settings import ALL_OPTIONS as OPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from preflight_tests.settings import OPTIONS
+from preflight_tests.settings import ALL_OPTIONS as OPTIONS
 
 
 def _usage(pytester, *args, ini: str | None = None):

@@ -1,0 +1,303 @@
+"""Observation: what the trading system's audit JSONL and risk-events CSV say about the last window.
+
+The runbook's watch periods (10-30 min in mock, 1-2 h in real) ask a person to stare at
+`data/audit/*.jsonl` and `data/risk_events.csv`; these readers do it. They read each file backwards
+from its end, block by block, until the window is covered, so their cost follows the window and not
+the size of the file, and their memory stays flat. A last line still being written (no newline yet) is
+left for the next round; CRLF and blank lines are fine; timestamps may be ISO 8601 or epoch s/ms.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from deploy_tool import ProbeError
+from deploy_tool.units import format_age, format_duration, iso_utc, parse_timestamp
+
+BLOCK = 64 * 1024
+# Lines are appended in time order, give or take writer threads: keep reading this many lines past the
+# first one older than the window before deciding the window is covered.
+DISORDER_TOLERANCE = 50
+FAILED_STATUSES = {"rejected", "failed", "error"}
+OWN_AUDIT_PREFIX = "deploy-"  # gradual-deploy's own audit lives in the same directory; it is not the system's
+
+
+def iter_lines_backwards(path: str) -> Iterator[bytes]:
+    """The complete lines of a file, last first. A trailing piece without a newline is skipped."""
+    with open(path, "rb") as fh:
+        pos = fh.seek(0, os.SEEK_END)
+        carry = b""
+        dropped_tail = False
+        while pos > 0:
+            size = min(BLOCK, pos)
+            pos -= size
+            fh.seek(pos)
+            parts = (fh.read(size) + carry).split(b"\n")
+            carry = parts[0]
+            rest = parts[1:]
+            if rest and not dropped_tail:
+                rest = rest[:-1]  # after the last newline: empty, or a line still being written
+                dropped_tail = True
+            for line in reversed(rest):
+                yield line
+        if carry and dropped_tail:
+            yield carry  # the file's first line
+
+
+@dataclass
+class AuditWindow:
+    """Counts over the audit lines that fall in the window."""
+
+    files: list[str] = field(default_factory=list)
+    today_file: str | None = None
+    newest: dt.datetime | None = None
+    lines: int = 0
+    scanned: int = 0  # lines read, in the window or not: the cost follows the window, not the file
+    bad_lines: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+    order_intents: int = 0
+    order_results: int = 0
+    order_failures: int = 0
+    risk_blocks: int = 0
+    risk_events: int = 0
+
+
+def audit_files_for(audit_dir: str, day: dt.date) -> list[str]:
+    """The trading system's audit files of one UTC day: names containing YYYY-MM-DD, not our own."""
+    stamp = day.isoformat()
+    try:
+        names = os.listdir(audit_dir)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ProbeError(f"cannot list the audit directory {audit_dir}: {exc.strerror}") from None
+    return sorted(
+        os.path.join(audit_dir, n) for n in names
+        if stamp in n and n.endswith((".jsonl", ".json", ".log")) and not n.startswith(OWN_AUDIT_PREFIX)
+    )
+
+
+def read_audit_window(
+    audit_dir: str,
+    start: dt.datetime,
+    now: dt.datetime,
+    ts_field: str = "ts",
+    event_field: str = "event",
+    status_field: str = "status",
+) -> AuditWindow:
+    """Count the audit events in [start, now], reading today's file (and the days back to `start`)."""
+    result = AuditWindow()
+    day = now.date()
+    first = True
+    while day >= start.date():
+        paths = audit_files_for(audit_dir, day)
+        if first:
+            result.today_file = paths[-1] if paths else None
+            first = False
+        covered = False
+        for path in paths:
+            result.files.append(path)
+            covered = _scan_audit(path, start, now, ts_field, event_field, status_field, result) or covered
+        if covered:
+            break
+        day -= dt.timedelta(days=1)
+    return result
+
+
+def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, event_field: str,
+                status_field: str, out: AuditWindow) -> bool:
+    """Add one file's window to `out`; True when the file reached back past the window's start."""
+    older_seen = 0
+    try:
+        for raw in iter_lines_backwards(path):
+            text = raw.rstrip(b"\r").strip()
+            if not text:
+                continue
+            out.scanned += 1
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("not an object")
+                moment = parse_timestamp(obj[ts_field])
+            except (ValueError, KeyError, TypeError, OverflowError, OSError, UnicodeDecodeError):
+                out.bad_lines += 1
+                if len(out.bad_examples) < 3:
+                    out.bad_examples.append(text[:80].decode("utf-8", "replace"))
+                continue
+            if out.newest is None or moment > out.newest:
+                out.newest = moment
+            if moment < start:
+                older_seen += 1
+                if older_seen > DISORDER_TOLERANCE:
+                    return True
+                continue
+            if moment > now + dt.timedelta(seconds=60):
+                continue  # from the future: not part of this window
+            out.lines += 1
+            event = obj.get(event_field, obj.get("type"))
+            if event == "order_intent":
+                out.order_intents += 1
+            elif event == "order_result":
+                out.order_results += 1
+                if str(obj.get(status_field, "")).lower() in FAILED_STATUSES:
+                    out.order_failures += 1
+            elif event == "risk_block":
+                out.risk_blocks += 1
+            elif event == "risk_event":
+                out.risk_events += 1
+    except OSError as exc:
+        raise ProbeError(f"cannot read the audit file {path}: {exc.strerror}") from None
+    return older_seen > 0
+
+
+@dataclass
+class RiskWindow:
+    path: str
+    exists: bool = False
+    events: int = 0
+    bad_rows: int = 0
+
+
+def read_risk_events(path: str, start: dt.datetime, now: dt.datetime, ts_column: str = "ts") -> RiskWindow:
+    """Count the risk-events CSV rows whose ts falls in [start, now], reading from the end."""
+    result = RiskWindow(path)
+    try:
+        with open(path, "rb") as fh:
+            header_line = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
+    except FileNotFoundError:
+        return result
+    except OSError as exc:
+        raise ProbeError(f"cannot read the risk-events file {path}: {exc.strerror}") from None
+    result.exists = True
+    header = next(csv.reader([header_line]), [])
+    if ts_column not in header:
+        raise ProbeError(f"risk-events file {path} has no {ts_column!r} column (header: {header_line[:120]!r}): "
+                         "set --risk-events-ts-column")
+    index = header.index(ts_column)
+    older_seen = 0
+    for raw in list_header_excluded(path):
+        text = raw.rstrip(b"\r").decode("utf-8", "replace")
+        if not text.strip():
+            continue
+        try:
+            row = next(csv.reader(io.StringIO(text)))
+            moment = parse_timestamp(row[index])
+        except (ValueError, IndexError, StopIteration, OverflowError, OSError):
+            result.bad_rows += 1
+            continue
+        if moment < start:
+            older_seen += 1
+            if older_seen > DISORDER_TOLERANCE:
+                break
+            continue
+        if moment <= now + dt.timedelta(seconds=60):
+            result.events += 1
+    return result
+
+
+def list_header_excluded(path: str) -> Iterator[bytes]:
+    """Lines of the CSV from the end, without its header line."""
+    lines = iter_lines_backwards(path)
+    previous = None
+    for line in lines:
+        if previous is not None:
+            yield previous
+        previous = line
+    # `previous` is now the file's first line: the header
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One observe criterion's outcome."""
+
+    ok: bool
+    measured: float | int | None
+    threshold: float | int | str | None
+    unit: str
+    message: str
+
+
+@dataclass
+class Observation:
+    """The last window, as the observe checks and `watch` judge it."""
+
+    window_s: float
+    now: dt.datetime
+    audit_dir: str
+    audit: AuditWindow
+    risk: RiskWindow
+
+    @property
+    def window(self) -> str:
+        return f"in the last {format_duration(self.window_s)}"
+
+    def audit_recent(self, max_silence_s: float) -> Criterion:
+        if not self.audit.today_file:
+            return Criterion(False, None, max_silence_s, "s",
+                             f"no audit file for today ({self.now.date().isoformat()}) in {self.audit_dir}: is the "
+                             "trading system writing its audit (AUDIT_TO_FILE=true)? check --audit-dir")
+        if self.audit.newest is None:
+            return Criterion(False, None, max_silence_s, "s",
+                             f"no readable audit line in {self.audit.today_file}: the trading system writes nothing usable")
+        silence = (self.now - self.audit.newest).total_seconds()
+        ok = silence < max_silence_s
+        text = (f"newest audit line {format_age(silence)} old ({iso_utc(self.audit.newest)}), max silence "
+                f"{format_duration(max_silence_s)}")
+        return Criterion(ok, round(silence, 3), max_silence_s, "s",
+                         text if ok else f"{text}: the trading system has gone quiet; check that it runs")
+
+    def audit_parseable(self, max_bad: int) -> Criterion:
+        bad = self.audit.bad_lines
+        examples = f"; e.g. {self.audit.bad_examples[0]!r}" if self.audit.bad_examples else ""
+        text = f"{bad} unparseable audit line(s) {self.window}, max {max_bad}{examples}"
+        return Criterion(bad <= max_bad, bad, max_bad, "lines", text)
+
+    def risk_events(self, max_events: int) -> Criterion:
+        count = max(self.risk.events, self.audit.risk_events)
+        source = (f"{self.risk.events} in {self.risk.path}, {self.audit.risk_events} risk_event audit lines"
+                  if self.risk.exists else f"{self.audit.risk_events} risk_event audit lines (no {self.risk.path})")
+        text = f"{count} risk events {self.window} ({source}), max {max_events}"
+        ok = count <= max_events
+        return Criterion(ok, count, max_events, "events", text if ok else f"{text}: roll back and investigate")
+
+    def order_failure_rate(self, max_rate: float) -> Criterion:
+        results, failures = self.audit.order_results, self.audit.order_failures
+        rate = failures / results if results else 0.0
+        text = f"{failures} of {results} order results failed {self.window} ({rate:.1%}), max {max_rate:.1%}"
+        ok = rate <= max_rate
+        return Criterion(ok, round(rate, 4), max_rate, "fraction",
+                         text if ok else f"{text}: the exchange or the order path is failing")
+
+    def risk_block_rate(self, max_rate: float) -> Criterion:
+        intents, blocks = self.audit.order_intents, self.audit.risk_blocks
+        rate = blocks / intents if intents else (math.inf if blocks else 0.0)
+        text = f"{blocks} risk blocks for {intents} order intents {self.window} ({rate:.1%}), max {max_rate:.1%}"
+        ok = rate <= max_rate
+        return Criterion(ok, None if math.isinf(rate) else round(rate, 4), max_rate, "fraction",
+                         text if ok else f"{text}: the strategy keeps hitting its risk limits")
+
+    def signals(self, min_signals: int, max_signals: int | None) -> Criterion:
+        intents = self.audit.order_intents
+        bounds = f"[{min_signals}, {max_signals if max_signals is not None else 'off'}]"
+        text = f"{intents} order intents {self.window}, expected within {bounds}"
+        ok = intents >= min_signals and (max_signals is None or intents <= max_signals)
+        hint = ": the strategy is silent" if intents < min_signals else ": the strategy is trading too much"
+        return Criterion(ok, intents, bounds, "intents", text if ok else text + hint)
+
+
+def observe(audit_dir: str, risk_events_csv: str, window_s: float, now: dt.datetime | None = None,
+            ts_field: str = "ts", event_field: str = "event", status_field: str = "status",
+            risk_ts_column: str = "ts") -> Observation:
+    """Read the last `window_s` seconds of the audit and the risk events."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    start = now - dt.timedelta(seconds=window_s)
+    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field)
+    risk = read_risk_events(risk_events_csv, start, now, risk_ts_column)
+    return Observation(window_s, now, audit_dir, audit, risk)

@@ -1,0 +1,150 @@
+"""Observation: backwards readers, window edges, midnight rollover, bad lines, and every criterion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from deploy_tool import observe as obs_mod
+from deploy_tool.observe import iter_lines_backwards, observe, read_audit_window, read_risk_events
+from deploy_tool.units import iso_utc
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+
+def _line(moment: dt.datetime, event: str, **extra) -> str:
+    return json.dumps({"ts": iso_utc(moment), "event": event, **extra})
+
+
+def _write(path, lines, ending="\n", tail=""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("".join(line + ending for line in lines) + tail).encode())
+    return path
+
+
+@pytest.mark.parametrize("block", [7, 64, 65536])
+def test_backwards_lines_crlf_blank_and_partial_tail(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(obs_mod, "BLOCK", block)
+    path = _write(tmp_path / "f.jsonl", ["first", "", "second", "third line"], ending="\r\n", tail='{"ts": "2026-11')
+    assert [x.rstrip(b"\r") for x in iter_lines_backwards(str(path))] == [b"third line", b"second", b"", b"first"]
+    _write(path, ["only"], tail="")
+    assert list(iter_lines_backwards(str(path))) == [b"only"]
+    path.write_bytes(b"no newline at all")
+    assert list(iter_lines_backwards(str(path))) == [], "a line still being written is not read yet"
+    path.write_bytes(b"")
+    assert list(iter_lines_backwards(str(path))) == []
+
+
+def test_window_edges_and_counts(tmp_path):
+    audit = tmp_path / "audit"
+    start = NOW - dt.timedelta(minutes=10)
+    _write(audit / "audit-2026-11-24.jsonl", [
+        _line(start - dt.timedelta(seconds=1), "order_intent"),  # just before the window
+        _line(start, "order_intent"),  # on the edge: inside
+        _line(NOW - dt.timedelta(minutes=5), "order_result", status="filled"),
+        json.dumps({"ts": int((NOW - dt.timedelta(minutes=4)).timestamp() * 1000), "type": "order_result", "status": "REJECTED"}),
+        json.dumps({"ts": (NOW - dt.timedelta(minutes=3)).timestamp(), "event": "risk_block"}),
+        "this is not json",
+        _line(NOW - dt.timedelta(minutes=2), "risk_event"),
+        _line(NOW - dt.timedelta(minutes=1), "heartbeat"),
+    ], tail='{"ts": "2026-11-24T11:59:59Z", "event": "order_in')
+    _write(audit / "deploy-2026-11-24.jsonl", [_line(NOW, "mode_switch")])  # our own audit is not the system's
+    window = read_audit_window(str(audit), start, NOW)
+    assert (window.order_intents, window.order_results, window.order_failures, window.risk_blocks,
+            window.risk_events, window.bad_lines) == (1, 2, 1, 1, 1, 1)
+    assert window.newest == NOW - dt.timedelta(minutes=1)
+    assert [p.endswith("audit-2026-11-24.jsonl") for p in window.files] == [True]
+
+
+def test_midnight_rollover_reads_yesterdays_tail(tmp_path):
+    audit = tmp_path / "audit"
+    now = dt.datetime(2026, 11, 24, 0, 5, tzinfo=UTC)
+    _write(audit / "audit-2026-11-23.jsonl", [
+        _line(now - dt.timedelta(hours=2), "order_intent"),
+        _line(now - dt.timedelta(minutes=8), "order_intent"),
+        _line(now - dt.timedelta(minutes=6), "risk_block"),
+    ])
+    _write(audit / "audit-2026-11-24.jsonl", [_line(now - dt.timedelta(minutes=2), "order_intent")])
+    window = read_audit_window(str(audit), now - dt.timedelta(minutes=10), now)
+    assert window.order_intents == 2 and window.risk_blocks == 1
+    assert window.today_file.endswith("2026-11-24.jsonl") and len(window.files) == 2
+    # a window inside today does not open yesterday's file
+    assert len(read_audit_window(str(audit), now - dt.timedelta(minutes=3), now).files) == 1
+
+
+def test_cost_follows_the_window_not_the_file(tmp_path):
+    audit = tmp_path / "audit"
+    old = [_line(NOW - dt.timedelta(hours=5), "order_intent")] * 100_000
+    recent = [_line(NOW - dt.timedelta(seconds=30), "order_intent")] * 10
+    _write(audit / "audit-2026-11-24.jsonl", old + recent)
+    window = read_audit_window(str(audit), NOW - dt.timedelta(minutes=10), NOW)
+    assert window.order_intents == 10
+    assert window.scanned <= 10 + obs_mod.DISORDER_TOLERANCE + 1
+
+
+def test_risk_events_csv(tmp_path):
+    path = tmp_path / "risk.csv"
+    rows = ["ts,kind,detail", f"{iso_utc(NOW - dt.timedelta(hours=1))},old,x",
+            f"{iso_utc(NOW - dt.timedelta(minutes=9))},dd,\"quoted, with comma\"",
+            f"{int((NOW - dt.timedelta(minutes=1)).timestamp() * 1000)},loss,y", "garbage-row,,"]
+    _write(path, rows, ending="\r\n")
+    window = read_risk_events(str(path), NOW - dt.timedelta(minutes=10), NOW)
+    assert (window.exists, window.events, window.bad_rows) == (True, 2, 1)
+    assert read_risk_events(str(tmp_path / "none.csv"), NOW, NOW).exists is False
+    _write(path, ["time,kind"])
+    from deploy_tool import ProbeError
+
+    with pytest.raises(ProbeError, match="has no 'ts' column"):
+        read_risk_events(str(path), NOW, NOW)
+
+
+def _observation(tmp_path, lines, risk_rows=(), now=NOW):
+    audit = tmp_path / "audit"
+    _write(audit / f"audit-{now:%Y-%m-%d}.jsonl", lines)
+    csv_path = _write(tmp_path / "risk.csv", ["ts,kind", *risk_rows])
+    return observe(str(audit), str(csv_path), 600, now=now)
+
+
+def test_every_criterion_passes_and_fails(tmp_path):
+    m = lambda s: NOW - dt.timedelta(seconds=s)  # noqa: E731
+    healthy = _observation(tmp_path, [_line(m(60), "order_intent"), _line(m(59), "order_result", status="filled"),
+                                      _line(m(30), "order_intent"), _line(m(29), "order_result", status="filled")])
+    assert all(c.ok for c in (healthy.audit_recent(300), healthy.audit_parseable(0), healthy.risk_events(3),
+                              healthy.order_failure_rate(0.2), healthy.risk_block_rate(0.5), healthy.signals(1, 10)))
+
+    quiet = _observation(tmp_path, [_line(m(400), "order_intent")])
+    crit = quiet.audit_recent(300)
+    assert not crit.ok and crit.measured == 400 and "has gone quiet" in crit.message
+
+    bad = _observation(tmp_path, [_line(m(10), "order_intent"), "{broken", "[1, 2]"])
+    crit = bad.audit_parseable(1)
+    assert not crit.ok and crit.measured == 2 and "2 unparseable audit line(s) in the last 10m, max 1" in crit.message
+
+    risky = _observation(tmp_path, [_line(m(10), "order_intent")], risk_rows=[f"{iso_utc(m(i))},dd" for i in range(1, 5)])
+    crit = risky.risk_events(3)
+    assert not crit.ok and crit.measured == 4 and "4 risk events in the last 10m" in crit.message and "max 3" in crit.message
+
+    failing = _observation(tmp_path, [_line(m(9), "order_result", status="error"), _line(m(8), "order_result", status="filled"),
+                                      _line(m(7), "order_result", status="failed")])
+    crit = failing.order_failure_rate(0.2)
+    assert not crit.ok and crit.measured == pytest.approx(0.6667, abs=1e-3) and "2 of 3 order results failed" in crit.message
+
+    blocked = _observation(tmp_path, [_line(m(9), "order_intent"), _line(m(8), "risk_block"), _line(m(7), "order_intent"),
+                                      _line(m(6), "risk_block")])
+    crit = blocked.risk_block_rate(0.5)
+    assert not crit.ok and crit.measured == 1.0 and "2 risk blocks for 2 order intents" in crit.message
+    only_blocks = _observation(tmp_path, [_line(m(8), "risk_block")])
+    assert not only_blocks.risk_block_rate(0.5).ok
+
+    silent = _observation(tmp_path, [_line(m(8), "heartbeat")])
+    crit = silent.signals(1, None)
+    assert not crit.ok and "the strategy is silent" in crit.message
+    busy = _observation(tmp_path, [_line(m(i), "order_intent") for i in range(1, 6)])
+    assert not busy.signals(0, 4).ok and "trading too much" in busy.signals(0, 4).message
+
+    missing = observe(str(tmp_path / "nowhere"), str(tmp_path / "none.csv"), 600, now=NOW)
+    crit = missing.audit_recent(300)
+    assert not crit.ok and "no audit file for today (2026-11-24)" in crit.message

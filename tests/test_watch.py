@@ -1,0 +1,131 @@
+"""The observe checks in the suite, and `gradual-deploy watch` against the sandbox as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from deploy_tool.channels import FileChannel
+
+GD = [sys.executable, "-m", "deploy_tool"]
+OBSERVE_IDS = {"observe_audit_recent", "observe_audit_parseable", "observe_risk_events",
+               "observe_order_failure_rate", "observe_risk_block_rate", "observe_signals"}
+
+
+def test_observe_checks_run_only_when_asked(run_suite, sandbox):
+    time.sleep(0.6)  # a few ticks of the simulated trading system
+    plain = run_suite()
+    assert not OBSERVE_IDS & set(plain.statuses()), "a go-live preflight has nothing to observe yet"
+    observed = run_suite("-m", "observe", *sandbox.observe_args())
+    assert observed.result.ret == 0, observed.output
+    assert observed.statuses("observe") == dict.fromkeys(OBSERVE_IDS, "passed")
+    assert observed.evidence["thresholds"]["max_risk_events"] == 3
+    both = run_suite("--observe", *sandbox.observe_args())
+    assert both.result.ret == 0 and set(both.statuses()) >= OBSERVE_IDS | {"trades_fresh"}
+
+
+def test_observe_failure_in_the_evidence(run_suite, sandbox):
+    sandbox.system.set_fault("risk-burst")
+    run = run_suite("-m", "observe", *sandbox.observe_args())
+    assert run.result.ret == 1
+    check = run.check("observe_risk_events")
+    assert check["status"] == "failed" and check["measured"] >= 10 and check["threshold"] == 3
+    assert "risk events in the last 10m" in check["message"] and "max 3" in check["message"]
+    assert "observe_risk_events" in run.html
+
+
+def _watch(sandbox, *extra, **popen):
+    env = {**os.environ, sandbox.token_env: sandbox.token}
+    return subprocess.Popen(GD + ["watch", *sandbox.watch_args(), *extra], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def _audit(sandbox):
+    lines = []
+    for path in sorted(sandbox.audit_dir.glob("deploy-*.jsonl")):
+        lines += [json.loads(x) for x in path.read_text().splitlines()]
+    return lines
+
+
+def _to_mock(sandbox):
+    sandbox.admin.change({"mode": "mock"})
+    FileChannel(str(sandbox.control_file)).apply("mock", "paused", "test", "test")
+
+
+def test_watch_without_breach_exits_0_and_leaves_the_mode(sandbox):
+    _to_mock(sandbox)
+    proc = _watch(sandbox, "--interval", "1s", "--duration", "2.5s")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    rounds = [line for line in out.splitlines() if line.startswith("round ")]
+    assert len(rounds) >= 2 and all(" OK " in r for r in rounds), out
+    assert "left" in rounds[0] and "order failures 0.0%" in rounds[0]
+    assert "watch finished: no breach" in out
+    assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"
+    events = [a["event"] for a in _audit(sandbox)]
+    assert events[0] == "watch_start" and events.count("watch_round") == len(rounds) and events[-1] == "watch_end"
+
+
+@pytest.mark.parametrize("fault,limit", [("risk-burst", "1"), ("failing-orders", "2"), ("stall-feed", "1")])
+def test_watch_breach_pauses_both_channels(sandbox, fault, limit):
+    _to_mock(sandbox)
+    sandbox.system.set_fault(fault)
+    if fault == "stall-feed":
+        time.sleep(1.2)
+    if fault == "failing-orders":
+        time.sleep(1.5)  # enough rejected results to cross 20 %
+    proc = _watch(sandbox, "--interval", "0.5s", "--duration", "60s", "--failure-limit", limit,
+                  "--data-latency-threshold", "1")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert f"FAIL ({limit}/{limit})" in out and "BREACH" in out and "pause: DONE" in out
+    assert sandbox.admin.mode == "paused"
+    assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
+    audit = _audit(sandbox)
+    breach = next(a for a in audit if a["event"] == "watch_breach")
+    assert breach["pause"] == "done" and breach["measurements"] and breach["failures"]
+    switch = next(a for a in audit if a["event"] == "mode_switch")
+    assert switch["to"] == "paused" and switch["channel"] == "http+file" and switch["reason"].startswith("watch:")
+    snapshot = json.loads(open(breach["evidence"]).read())
+    assert snapshot["schema"] == "gradual-deploy/watch-breach/1" and snapshot["pause"]["result"] == "done"
+
+
+def test_watch_json_lines(sandbox):
+    proc = _watch(sandbox, "--interval", "0.5s", "--duration", "1s", "--json")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[0]["event"] == "watch_round" and "measurements" in records[0]
+    assert records[-1] == {"event": "watch_end", "result": "no_breach", "rounds": len(records) - 1}
+
+
+def test_ctrl_c_stops_cleanly_and_leaves_the_mode(sandbox):
+    _to_mock(sandbox)
+    proc = _watch(sandbox, "--interval", "1s", "--duration", "10m")
+    first = proc.stdout.readline()
+    assert first.startswith("round 1"), first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "watch stopped by Ctrl+C" in out and "Traceback" not in err
+    assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"
+    assert _audit(sandbox)[-1]["event"] == "watch_stopped"
+
+
+def test_watch_usage_errors(sandbox, tmp_path):
+    args = [a for a in sandbox.watch_args()]
+    i = args.index("--database-url")
+    del args[i:i + 2]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run(GD + ["watch", *args], capture_output=True, text=True, env=env, timeout=30)
+    assert done.returncode == 2
+    assert "watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check" in done.stderr
+    done = subprocess.run(GD + ["watch", *sandbox.watch_args(), "--max-order-failure-rate", "20"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "invalid --max-order-failure-rate '20' from the command line" in done.stderr
