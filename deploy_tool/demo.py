@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 import secrets
 from pathlib import Path
 
@@ -45,16 +46,37 @@ def run_demo(base_dir: str) -> int:
             ("switch to real: gated on the evidence just written", ["switch", "--to", "real", *channels,
                                                                     "--evidence-dir", str(evidence_dir),
                                                                     "--reason", "demo: go live small"]),
-            ("pause: the emergency rollback", ["pause", *channels, "--reason", "demo: rollback drill"]),
+            ("pause: the emergency rollback drill", ["pause", *channels, "--reason", "demo: rollback drill"]),
+            ("back to mock, then real again", ["switch", "--to", "mock", *channels, "--reason", "demo: after drill"]),
+            (None, ["switch", "--to", "real", *channels, "--evidence-dir", str(evidence_dir),
+                    "--reason", "demo: live again"]),
+            ("watch: the observation period; the sandbox misbehaves after 2 s and watch rolls back by itself",
+             ["watch", "--interval", "1s", "--duration", "30s", "--audit-dir", str(sandbox.audit_dir),
+              "--risk-events-csv", str(sandbox.risk_events_csv), "--okx-base-url", sandbox.okx_url,
+              "--database-url", sandbox.database_url, "--evidence-dir", str(evidence_dir), *channels[:6]]),
             ("status: every channel agrees", ["status", *channels[:6], "--evidence-dir", str(evidence_dir)]),
         ]
-        for number, (title, argv) in enumerate(steps, 3):
-            _step(number, title)
+        number = 2
+        for title, argv in steps:
+            if title:
+                number += 1
+                _step(number, title)
             print("  $ gradual-deploy " + shlex.join(argv), flush=True)
+            if argv[0] == "watch":
+                print("  (in 2 s the sandbox writes a burst of risk events, as a misbehaving system would)", flush=True)
+                timer = threading.Timer(2.0, sandbox.system.set_fault, ["risk-burst"])
+                timer.start()
+                code = main(argv)
+                timer.cancel()
+                paused = sandbox.admin.mode == "paused" and '"paused"' in sandbox.control_file.read_text()
+                if code != 1 or not paused:
+                    print(f"demo: watch should have paused the sandbox (exit {code}, paused {paused})")
+                    return 1
+                continue
             code = main(argv)
             if code != 0:
                 print(f"demo: step {number} failed with exit {code}")
                 return 1
-    print(f"\ndemo finished: preflight passed, mock -> real -> paused confirmed on both channels; "
-          f"audit in {Path(base_dir) / 'audit'}")
+    print(f"\ndemo finished: preflight passed; mock -> real -> paused by hand and by watch, confirmed on both "
+          f"channels; audit in {Path(base_dir) / 'audit'}")
     return 0

@@ -60,12 +60,17 @@ def test_demo_walks_the_runbook_and_exits_0(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: PASS" in done.stdout
-    for line in ("switch paused -> mock: DONE", "switch mock -> real: DONE", "pause: DONE"):
+    for line in ("switch paused -> mock: DONE", "switch mock -> real: DONE", "pause: DONE", "BREACH after 1 failing round"):
         assert line in done.stdout
-    assert done.stdout.count(" confirmed (version") == 6, "both channels confirm each of the three changes"
+    assert done.stdout.count(" confirmed (version") == 10, "both channels confirm each of the five changes"
     assert "demo finished" in done.stdout
-    audit = list((tmp_path / "data" / "demo" / "audit").glob("deploy-*.jsonl"))
-    assert [json.loads(x)["result"] for x in audit[0].read_text().splitlines()] == ["done", "done", "done"]
+    # the CLI steps audit into data/demo/audit; watch audits beside the audit it observes (the sandbox's)
+    audit = sorted((tmp_path / "data" / "demo").glob("**/deploy-*.jsonl"))
+    assert len(audit) == 2
+    changes = sorted((json.loads(x) for f in audit for x in f.read_text().splitlines()), key=lambda c: c["ts"])
+    changes = [(c["action"], c["to"], c["result"]) for c in changes if c["event"] == "mode_switch"]
+    assert changes == [("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done"),
+                       ("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done")]
     evidence = list((tmp_path / "data" / "demo" / "evidence").glob("preflight-*.json"))
     assert len(evidence) == 1 and json.loads(evidence[0].read_text())["verdict"] == "pass"
 
