@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from deploy_tool import DeployError, __version__
 
@@ -29,7 +29,7 @@ class UsageError(DeployError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own exits with 2 too; keep its text
+    def error(self, message: str) -> NoReturn:  # argparse's own exits with 2 too; keep its text
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
@@ -375,7 +375,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not values["database_url"] and not args.skip_db_check:
         raise UsageError("watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
     channels = _channels(args, pause=True)
+    from deploy_tool.redact import Redactor
+
+    redactor = Redactor.from_environ()
+    redactor.add_url(values["database_url"])
+    redactor.add(os.environ.get(args.admin_token_env))
     cfg = WatchConfig(interval_s=interval, duration_s=duration, failure_limit=limit, values=values,
                       audit_dir=values["audit_dir"], evidence_dir=values["evidence_dir"],
-                      skip_db_check=args.skip_db_check, json_lines=args.json, actor=_actor())
+                      skip_db_check=args.skip_db_check, json_lines=args.json, actor=_actor(), redactor=redactor)
     return watch(cfg, channels, emit=lambda line: print(line, flush=True))

@@ -64,6 +64,7 @@ def run_demo(base_dir: str) -> int:
             print("  $ gradual-deploy " + shlex.join(argv), flush=True)
             if argv[0] == "watch":
                 print("  (in 2 s the sandbox writes a burst of risk events, as a misbehaving system would)", flush=True)
+                assert sandbox.system is not None
                 timer = threading.Timer(2.0, sandbox.system.set_fault, ["risk-burst"])
                 timer.start()
                 code = main(argv)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from deploy_tool import MODES
@@ -56,6 +56,30 @@ class _JsonHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _LoopbackService:
+    """An HTTP server on its own daemon thread."""
+
+    server: _QuietServer
+    path_prefix = ""
+
+    def _serve(self, host: str, port: int, handler: type, name: str) -> None:
+        self.server = _QuietServer((host, port), handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = cast("tuple[str, int]", self.server.server_address[:2])
+        return f"http://{host}:{port}{self.path_prefix}"
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- the exchange -----------------------------------------------------------------------------------
 
 
@@ -90,7 +114,7 @@ def maintenance_event(state: str, begin: dt.datetime, end: dt.datetime, title: s
     }
 
 
-class ExchangeStandIn:
+class ExchangeStandIn(_LoopbackService):
     """OKX's two public endpoints on loopback."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -118,27 +142,13 @@ class ExchangeStandIn:
                     return
                 self.send_json(b.http_status, body)
 
-        self.server = _QuietServer((host, port), Handler)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="okx-stand-in", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> "ExchangeStandIn":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(host, port, Handler, "okx-stand-in")
 
 
 # --- the admin API ----------------------------------------------------------------------------------
 
 
-class AdminApi:
+class AdminApi(_LoopbackService):
     """The admin HTTP API of CONTRACT section 5, as a trading system exposes it."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
@@ -148,7 +158,7 @@ class AdminApi:
         self.fault = "ok"
         self.hang_s = 30.0
         self.on_get_mode: Any = None  # test seam: runs after a GET /mode is answered
-        self.prefix = prefix.rstrip("/")
+        self.prefix = self.path_prefix = prefix.rstrip("/")
         self.mode = mode
         self.version = 1
         self.updated_at = iso_utc(utc_now())
@@ -218,8 +228,7 @@ class AdminApi:
                 status, answer = api.change(body)
                 self.send_json(status, answer)
 
-        self.server = _QuietServer((host, port), Handler)
-        self._thread = threading.Thread(target=self.server.serve_forever, name="admin-api", daemon=True)
+        self._serve(host, port, Handler, "admin-api")
 
     def change(self, body: dict) -> tuple[int, dict]:
         """Apply a POST /mode body with compare-and-swap on expected_mode."""
@@ -239,18 +248,6 @@ class AdminApi:
             self.history.append({"from": previous, "to": mode, "actor": body.get("actor"), "reason": body.get("reason")})
             return 200, {"mode": mode, "previous_mode": previous, "updated_at": self.updated_at, "version": self.version}
 
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}{self.prefix}"
-
-    def start(self) -> "AdminApi":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # --- the trades feed --------------------------------------------------------------------------------

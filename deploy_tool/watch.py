@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from deploy_tool import ProbeError, audit
+from deploy_tool.redact import Redactor
 from deploy_tool.units import format_duration, iso_utc, utc_now
 
 EXIT_OK, EXIT_BREACH, EXIT_INTERRUPTED = 0, 1, 130
@@ -42,6 +43,11 @@ class WatchConfig:
     skip_db_check: bool = False
     json_lines: bool = False
     actor: str = "watch"
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append to the audit with every known secret masked."""
+        audit.append(self.audit_dir, self.redactor.scrub_data(entry))
 
 
 @dataclass
@@ -151,11 +157,12 @@ def watch(cfg: WatchConfig, channels: Sequence[Any], emit: Callable[[str], None]
     """Run rounds until a breach (pause, exit 1), the end of the duration (exit 0) or Ctrl+C (exit 130)."""
     from deploy_tool import switch
 
+    emit = _scrubbed(emit, cfg.redactor)
     started = time.monotonic()
     deadline = started + cfg.duration_s
     consecutive = 0
     number = 0
-    audit.append(cfg.audit_dir, {"event": "watch_start", "actor": cfg.actor, "interval_s": cfg.interval_s,
+    cfg.record({"event": "watch_start", "actor": cfg.actor, "interval_s": cfg.interval_s,
                                  "duration_s": cfg.duration_s, "failure_limit": cfg.failure_limit,
                                  "channels": [c.target for c in channels]})
     try:
@@ -167,7 +174,7 @@ def watch(cfg: WatchConfig, channels: Sequence[Any], emit: Callable[[str], None]
             remaining = deadline - time.monotonic()
             record = {"event": "watch_round", "round": number, "ok": rnd.ok, "consecutive_failures": consecutive,
                       "failures": [c.name for c in rnd.failures], "measurements": rnd.measurements()}
-            audit.append(cfg.audit_dir, {"actor": cfg.actor, **record})
+            cfg.record({"actor": cfg.actor, **record})
             emit(json.dumps({"ts": iso_utc(rnd.at), **record}) if cfg.json_lines
                  else status_line(rnd, consecutive, cfg.failure_limit, remaining))
             if consecutive >= cfg.failure_limit:
@@ -178,15 +185,19 @@ def watch(cfg: WatchConfig, channels: Sequence[Any], emit: Callable[[str], None]
             if time.monotonic() >= deadline:
                 break
     except KeyboardInterrupt:
-        audit.append(cfg.audit_dir, {"event": "watch_stopped", "actor": cfg.actor, "rounds": number,
+        cfg.record({"event": "watch_stopped", "actor": cfg.actor, "rounds": number,
                                      "reason": "Ctrl+C", "mode": "left as it was"})
         emit(_final(cfg, {"result": "stopped", "rounds": number},
                     f"watch stopped by Ctrl+C after {number} round(s); the mode was left as it is"))
         return EXIT_INTERRUPTED
-    audit.append(cfg.audit_dir, {"event": "watch_end", "actor": cfg.actor, "rounds": number, "result": "no breach"})
+    cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": number, "result": "no breach"})
     emit(_final(cfg, {"result": "no_breach", "rounds": number},
                 f"watch finished: no breach in {format_duration(cfg.duration_s)} ({number} rounds)"))
     return EXIT_OK
+
+
+def _scrubbed(emit: Callable[[str], None], redactor: Redactor) -> Callable[[str], None]:
+    return lambda line: emit(redactor.scrub(line))
 
 
 def _final(cfg: WatchConfig, record: dict[str, Any], text: str) -> str:
@@ -198,9 +209,9 @@ def _breach(cfg: WatchConfig, channels: Sequence[Any], rnd: RoundResult, consecu
     reason = (f"watch: {consecutive} consecutive failing round(s): "
               + "; ".join(f"{c.name}: {c.message}" for c in rnd.failures))[:500]
     outcome = switch.pause(channels, reason=reason, actor=cfg.actor)
-    audit.append(cfg.audit_dir, outcome.audit_record(cfg.actor, reason))
+    cfg.record(outcome.audit_record(cfg.actor, reason))
     snapshot = _snapshot(cfg, rnd, outcome, reason)
-    audit.append(cfg.audit_dir, {"event": "watch_breach", "actor": cfg.actor, "round": rnd.number,
+    cfg.record({"event": "watch_breach", "actor": cfg.actor, "round": rnd.number,
                                  "consecutive_failures": consecutive, "failures": [c.name for c in rnd.failures],
                                  "measurements": rnd.measurements(), "pause": outcome.result,
                                  "evidence": snapshot})
@@ -227,11 +238,11 @@ def _snapshot(cfg: WatchConfig, rnd: RoundResult, outcome: Any, reason: str) -> 
         while path.exists():
             n += 1
             path = directory / f"watch-breach-{rnd.at:%Y%m%dT%H%M%SZ}-{n}.json"
-        write_json_atomic(path, {
+        write_json_atomic(path, cfg.redactor.scrub_data({
             "schema": "gradual-deploy/watch-breach/1", "at": iso_utc(rnd.at), "round": rnd.number,
             "reason": reason, "measurements": rnd.measurements(), "pause": outcome.as_dict(),
             "thresholds": {k: v for k, v in cfg.values.items() if k.startswith(("max_", "min_", "audit_max"))},
-        })
+        }))
         return str(path)
     except OSError:
         return None

@@ -246,7 +246,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not _ours(item):
             kept.append(item)
             continue
-        if item.originalname == "test_backtest_min_trades" and settings.min_trades == 0:
+        if getattr(item, "originalname", item.name) == "test_backtest_min_trades" and settings.min_trades == 0:
             continue  # --min-trades 0 means off: no check rather than a check that cannot fail
         marker = _marker_of(item)
         if marker == "observe" and not settings.observe:
@@ -533,7 +533,8 @@ def pytest_html_results_table_header(cells: list) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_table_row(report: pytest.TestReport, cells: list) -> None:
-    entry = dict(report.user_properties).get("gd_check", {}) if report.user_properties else {}
+    found = dict(report.user_properties).get("gd_check") if report.user_properties else None
+    entry: dict[str, Any] = found if isinstance(found, dict) else {}
     cells.insert(2, f'<td class="col-measured">{_cell(entry.get("measured"))}</td>')
     cells.insert(3, f"<td>{_cell(entry.get('threshold'))}</td>")
     cells.insert(4, f"<td>{_cell(entry.get('unit'))}</td>")
@@ -605,11 +606,12 @@ def trades_freshness(settings: Settings, redactor: Redactor) -> Attempt:
     """Age of the newest trade in the trades table."""
     from deploy_tool.freshness import probe_trades_freshness
 
-    if not settings.database_url:
+    database_url = settings.database_url
+    if not database_url:
         return Attempt(_no_database, redactor)
     return Attempt(
         lambda: probe_trades_freshness(
-            settings.database_url, settings.trades_table, settings.trades_time_column,
+            database_url, settings.trades_table, settings.trades_time_column,
             statement_timeout_s=settings.db_statement_timeout_ms / 1000,
         ),
         redactor,

@@ -301,3 +301,21 @@ def test_pause_imports_nothing_heavy(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
+
+
+def test_admin_api_under_a_path_prefix(tmp_path):
+    from deploy_tool.sandbox import AdminApi
+
+    api = AdminApi(prefix="/ops/admin", token="prefix-token").start()
+    try:
+        assert api.url.endswith("/ops/admin")
+        outcome = switch([HttpChannel(api.url + "/", "prefix-token")], "mock", force=False, reason="", actor="t",
+                         evidence_dir=str(tmp_path), max_evidence_age_s=3600)
+        assert outcome.result == "done" and api.mode == "mock"
+        import requests
+
+        outside = requests.get(api.url.replace("/ops/admin", "") + "/mode", timeout=2,
+                               headers={"Authorization": "Bearer prefix-token"})
+        assert outside.status_code == 404
+    finally:
+        api.stop()

@@ -129,3 +129,19 @@ def test_watch_usage_errors(sandbox, tmp_path):
     done = subprocess.run(GD + ["watch", *sandbox.watch_args(), "--max-order-failure-rate", "20"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "invalid --max-order-failure-rate '20' from the command line" in done.stderr
+
+
+def test_watch_output_audit_and_snapshot_hold_no_secret(sandbox, tmp_path):
+    canary = "CANARY-watchpass-6c1d"
+    args = [a for a in sandbox.watch_args()]
+    args[args.index("--database-url") + 1] = f"postgresql://app:{canary}@127.0.0.1:9/prod"
+    env = {**os.environ, sandbox.token_env: sandbox.token, "OKX_SECRET_KEY": "CANARY-okxsecret-77aa"}
+    done = subprocess.run(GD + ["watch", *args, "--interval", "0.5s", "--duration", "30s"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot connect to postgresql://app:***@127.0.0.1:9/prod" in done.stdout
+    texts = [done.stdout, done.stderr] + [p.read_text() for p in sandbox.audit_dir.glob("deploy-*.jsonl")]
+    texts += [p.read_text() for p in sandbox.evidence_dir.glob("watch-breach-*.json")]
+    assert len(texts) == 4
+    for text in texts:
+        assert canary not in text and "CANARY-okxsecret-77aa" not in text and sandbox.token not in text
