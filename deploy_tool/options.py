@@ -96,60 +96,62 @@ def env_name(text: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: its flag, help, default (as text, parsed like any input), parser and env vars."""
+    """One setting: its flag (spelled out, so that a search for it finds it), help, default (as text,
+    parsed like any input), parser and env vars."""
 
-    name: str
+    flag: str
     help: str
     parse: Callable[[str], Any]
     default: str | None = None
     env: tuple[str, ...] = ()
 
     @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+    def name(self) -> str:
+        """The ini key and the attribute of the settings record."""
+        return self.flag[2:].replace("-", "_")
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("okx_base_url", "exchange REST root", url, "https://www.okx.com", ("OKX_BASE_URL",)),
-    Option("api_latency_threshold_ms", "max median latency (ms) of the public time call", positive, "300"),
-    Option("api_samples", "number of timed calls of the public time endpoint", positive_count, "3"),
-    Option("max_clock_skew_ms", "max distance (ms) between exchange time and local UTC", positive, "1000"),
-    Option("maintenance_horizon", "fail on exchange maintenance ongoing or starting within this duration", duration, "2h"),
-    Option("database_url", "trades database: postgresql://... or sqlite:///path", database_url, None, ("DATABASE_URL",)),
-    Option("trades_table", "table holding the trades feed", text_value, "trades"),
-    Option("trades_time_column", "timestamp column of the trades table", text_value, "ts"),
-    Option("data_latency_threshold", "max age (seconds) of the newest trade", positive, "5"),
-    Option("db_statement_timeout_ms", "max server time (ms) of the newest-trade query; an index on the time "
+    Option("--okx-base-url", "exchange REST root", url, "https://www.okx.com", ("OKX_BASE_URL",)),
+    Option("--api-latency-threshold-ms", "max median latency (ms) of the public time call", positive, "300"),
+    Option("--api-samples", "number of timed calls of the public time endpoint", positive_count, "3"),
+    Option("--max-clock-skew-ms", "max distance (ms) between exchange time and local UTC", positive, "1000"),
+    Option("--maintenance-horizon", "fail on exchange maintenance ongoing or starting within this duration", duration, "2h"),
+    Option("--database-url", "trades database: postgresql://... or sqlite:///path", database_url, None, ("DATABASE_URL",)),
+    Option("--trades-table", "table holding the trades feed", text_value, "trades"),
+    Option("--trades-time-column", "timestamp column of the trades table", text_value, "ts"),
+    Option("--data-latency-threshold", "max age (seconds) of the newest trade", positive, "5"),
+    Option("--db-statement-timeout-ms", "max server time (ms) of the newest-trade query; an index on the time "
            "column makes it a lookup", positive, "250"),
-    Option("backtest_summary", "backtest result JSON", text_value, "data/backtest_summary.json", ("BACKTEST_SUMMARY",)),
-    Option("min_sharpe", "minimum backtest Sharpe ratio", _number, "0.2"),
-    Option("min_winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5"),
-    Option("max_drawdown", "maximum backtest drawdown, a fraction in [0, 1]", fraction, "0.05"),
-    Option("min_trades", "fewest backtest trades that make the figures meaningful (0 = off)", count, "0"),
-    Option("backtest_max_age", "the backtest summary must be newer than this duration", duration, "24h"),
-    Option("http_admin_url", "admin API root of the trading system (unset: admin checks skip)", url, None,
+    Option("--backtest-summary", "backtest result JSON", text_value, "data/backtest_summary.json", ("BACKTEST_SUMMARY",)),
+    Option("--min-sharpe", "minimum backtest Sharpe ratio", _number, "0.2"),
+    Option("--min-winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5"),
+    Option("--max-drawdown", "maximum backtest drawdown, a fraction in [0, 1]", fraction, "0.05"),
+    Option("--min-trades", "fewest backtest trades that make the figures meaningful (0 = off)", count, "0"),
+    Option("--backtest-max-age", "the backtest summary must be newer than this duration", duration, "24h"),
+    Option("--http-admin-url", "admin API root of the trading system (unset: admin checks skip)", url, None,
            ("EXEC_HTTP_ADMIN_URL",)),
-    Option("admin_token_env", "name of the env var holding the admin bearer token", env_name, "EXEC_HTTP_ADMIN_TOKEN"),
-    Option("control_file", "control file path (unset: control checks skip)", text_value, None, ("EXEC_CONTROL_FILE",)),
-    Option("evidence_dir", "where the HTML and JSON evidence go", text_value, "data/evidence"),
+    Option("--admin-token-env", "name of the env var holding the admin bearer token", env_name, "EXEC_HTTP_ADMIN_TOKEN"),
+    Option("--control-file", "control file path (unset: control checks skip)", text_value, None, ("EXEC_CONTROL_FILE",)),
+    Option("--evidence-dir", "where the HTML and JSON evidence go", text_value, "data/evidence"),
 )
 
 OBSERVE_OPTIONS: tuple[Option, ...] = (
-    Option("audit_dir", "directory of the trading system's audit JSONL, one file per UTC day", text_value, "data/audit"),
-    Option("risk_events_csv", "the trading system's risk-events CSV (header, a ts column)", text_value,
+    Option("--audit-dir", "directory of the trading system's audit JSONL, one file per UTC day", text_value, "data/audit"),
+    Option("--risk-events-csv", "the trading system's risk-events CSV (header, a ts column)", text_value,
            "data/risk_events.csv"),
-    Option("observe_window", "observation window the observe checks look back over", duration, "10m"),
-    Option("audit_max_silence", "the newest audit line must be younger than this", duration, "5m"),
-    Option("max_bad_audit_lines", "most unparseable audit lines tolerated in the window", count, "0"),
-    Option("max_risk_events", "most risk events tolerated in the window", count, "3"),
-    Option("max_order_failure_rate", "max failed order_result / order_result in the window", fraction, "0.2"),
-    Option("max_risk_block_rate", "max risk_block / order_intent in the window", fraction, "0.5"),
-    Option("min_signals", "fewest order intents expected in the window", count, "0"),
-    Option("max_signals", "most order intents tolerated in the window (unset: off)", count, None),
-    Option("audit_ts_field", "audit field holding the time", text_value, "ts"),
-    Option("audit_event_field", "audit field holding the event (alias: type)", text_value, "event"),
-    Option("audit_status_field", "audit field holding an order_result's status", text_value, "status"),
-    Option("risk_events_ts_column", "risk-events CSV column holding the time", text_value, "ts"),
+    Option("--observe-window", "observation window the observe checks look back over", duration, "10m"),
+    Option("--audit-max-silence", "the newest audit line must be younger than this", duration, "5m"),
+    Option("--max-bad-audit-lines", "most unparseable audit lines tolerated in the window", count, "0"),
+    Option("--max-risk-events", "most risk events tolerated in the window", count, "3"),
+    Option("--max-order-failure-rate", "max failed order_result / order_result in the window", fraction, "0.2"),
+    Option("--max-risk-block-rate", "max risk_block / order_intent in the window", fraction, "0.5"),
+    Option("--min-signals", "fewest order intents expected in the window", count, "0"),
+    Option("--max-signals", "most order intents tolerated in the window (unset: off)", count, None),
+    Option("--audit-ts-field", "audit field holding the time", text_value, "ts"),
+    Option("--audit-event-field", "audit field holding the event (alias: type)", text_value, "event"),
+    Option("--audit-status-field", "audit field holding an order_result's status", text_value, "status"),
+    Option("--risk-events-ts-column", "risk-events CSV column holding the time", text_value, "ts"),
 )
 
 
@@ -192,7 +194,7 @@ def _from_env(option: Option, environ: Mapping[str, str]) -> tuple[str | None, s
         value = environ.get(name, "")
         if value.strip():
             return value, f"environment variable {name}"
-    if option.name == "http_admin_url":
+    if option.flag == "--http-admin-url":
         try:
             found = admin_url_from_env(environ)
         except EnvConfigError as exc:
