@@ -129,7 +129,7 @@ def pause(channels: Sequence[Any], *, reason: str, actor: str) -> Outcome:
     for thread in threads:
         thread.join(timeout=10)
     done = [r if r is not None else ChannelResult(c.name, c.target, error="did not finish within 10 s")
-            for r, c in zip(results, channels)]
+            for r, c in zip(results, channels, strict=True)]
     confirmed = [r for r in done if r.ok]
     result = "done" if len(confirmed) == len(done) else ("partial" if confirmed else "failed")
     problems = "; ".join(f"{r.channel}: {r.error}" for r in done if not r.ok)

@@ -169,7 +169,11 @@ def watch(cfg: WatchConfig, channels: Sequence[Any], emit: Callable[[str], None]
         while True:
             number += 1
             round_started = time.monotonic()
-            rnd = run_round(number, cfg)
+            try:
+                rnd = run_round(number, cfg)
+            except Exception as exc:  # a round that could not measure is a failing round, never a pass
+                rnd = RoundResult(number, utc_now(), [Check("round", False, None, None, "",
+                                                            f"the round crashed: {type(exc).__name__}: {exc}")])
             consecutive = 0 if rnd.ok else consecutive + 1
             remaining = deadline - time.monotonic()
             record = {"event": "watch_round", "round": number, "ok": rnd.ok, "consecutive_failures": consecutive,

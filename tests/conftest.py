@@ -21,8 +21,6 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _admin_connection(url: str):
-    import psycopg2
-
     conn = psycopg2.connect(url, connect_timeout=3)
     conn.autocommit = True
     return conn
@@ -31,8 +29,6 @@ def _admin_connection(url: str):
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     """The server URL; skips without a server, except under CI=true where that is a failure."""
-    import psycopg2
-
     try:
         _admin_connection(TEST_DATABASE_URL).close()
     except psycopg2.Error as exc:
@@ -63,8 +59,6 @@ def pg_url(pg_server: str):
 
 @pytest.fixture
 def pg_conn(pg_url: str):
-    import psycopg2
-
     conn = psycopg2.connect(pg_url)
     conn.autocommit = True
     yield conn

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 GD = [sys.executable, "-m", "deploy_tool"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import threading
 import time
 
 import pytest
@@ -56,7 +55,7 @@ def test_postgres_age_is_right_for_every_column_type_and_time_zone(pg_url, pg_co
         cur.execute(f'ALTER DATABASE "{dbname}" SET timezone TO %s', (session_tz,))
         cur.execute(f"CREATE TABLE trades (id serial, ts {PG_TYPES[kind]})")
         cur.execute(f"INSERT INTO trades (ts) SELECT {PG_CASES[kind]}")
-        cur.execute(f"INSERT INTO trades (ts) SELECT NULL")
+        cur.execute("INSERT INTO trades (ts) SELECT NULL")
     fresh = probe_trades_freshness(pg_url, "trades", "ts")
     assert 1.0 <= fresh.age_s < 4.0, (kind, session_tz, fresh)
     ok, message = fresh.verdict(5)

@@ -65,7 +65,7 @@ def test_public_time_probe_reports_each_failure(exchange):
     probe = probe_public_time(exchange.url, samples=2)
     assert len(probe.failures) == 2 and "HTTP 503 (expected 200)" in probe.failures[0].error
     with pytest.raises(ProbeError, match="no successful call"):
-        probe.median_ms
+        _ = probe.median_ms
     exchange.behaviour.delay_ms = 800
     probe = probe_public_time(exchange.url, samples=1, timeout=(1, 0.3))
     assert "no answer" in probe.failures[0].error and "within 0.3 s" in probe.failures[0].error

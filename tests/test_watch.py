@@ -145,3 +145,21 @@ def test_watch_output_audit_and_snapshot_hold_no_secret(sandbox, tmp_path):
     assert len(texts) == 4
     for text in texts:
         assert canary not in text and "CANARY-okxsecret-77aa" not in text and sandbox.token not in text
+
+
+def test_a_round_that_crashes_counts_as_failing(sandbox, monkeypatch, tmp_path):
+    from deploy_tool import watch as watch_mod
+    from deploy_tool.channels import FileChannel as FC
+
+    def broken(number, cfg):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(watch_mod, "run_round", broken)
+    lines: list[str] = []
+    cfg = watch_mod.WatchConfig(interval_s=0.1, duration_s=5, failure_limit=1, values={},
+                                audit_dir=str(tmp_path / "audit"), evidence_dir=str(tmp_path / "ev"))
+    code = watch_mod.watch(cfg, [FC(str(sandbox.control_file))], emit=lines.append)
+    assert code == 1
+    assert "the round crashed: RuntimeError: disk on fire" in lines[0]
+    assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
+    assert json.loads(sandbox.control_file.read_text())["reason"].startswith("watch: 1 consecutive failing")
