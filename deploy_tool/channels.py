@@ -153,17 +153,19 @@ class FileChannel:
             except OSError as exc:
                 result.error = f"cannot write {self.path}: {exc.strerror}"
                 return result
+            # Read back while still holding the lock: it confirms this write, not whatever a later
+            # (legitimate) change by another process made of the file after we let go.
+            try:
+                seen = read_control(self.path)
+            except ControlFileError as exc:
+                result.error = f"read-back failed: {exc}"
+                return result
         finally:
             if locked:
                 lock.release()
-        try:
-            seen = read_control(self.path)
-        except ControlFileError as exc:
-            result.error = f"read-back failed: {exc}"
-            return result
         result.after = seen.mode if seen else None
         result.version = seen.version if seen else None
-        result.ok = result.after == mode
+        result.ok = result.after == mode and result.version == version
         if not result.ok:
-            result.error = f"read back {result.after!r} after writing {mode!r}"
+            result.error = f"read back {result.after!r} (version {result.version}) after writing {mode!r} (version {version})"
         return result
