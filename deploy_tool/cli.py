@@ -135,12 +135,15 @@ def _channels(args: argparse.Namespace, pause: bool = False) -> list:
     from deploy_tool.channels import FileChannel, HttpChannel
     from deploy_tool.envconfig import EnvConfigError, admin_url_from_env, control_file_from_env
 
+    # Each channel falls back to the environment on its own, as the suite's options do: a pause given
+    # only --control-file still goes through the admin API the environment names.
     url = args.http_admin_url
     path = args.control_file
     try:
-        if not url and not path:
+        if not url:
             found_url = admin_url_from_env()
             url = found_url[0] if found_url else None
+        if not path:
             found_path = control_file_from_env()
             path = found_path[0] if found_path else None
     except EnvConfigError as exc:

@@ -153,6 +153,11 @@ def test_env_channels(sandbox, tmp_path):
     done = gd("switch", "--to", "mock", "--audit-dir", str(tmp_path / "a"), env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"
+    # each channel falls back on its own: a flag for one does not drop the other from the environment
+    other = tmp_path / "other" / "mode.json"
+    done = gd("pause", "--control-file", str(other), "--audit-dir", str(tmp_path / "a"), env=env, cwd=tmp_path)
+    assert done.returncode == 0 and "pause: DONE" in done.stdout
+    assert sandbox.admin.mode == "paused" and json.loads(other.read_text())["mode"] == "paused"
 
 
 def test_token_missing_is_401_and_never_shown(world, sandbox):
