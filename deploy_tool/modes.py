@@ -50,6 +50,7 @@ class Gate:
     ok: bool
     reason: str
     evidence: str | None = None  # the evidence file the decision rests on
+    doc: dict | None = None  # its content
 
 
 def evidence_gate(evidence_dir: str, max_age_s: float, now: dt.datetime | None = None) -> Gate:
@@ -62,19 +63,19 @@ def evidence_gate(evidence_dir: str, max_age_s: float, now: dt.datetime | None =
     path, doc = found
     name = str(path)
     if doc.get("verdict") != "pass":
-        return Gate(False, f"newest evidence {name} has verdict {doc.get('verdict')!r}, not pass", name)
+        return Gate(False, f"newest evidence {name} has verdict {doc.get('verdict')!r}, not pass", name, doc)
     try:
         finished = parse_timestamp(doc.get("finished_at"))
     except (ValueError, TypeError):
-        return Gate(False, f"newest evidence {name} has no valid finished_at", name)
+        return Gate(False, f"newest evidence {name} has no valid finished_at", name, doc)
     now = now or dt.datetime.now(dt.timezone.utc)
     age = (now - finished).total_seconds()
     if age > max_age_s:
         return Gate(False, f"newest evidence {name} is {format_age(age)} old, max {format_age(max_age_s)}: "
-                           "run the preflight again", name)
+                           "run the preflight again", name, doc)
     if age < -60:
-        return Gate(False, f"newest evidence {name} finished {format_age(-age)} in the future: check clocks", name)
+        return Gate(False, f"newest evidence {name} finished {format_age(-age)} in the future: check clocks", name, doc)
     skipped = [c.get("id") for c in doc.get("checks", []) if c.get("status") == "skipped" and c.get("required")]
     if skipped:
-        return Gate(False, f"newest evidence {name} skipped required checks: {', '.join(map(str, skipped))}", name)
-    return Gate(True, f"newest evidence {Path(name).name}: pass, {format_age(age)} old", name)
+        return Gate(False, f"newest evidence {name} skipped required checks: {', '.join(map(str, skipped))}", name, doc)
+    return Gate(True, f"newest evidence {Path(name).name}: pass, {format_age(age)} old", name, doc)

@@ -152,22 +152,20 @@ def status(channels: Sequence[Any], evidence_dir: str | None, max_evidence_age_s
     report["agree"] = len(modes) <= 1 and len(readable) == len(report["channels"])
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None
     if evidence_dir:
-        from deploy_tool.evidence import newest_evidence
-
         gate = evidence_gate(evidence_dir, max_evidence_age_s)
-        found = newest_evidence(evidence_dir)
+        doc = gate.doc or {}
         age = None
-        if found:
+        if doc:
             try:
                 from deploy_tool.units import parse_timestamp, utc_now
 
-                age = round((utc_now() - parse_timestamp(found[1].get("finished_at"))).total_seconds(), 1)
+                age = round((utc_now() - parse_timestamp(doc.get("finished_at"))).total_seconds(), 1)
             except (ValueError, TypeError):
                 age = None
         report["evidence"] = {
-            "path": str(found[0]) if found else None,
-            "verdict": found[1].get("verdict") if found else None,
-            "finished_at": found[1].get("finished_at") if found else None,
+            "path": gate.evidence,
+            "verdict": doc.get("verdict"),
+            "finished_at": doc.get("finished_at"),
             "age_s": age,
             "gate_open": gate.ok,
             "gate": gate.reason,

@@ -413,8 +413,12 @@ def _targets(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _inputs(settings: Settings) -> dict[str, Any]:
-    path = settings.backtest_summary
+def _inputs(state: RunState) -> dict[str, Any]:
+    """The backtest summary's fingerprint: of the very bytes the checks judged, when they read it."""
+    path = state.settings.backtest_summary
+    attempt = state.summary_attempt
+    if attempt is not None and attempt.error is None:
+        return {"backtest_summary": {"path": path, "sha256": attempt.result().sha256}}
     try:
         with open(path, "rb") as fh:
             digest: str | None = hashlib.sha256(fh.read()).hexdigest()
@@ -436,7 +440,7 @@ def evidence_document(state: RunState) -> dict[str, Any]:
         "actor": ev.actor(),
         "thresholds": _thresholds(state.settings),
         "targets": _targets(state.settings),
-        "inputs": _inputs(state.settings),
+        "inputs": _inputs(state),
         "checks": checks,
         "skipped": [{"id": c["id"], "marker": c["marker"], "required": c["required"], "reason": c["message"]}
                     for c in checks if c["status"] == "skipped"],
