@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import median, scratch_database  # noqa: E402
 
-from deploy_tool.freshness import STATEMENT_TIMEOUT_S, QueryTimeout, probe_trades_freshness  # noqa: E402
+from deploy_tool.probes.freshness import STATEMENT_TIMEOUT_S, QueryTimeout, probe_trades_freshness  # noqa: E402
 
 
 def main() -> int:

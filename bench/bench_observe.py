@@ -21,7 +21,7 @@ from pathlib import Path
 
 MEASURE = r"""
 import json, resource, sys, time
-from deploy_tool.observe import observe
+from deploy_tool.probes.observe import observe
 started = time.perf_counter()
 o = observe(sys.argv[1], sys.argv[2], 600)
 elapsed = time.perf_counter() - started

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy_tool.channels import FileChannel
+from deploy_tool.modes.channels import FileChannel
 from deploy_tool.sandbox import Sandbox
 
 

@@ -1,4 +1,8 @@
-"""The audit trail: one JSON line per action in data/audit/deploy-YYYY-MM-DD.jsonl (UTC date)."""
+"""gradual-deploy's own audit trail: one JSON line per action in `deploy-YYYY-MM-DD.jsonl` (UTC date).
+
+Mode changes, watch rounds and breaches are written here by the library functions that perform them.
+The trading system may keep its own audit in the same directory: `is_own_file` tells the two apart.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,18 @@ import os
 from typing import Any
 
 from deploy_tool import DeployError
-from deploy_tool.units import iso_utc, utc_now
+from deploy_tool.times import iso_utc, utc_now
+
+FILE_PREFIX = "deploy-"
 
 
 class AuditError(DeployError):
     """The audit line could not be written."""
+
+
+def is_own_file(name: str) -> bool:
+    """Is this file name one of gradual-deploy's audit files (not the trading system's)?"""
+    return os.path.basename(name).startswith(FILE_PREFIX)
 
 
 def append(audit_dir: str, record: dict[str, Any]) -> str:
@@ -19,7 +30,7 @@ def append(audit_dir: str, record: dict[str, Any]) -> str:
     now = utc_now()
     line = {"ts": iso_utc(now), **record}
     data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-    path = os.path.join(audit_dir, f"deploy-{now:%Y-%m-%d}.jsonl")
+    path = os.path.join(audit_dir, f"{FILE_PREFIX}{now:%Y-%m-%d}.jsonl")
     try:
         os.makedirs(audit_dir, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -1,17 +1,30 @@
-"""The `gradual-deploy` command line.
+"""The `gradual-deploy` command line: parsing, printing and exit codes, around the library.
 
-Subcommands import what they need when they run, so that `gradual-deploy pause` starts fast.
-Library errors are turned into a message and an exit code here, once: 0 done, 1 refused or failed,
-2 usage error.
+Every option comes from the one table in `deploy_tool.settings` and is resolved by `settings.resolve`
+(flag > environment > default), as the suite resolves its own. Subcommands import what they need when
+they run, so that `gradual-deploy pause` starts fast. Library errors are turned into a message and an
+exit code here, once: 0 done, 1 refused or failed, 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
-from typing import NoReturn, Sequence
+import time
+from typing import Collection, NoReturn, Sequence
 
-from deploy_tool import DeployError, __version__
+from deploy_tool import MODES, DeployError, __version__
+from deploy_tool.settings import (
+    BY_NAME,
+    OPTIONS,
+    OptionError,
+    Settings,
+    on_off,
+    resolve,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -23,6 +36,17 @@ suite is accepted, e.g.:
 See `pytest --pyargs preflight_tests --help` (group "gradual-deploy") for all of them.
 """
 
+CHANNELS = ("http_admin_url", "control_file", "admin_token_env")
+# The settings each command takes from the table; switch and pause call their audit dir --audit-dir.
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "switch": (*CHANNELS, "evidence_dir", "max_evidence_age", "deploy_audit_dir"),
+    "pause": (*CHANNELS, "deploy_audit_dir"),
+    "status": (*CHANNELS, "evidence_dir", "max_evidence_age"),
+    "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
+                   and o.name != "observe") + CHANNELS,
+}
+ALIASES = {"deploy_audit_dir": ("--audit-dir",)}
+
 
 class UsageError(DeployError):
     """The command line is wrong."""
@@ -32,6 +56,30 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own exits with 2 too; keep its text
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """The command's flags from the option table: the same help as the suite's (default None: absent)."""
+    for name in COMMAND_SETTINGS[command]:
+        option = BY_NAME[name]
+        flags = [option.flag]
+        if name in ALIASES and command in ("switch", "pause"):
+            flags = [*ALIASES[name], option.flag]
+        default = f" (default: {option.default})" if option.default not in (None, "false") else ""
+        env = f" [env {', '.join(option.env)}]" if option.env else ""
+        if option.parse is on_off:
+            parser.add_argument(*flags, dest=f"opt_{name}", action="store_const", const="true", default=None,
+                                help=option.help)
+        else:
+            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE",
+                                help=f"{option.help}{default}{env}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return resolve(COMMAND_SETTINGS[args.command], cli=lambda o: getattr(args, f"opt_{o.name}", None))
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,121 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--misbehave", choices=("none", "failing-orders", "risk-burst", "stall-feed", "silence"),
                      help="tell the sandbox running in --dir to misbehave (or recover with none), then exit")
 
-    modes = ("mock", "real", "paused")
     sw = sub.add_parser("switch", help="change the trading system's mode (compare-and-swap, read back, audited)")
-    sw.add_argument("--to", required=True, choices=modes, help="target mode")
-    _channel_args(sw)
+    sw.add_argument("--to", required=True, choices=MODES, help="target mode")
+    _add_settings(sw, "switch")
     sw.add_argument("--reason", default="", help="why, for the audit")
-    sw.add_argument("--evidence-dir", default="data/evidence", help="preflight evidence for the gate in front of real")
-    sw.add_argument("--max-evidence-age", default="1h", help="--to real needs a pass younger than this (default 1h)")
     sw.add_argument("--force", action="store_true", help="override a refused transition or the evidence gate (audited)")
     sw.add_argument("--json", action="store_true", help="print one JSON object")
 
     pa = sub.add_parser("pause", help="EMERGENCY: pause through every channel now")
-    _channel_args(pa)
+    _add_settings(pa, "pause")
     pa.add_argument("--reason", default="", help="why, for the audit")
     pa.add_argument("--json", action="store_true", help="print one JSON object")
 
     st = sub.add_parser("status", help="the mode on each channel and the newest evidence")
-    _channel_args(st, audit=False)
-    st.add_argument("--evidence-dir", default="data/evidence", help="where the preflight evidence is")
-    st.add_argument("--max-evidence-age", default="1h", help="age beyond which the evidence no longer opens real")
+    _add_settings(st, "status")
     st.add_argument("--json", action="store_true", help="print one JSON object")
 
     wa = sub.add_parser("watch", help="the observation period: checks every interval, pauses on a breach",
                         description="Run the observe, data-latency and exchange checks every --interval; after "
                                     "--failure-limit consecutive failing rounds pause through every channel and exit 1.")
-    wa.add_argument("--interval", default="30s", help="time between rounds (default 30s)")
-    wa.add_argument("--duration", default="2h", help="how long to watch (default 2h)")
-    wa.add_argument("--failure-limit", default="1", help="consecutive failing rounds that trigger the pause (default 1)")
-    wa.add_argument("--skip-db-check", action="store_true", help="watch without the trades-feed freshness check")
-    _option_args(wa)
-    _channel_args(wa, audit=False)
+    _add_settings(wa, "watch")
     wa.add_argument("--json", action="store_true", help="one JSON object per round")
 
     demo = sub.add_parser("demo", help="walk the runbook against an in-process sandbox")
     demo.add_argument("--dir", default="data/demo", help="where the demo's sandbox and evidence go (default: data/demo)")
     return parser
-
-
-WATCH_OPTIONS = (
-    "audit_dir", "risk_events_csv", "observe_window", "audit_max_silence", "max_bad_audit_lines", "max_risk_events",
-    "max_order_failure_rate", "max_risk_block_rate", "min_signals", "max_signals", "audit_ts_field",
-    "audit_event_field", "audit_status_field", "risk_events_ts_column",
-    "database_url", "trades_table", "trades_time_column", "data_latency_threshold", "db_statement_timeout_ms",
-    "okx_base_url", "api_latency_threshold_ms", "api_samples", "max_clock_skew_ms", "maintenance_horizon",
-    "evidence_dir",
-)
-
-
-def _watch_options():
-    from deploy_tool.options import OBSERVE_OPTIONS, OPTIONS
-
-    by_name = {o.name: o for o in OPTIONS + OBSERVE_OPTIONS}
-    return tuple(by_name[name] for name in WATCH_OPTIONS)
-
-
-def _option_args(parser: argparse.ArgumentParser) -> None:
-    """Flags from the shared option table: the same help text as the suite's (default None: absent)."""
-    for option in _watch_options():
-        default = f" (default: {option.default})" if option.default is not None else ""
-        env = f" [env {', '.join(option.env)}]" if option.env else ""
-        parser.add_argument(option.flag, dest=f"opt_{option.name}", default=None, metavar="VALUE",
-                            help=f"{option.help}{default}{env}")
-
-
-def _channel_args(parser: argparse.ArgumentParser, audit: bool = True) -> None:
-    parser.add_argument("--http-admin-url", help="admin API root [env EXEC_HTTP_ADMIN_URL, or EXEC_HTTP_HOST/PORT "
-                        "with EXEC_HTTP_ADMIN_ENABLED=true]")
-    parser.add_argument("--control-file", help="control file path [env EXEC_CONTROL_FILE]")
-    parser.add_argument("--admin-token-env", default="EXEC_HTTP_ADMIN_TOKEN",
-                        help="env var holding the admin bearer token (default EXEC_HTTP_ADMIN_TOKEN)")
-    if audit:
-        parser.add_argument("--audit-dir", default="data/audit", help="where the audit JSONL goes (default data/audit)")
-
-
-def _channels(args: argparse.Namespace, pause: bool = False) -> list:
-    """The channels named by the options, else by the environment; a usage error when none."""
-    import os
-
-    from deploy_tool.channels import FileChannel, HttpChannel
-    from deploy_tool.envconfig import EnvConfigError, admin_url_from_env, control_file_from_env
-
-    # Each channel falls back to the environment on its own, as the suite's options do: a pause given
-    # only --control-file still goes through the admin API the environment names.
-    url = args.http_admin_url
-    path = args.control_file
-    try:
-        if not url:
-            found_url = admin_url_from_env()
-            url = found_url[0] if found_url else None
-        if not path:
-            found_path = control_file_from_env()
-            path = found_path[0] if found_path else None
-    except EnvConfigError as exc:
-        raise UsageError(str(exc)) from None
-    if not url and not path:
-        raise UsageError("no channel: give --http-admin-url and/or --control-file "
-                         "(or set EXEC_HTTP_ADMIN_URL / EXEC_CONTROL_FILE)")
-    channels: list = []
-    if url:
-        if not url.startswith(("http://", "https://")):
-            raise UsageError(f"--http-admin-url {url!r} is not an http:// or https:// URL")
-        # A pause must not wait long on a dead admin API: the file pause runs beside it anyway.
-        timeout = (1.0, 1.2) if pause else (2.0, 2.0)
-        channels.append(HttpChannel(url, os.environ.get(args.admin_token_env) or None, timeout=timeout))
-    if path:
-        channels.append(FileChannel(path))
-    return channels
-
-
-def _duration(text: str, flag: str) -> float:
-    from deploy_tool.units import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"invalid {flag} {text!r}: expected {exc}") from None
 
 
 def _actor() -> str:
@@ -194,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "watch":
             return cmd_watch(args)
         if args.command == "demo":
-            from deploy_tool.demo import run_demo
+            from deploy_tool.commands.demo import run_demo
 
             return run_demo(args.dir)
     except UsageError as exc:
@@ -212,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_preflight(pytest_args: list[str]) -> int:
     if pytest_args[:1] in (["-h"], ["--help"]):
         print(PREFLIGHT_HELP)
-    from deploy_tool.preflight import run_preflight
+    from deploy_tool.commands.preflight import run_preflight
 
     result = run_preflight(pytest_args)
     if result.verdict is not None:
@@ -223,10 +181,6 @@ def cmd_preflight(pytest_args: list[str]) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    import os
-    import shlex
-    import time
-
     from deploy_tool.sandbox import Sandbox, request_fault
 
     if args.misbehave:
@@ -262,128 +216,62 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_change(args: argparse.Namespace) -> int:
-    """`switch` and `pause`: apply, print what each channel saw, append the audit line."""
-    from deploy_tool import audit, switch
+def _channels(settings: Settings, pause: bool = False) -> list:
+    from deploy_tool.modes.channels import NoChannel, build_channels
 
+    try:
+        return build_channels(settings, pause=pause)
+    except NoChannel as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print(lines: Collection[str], stream=None) -> None:
+    for line in lines:
+        print(line, file=stream or sys.stdout)
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    """`switch` and `pause`: apply (the library audits), print what each channel saw."""
+    from deploy_tool.commands.render import outcome_lines, warning_lines
+    from deploy_tool.modes.change import pause, switch
+
+    settings = _settings(args)
     is_pause = args.command == "pause"
-    channels = _channels(args, pause=is_pause or args.to == "paused")
+    channels = _channels(settings, pause=is_pause or args.to == "paused")
     actor = _actor()
     if is_pause:
-        outcome = switch.pause(channels, reason=args.reason, actor=actor)
+        outcome = pause(channels, reason=args.reason, actor=actor, audit_dir=settings.deploy_audit_dir)
     else:
-        max_age = _duration(args.max_evidence_age, "--max-evidence-age")
-        outcome = switch.switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
-                                evidence_dir=args.evidence_dir, max_evidence_age_s=max_age)
-    record = outcome.as_dict()
-    audit_error = None
-    try:
-        record["audit"] = audit.append(args.audit_dir, outcome.audit_record(actor, args.reason))
-    except audit.AuditError as exc:
-        audit_error = str(exc)
-        record["audit_error"] = audit_error
+        outcome = switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
+                         evidence_dir=settings.evidence_dir, max_evidence_age_s=settings.max_evidence_age,
+                         audit_dir=settings.deploy_audit_dir)
     if args.json:
-        import json
-
-        print(json.dumps(record))
-        if outcome.action == "pause" and outcome.result != "done":
-            _warn_pause(outcome)
+        print(json.dumps(outcome.as_dict()))
     else:
-        _print_outcome(outcome, record)
-    if audit_error:
-        print(f"gradual-deploy: WARNING: {audit_error}", file=sys.stderr)
+        _print(outcome_lines(outcome))
+    _print(warning_lines(outcome), sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
-def _print_outcome(outcome, record: dict) -> None:
-    verb = "pause" if outcome.action == "pause" else f"switch {record['from']} -> {outcome.target}"
-    print(f"{verb}: {outcome.result.upper()}" + (" (forced)" if outcome.forced else ""))
-    for c in outcome.channels:
-        if outcome.result == "refused":
-            print(f"  {c.channel:<4} {c.target}: {c.before or 'no mode yet'} (unchanged)")
-        elif c.ok:
-            version = f" (version {c.version})" if c.version is not None else ""
-            print(f"  {c.channel:<4} {c.target}: {c.before} -> {c.after} confirmed{version}"
-                  + (f"; {c.note}" if c.note else ""))
-        else:
-            print(f"  {c.channel:<4} {c.target}: FAILED: {c.error}")
-    if outcome.reason and outcome.result != "done":
-        print(f"  reason: {outcome.reason}")
-    elif outcome.reason:
-        print(f"  {outcome.reason}")
-    if outcome.action == "pause" and outcome.result != "done":
-        _warn_pause(outcome)
-    if "audit" in record:
-        print(f"  audit: {record['audit']}")
-
-
-def _warn_pause(outcome) -> None:
-    """Say loudly, on stderr, which channel did not pause."""
-    ok = [c.channel for c in outcome.channels if c.ok]
-    for c in outcome.channels:
-        if not c.ok:
-            print(f"WARNING: pause through {c.channel} ({c.target}) FAILED: {c.error}", file=sys.stderr)
-    if ok:
-        print(f"WARNING: paused through {', '.join(ok)} only: check the trading system", file=sys.stderr)
-    else:
-        print("WARNING: NO CHANNEL CONFIRMED THE PAUSE: stop the trading system by hand", file=sys.stderr)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    from deploy_tool import switch
+    from deploy_tool.commands.render import status_lines
+    from deploy_tool.modes.change import status
 
-    report = switch.status(_channels(args), args.evidence_dir, _duration(args.max_evidence_age, "--max-evidence-age"))
+    settings = _settings(args)
+    report = status(_channels(settings), settings.evidence_dir, settings.max_evidence_age)
     if args.json:
-        import json
-
         print(json.dumps(report))
     else:
-        for entry in report["channels"]:
-            shown = entry.get("mode") if "error" not in entry else f"UNREADABLE: {entry['error']}"
-            print(f"{entry['channel']:<4} {entry['target']}: {shown if shown is not None else 'no mode yet'}")
-        if not report["agree"]:
-            print("WARNING: the channels disagree or one cannot be read")
-        ev = report.get("evidence")
-        if ev:
-            verdict = ev["verdict"] or "none"
-            from deploy_tool.units import format_age
-
-            age = f"{format_age(ev['age_s'])} old" if ev["age_s"] is not None else "age unknown"
-            print(f"evidence: {ev['path'] or 'none'}: verdict {verdict}, {age}; "
-                  f"{'real is open' if ev['gate_open'] else 'real is closed'}: {ev['gate']}")
+        _print(status_lines(report))
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    import os
+    from deploy_tool.commands.watch import WatchConfig, watch
 
-    from deploy_tool.options import OptionError, resolve_values
-    from deploy_tool.watch import WatchConfig, watch
-
-    try:
-        values, _ = resolve_values(_watch_options(), cli=lambda o: getattr(args, f"opt_{o.name}"),
-                                   ini=lambda o: None, ini_source="", environ=os.environ)
-    except OptionError as exc:
-        raise UsageError(str(exc)) from None
-    interval = _duration(args.interval, "--interval")
-    duration = _duration(args.duration, "--duration")
-    if interval <= 0 or duration <= 0:
-        raise UsageError("--interval and --duration must be above 0")
-    try:
-        limit = int(args.failure_limit)
-        if limit < 1:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"invalid --failure-limit {args.failure_limit!r}: expected a whole number >= 1") from None
-    if not values["database_url"] and not args.skip_db_check:
+    settings = _settings(args)
+    if not settings.database_url and not settings.skip_db_check:
         raise UsageError("watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
-    channels = _channels(args, pause=True)
-    from deploy_tool.redact import Redactor
-
-    redactor = Redactor.from_environ()
-    redactor.add_url(values["database_url"])
-    redactor.add(os.environ.get(args.admin_token_env))
-    cfg = WatchConfig(interval_s=interval, duration_s=duration, failure_limit=limit, values=values,
-                      audit_dir=values["audit_dir"], evidence_dir=values["evidence_dir"],
-                      skip_db_check=args.skip_db_check, json_lines=args.json, actor=_actor(), redactor=redactor)
+    channels = _channels(settings, pause=True)
+    cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
     return watch(cfg, channels, emit=lambda line: print(line, flush=True))

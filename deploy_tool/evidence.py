@@ -1,6 +1,8 @@
-"""The go-live evidence: file naming, atomic writing and reading back (CONTRACT section 3).
+"""The go-live evidence (CONTRACT section 3) as a typed model: written by the preflight plugin, read by
+`switch --to real` and `status`.
 
-The pytest plugin writes it; `switch --to real` and `status` read it.
+`Evidence.to_json` and `Evidence.from_json` are the only places that know the JSON's shape; the verdict
+is computed from the checks, never taken on trust from a file.
 """
 
 from __future__ import annotations
@@ -8,16 +10,19 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import json
+import math
 import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deploy_tool import DeployError
+from deploy_tool.times import iso_utc, parse_timestamp
 
 SCHEMA = "gradual-deploy/preflight-evidence/1"
-REQUIRED_MARKERS = ("okx", "db", "backtest")
-OPTIONAL_MARKERS = ("admin", "control")
+REQUIRED_GROUPS = ("okx", "db", "backtest")
+STATUSES = ("passed", "failed", "skipped")
 
 
 class EvidenceError(DeployError):
@@ -34,6 +39,135 @@ def actor() -> str:
 
 def host() -> str:
     return socket.gethostname()
+
+
+def json_number(value: Any) -> Any:
+    """Floats rounded for a person to read; non-finite ones have no JSON spelling and become null."""
+    if isinstance(value, float):
+        return round(value, 3) if math.isfinite(value) else None
+    return value
+
+
+@dataclass
+class CheckEntry:
+    """One check of a run: what it measured, against which threshold, and how it ended."""
+
+    id: str
+    marker: str | None
+    status: str = "passed"
+    measured: Any = None
+    threshold: Any = None
+    unit: str | None = None
+    message: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def required(self) -> bool:
+        return self.marker in REQUIRED_GROUPS
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "marker": self.marker, "required": self.required, "status": self.status,
+                "measured": json_number(self.measured), "threshold": json_number(self.threshold),
+                "unit": self.unit, "message": self.message, "duration_s": round(self.duration_s, 3)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> CheckEntry:
+        if not isinstance(obj, dict):
+            raise EvidenceError(f"a check is {type(obj).__name__}, not an object")
+        check_id, marker, status = obj.get("id"), obj.get("marker"), obj.get("status")
+        if not isinstance(check_id, str) or not check_id:
+            raise EvidenceError(f"a check has no id: {str(obj)[:80]}")
+        if marker is not None and not isinstance(marker, str):
+            raise EvidenceError(f"check {check_id}: marker {marker!r} is not a name")
+        if status not in STATUSES:
+            raise EvidenceError(f"check {check_id}: status {status!r} is not one of {', '.join(STATUSES)}")
+        return cls(check_id, marker, status, obj.get("measured"), obj.get("threshold"), obj.get("unit"),
+                   str(obj.get("message") or ""), float(obj.get("duration_s") or 0.0))
+
+
+def verdict(checks: list[CheckEntry]) -> str:
+    """`pass` only when no check failed and at least one passed."""
+    statuses = {c.status for c in checks}
+    return "pass" if "failed" not in statuses and "passed" in statuses else "fail"
+
+
+@dataclass
+class Evidence:
+    """One preflight run's evidence."""
+
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    checks: list[CheckEntry] = field(default_factory=list)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    skips_requested: list[str] = field(default_factory=list)
+    html_report: str | None = None
+    tool_version: str = ""
+    host: str = ""
+    actor: str = ""
+    declared_verdict: str | None = None  # what a file read back says; the computed `verdict` decides
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.checks)
+
+    @property
+    def skipped(self) -> list[CheckEntry]:
+        return [c for c in self.checks if c.status == "skipped"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "verdict": self.verdict,
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at),
+            "tool_version": self.tool_version,
+            "host": self.host,
+            "actor": self.actor,
+            "thresholds": {k: json_number(v) for k, v in self.thresholds.items()},
+            "targets": self.targets,
+            "inputs": self.inputs,
+            "checks": [c.to_json() for c in self.checks],
+            "skipped": [{"id": c.id, "marker": c.marker, "required": c.required, "reason": c.message}
+                        for c in self.skipped],
+            "skips_requested": self.skips_requested,
+            "html_report": self.html_report,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Evidence:
+        """The evidence in a parsed JSON document; EvidenceError naming what is wrong with it."""
+        if not isinstance(doc, dict):
+            raise EvidenceError(f"holds {type(doc).__name__}, not an evidence object")
+        if doc.get("schema") != SCHEMA:
+            raise EvidenceError(f"schema {doc.get('schema')!r} is not {SCHEMA!r}")
+        times: dict[str, dt.datetime] = {}
+        for key in ("finished_at", "started_at"):
+            if key == "started_at" and doc.get(key) is None:
+                times[key] = times["finished_at"]  # only the finish dates a run
+                continue
+            try:
+                times[key] = parse_timestamp(doc.get(key))
+            except (ValueError, TypeError, OverflowError, OSError):
+                raise EvidenceError(f"{key} {doc.get(key)!r} is not a time") from None
+        checks = doc.get("checks")
+        if not isinstance(checks, list):
+            raise EvidenceError(f"checks is {type(checks).__name__}, not a list")
+        entries = [CheckEntry.from_json(c) for c in checks]
+        mappings = {}
+        for key in ("thresholds", "targets", "inputs"):
+            value = doc.get(key) or {}
+            if not isinstance(value, dict):
+                raise EvidenceError(f"{key} is {type(value).__name__}, not an object")
+            mappings[key] = value
+        skips = doc.get("skips_requested") or []
+        if not isinstance(skips, list):
+            raise EvidenceError(f"skips_requested is {type(skips).__name__}, not a list")
+        return cls(times["started_at"], times["finished_at"], entries, mappings["thresholds"], mappings["targets"],
+                   mappings["inputs"], [str(s) for s in skips], doc.get("html_report"),
+                   str(doc.get("tool_version") or ""), str(doc.get("host") or ""), str(doc.get("actor") or ""),
+                   declared_verdict=doc.get("verdict") if isinstance(doc.get("verdict"), str) else None)
 
 
 def reserve_stem(evidence_dir: str | os.PathLike, now: dt.datetime) -> Path:
@@ -73,26 +207,17 @@ def write_json_atomic(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
-def verdict(checks: list[dict]) -> str:
-    """`pass` only when no check failed and at least one passed."""
-    statuses = [c["status"] for c in checks]
-    return "pass" if "failed" not in statuses and "passed" in statuses else "fail"
-
-
-def newest_evidence(evidence_dir: str | os.PathLike) -> tuple[Path, dict] | None:
-    """The newest parseable JSON evidence in the directory (by its finished_at), or None."""
+def newest(evidence_dir: str | os.PathLike) -> tuple[Path, Evidence] | None:
+    """The newest readable evidence in the directory (by its finished_at), or None."""
     directory = Path(evidence_dir)
     if not directory.is_dir():
         return None
-    best: tuple[str, Path, dict] | None = None
+    best: tuple[Path, Evidence] | None = None
     for path in directory.glob("preflight-*.json"):
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            found = Evidence.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, EvidenceError):
             continue
-        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-            continue
-        key = str(doc.get("finished_at") or "")
-        if best is None or key > best[0]:
-            best = (key, path, doc)
-    return (best[1], best[2]) if best else None
+        if best is None or found.finished_at > best[1].finished_at:
+            best = (path, found)
+    return best

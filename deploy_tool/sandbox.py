@@ -13,6 +13,7 @@ import json
 import os
 import random
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,8 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from deploy_tool import MODES
-from deploy_tool.control import write_control_atomic
-from deploy_tool.units import iso_utc, utc_now
+from deploy_tool.modes.controlfile import write_control_atomic
+from deploy_tool.times import iso_utc, utc_now
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -31,8 +32,6 @@ class _QuietServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             super().handle_error(request, client_address)  # a client that gave up is no error of ours
 
@@ -163,7 +162,6 @@ class AdminApi(_LoopbackService):
         self.version = 1
         self.updated_at = iso_utc(utc_now())
         self.lock = threading.Lock()
-        self.history: list[dict] = []
         api = self
 
         class Handler(_JsonHandler):
@@ -245,7 +243,6 @@ class AdminApi(_LoopbackService):
             self.mode = mode
             self.version += 1
             self.updated_at = iso_utc(utc_now())
-            self.history.append({"from": previous, "to": mode, "actor": body.get("actor"), "reason": body.get("reason")})
             return 200, {"mode": mode, "previous_mode": previous, "updated_at": self.updated_at, "version": self.version}
 
 
@@ -520,8 +517,5 @@ class Sandbox:
             "--admin-token-env", self.token_env,
             "--control-file", str(self.control_file),
             "--evidence-dir", str(self.evidence_dir),
+            "--deploy-audit-dir", str(self.audit_dir),
         ]
-
-    def env(self) -> dict[str, str]:
-        """Environment for a process using the sandbox: the admin token, when there is one."""
-        return {self.token_env: self.token} if self.token else {}

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from deploy_tool import MODES, ProbeError
-from deploy_tool.control import check_directory_writable, read_control
+from deploy_tool import criteria
+from deploy_tool.modes.controlfile import check_directory_writable, read_control
 
 pytestmark = pytest.mark.control
 
 
 def test_control_file_valid(control_file, check):
-    try:
-        state = read_control(control_file)
-    except ProbeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if state is None:
-        check.record(None, "mock|real|paused", None, f"{control_file} does not exist yet: the first switch or pause creates it")
-    else:
-        check.record(state.mode, "mock|real|paused", None, f"{control_file}: mode {state.mode}, version {state.version}")
-        assert state.mode in MODES, f"{control_file}: mode {state.mode!r} is not one of {MODES}"
+    criterion = check(criteria.control_file_valid(read_control(control_file), control_file))
+    assert criterion.ok, criterion.message
 
 
 def test_control_dir_writable(control_file, check):
-    try:
-        directory = check_directory_writable(control_file)
-    except ProbeError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    check.record(True, True, None, f"a file can be created in {directory}")
+    criterion = check(criteria.control_dir_writable(check_directory_writable(control_file)))
+    assert criterion.ok, criterion.message

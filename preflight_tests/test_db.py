@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from deploy_tool import criteria
+
 pytestmark = pytest.mark.db
 
 
 def test_trades_fresh(trades_freshness, settings, check):
-    freshness = trades_freshness.result()
-    ok, message = freshness.verdict(settings.data_latency_threshold)
-    check.record(freshness.age_s, settings.data_latency_threshold, "s", message)
-    assert ok, message
+    criterion = check(criteria.trades_fresh(trades_freshness.value(), settings))
+    assert criterion.ok, criterion.message

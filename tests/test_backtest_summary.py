@@ -10,7 +10,9 @@ import os
 import pytest
 
 from deploy_tool import ProbeError
-from deploy_tool.backtest import age_verdict, load_summary
+from deploy_tool.criteria import backtest_fresh
+from deploy_tool.probes.backtest import load_summary
+from deploy_tool.settings import defaults
 
 
 def _load(tmp_path, doc, raw: str | None = None):
@@ -75,6 +77,12 @@ def test_several_strategies_each_named(tmp_path):
     assert summary.strategies[0].generated_at == dt.datetime(2026, 11, 24, 10, tzinfo=dt.timezone.utc)
     assert summary.strategies[1].generated_at == dt.datetime(2026, 11, 24, 3, tzinfo=dt.timezone.utc)
     assert len(summary.sha256) == 64
+
+
+def age_verdict(strategy, max_age_s, now):
+    """(ok, age, message) of the backtest_fresh criterion."""
+    criterion = backtest_fresh(strategy, defaults(backtest_max_age=max_age_s), now)
+    return criterion.ok, criterion.measured, criterion.message
 
 
 def test_age_from_generated_at_else_mtime(tmp_path):

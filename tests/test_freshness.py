@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from deploy_tool.freshness import (
+from deploy_tool.criteria import trades_fresh
+from deploy_tool.settings import defaults
+from deploy_tool.probes.freshness import (
     ColumnMissing,
     DatabaseUnreachable,
     EmptyTable,
@@ -18,6 +20,12 @@ from deploy_tool.freshness import (
 )
 
 UTC = dt.timezone.utc
+
+
+def verdict(freshness, threshold_s):
+    """(ok, message) of the trades_fresh criterion."""
+    criterion = trades_fresh(freshness, defaults(data_latency_threshold=threshold_s))
+    return criterion.ok, criterion.message
 
 
 def _now() -> dt.datetime:
@@ -58,7 +66,7 @@ def test_postgres_age_is_right_for_every_column_type_and_time_zone(pg_url, pg_co
         cur.execute("INSERT INTO trades (ts) SELECT NULL")
     fresh = probe_trades_freshness(pg_url, "trades", "ts")
     assert 1.0 <= fresh.age_s < 4.0, (kind, session_tz, fresh)
-    ok, message = fresh.verdict(5)
+    ok, message = verdict(fresh, 5)
     assert ok and "newest trade is" in message
 
 
@@ -74,12 +82,12 @@ def test_postgres_stale_future_empty_missing(pg_url, pg_conn):
         probe_trades_freshness(pg_url, "trades", "time")
     with pg_conn.cursor() as cur:
         cur.execute("INSERT INTO trades (ts) VALUES (now() - interval '1 hour')")
-    ok, message = probe_trades_freshness(pg_url).verdict(5)
+    ok, message = verdict(probe_trades_freshness(pg_url), 5)
     assert not ok and "60 min old" in message and "threshold 5 s" in message
     with pg_conn.cursor() as cur:
         cur.execute("INSERT INTO trades (ts) VALUES (now() + interval '30 seconds')")
     fresh = probe_trades_freshness(pg_url)
-    ok, message = fresh.verdict(5)
+    ok, message = verdict(fresh, 5)
     assert not ok and fresh.age_s < -25 and "in the future" in message
 
 

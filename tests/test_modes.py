@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy_tool.channels import FileChannel, HttpChannel
-from deploy_tool.modes import decide, evidence_gate
-from deploy_tool.switch import switch
-from deploy_tool.units import iso_utc, utc_now
+from deploy_tool.modes.channels import FileChannel, HttpChannel
+from deploy_tool.modes.gate import evidence_gate
+from deploy_tool.modes.machine import decide
+from deploy_tool.modes.change import switch
+from deploy_tool.times import iso_utc, utc_now
 
 GD = [sys.executable, "-m", "deploy_tool"]
 
@@ -187,12 +188,17 @@ def test_file_pause_landing_between_read_and_write_is_never_overwritten(sandbox,
     FileChannel(str(sandbox.control_file)).apply("mock", "paused", "", "t")
     write_evidence(tmp_path / "ev", age_s=1)
 
-    def pause_from_another_process():
-        done = gd("pause", "--control-file", str(sandbox.control_file), "--audit-dir", str(tmp_path / "a"))
-        assert done.returncode == 0
+    class PausedRightAfterTheRead(FileChannel):
+        """The control file, paused by another process between the switch's read and its write."""
 
-    outcome = switch([FileChannel(str(sandbox.control_file))], "real", force=False, reason="", actor="t",
-                     evidence_dir=str(tmp_path / "ev"), max_evidence_age_s=3600, after_read=pause_from_another_process)
+        def read(self):
+            mode = super().read()
+            done = gd("pause", "--control-file", str(sandbox.control_file), "--audit-dir", str(tmp_path / "a"))
+            assert done.returncode == 0
+            return mode
+
+    outcome = switch([PausedRightAfterTheRead(str(sandbox.control_file))], "real", force=False, reason="", actor="t",
+                     evidence_dir=str(tmp_path / "ev"), max_evidence_age_s=3600)
     assert outcome.result == "failed"
     assert outcome.channels[0].conflict and "now holds 'paused', not 'mock'" in outcome.channels[0].error
     doc = json.loads(sandbox.control_file.read_text())

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from deploy_tool import observe as obs_mod
-from deploy_tool.observe import iter_lines_backwards, observe, read_audit_window, read_risk_events
-from deploy_tool.units import iso_utc
+from deploy_tool import criteria
+from deploy_tool.probes import observe as obs_mod
+from deploy_tool.settings import defaults
+from deploy_tool.probes.observe import iter_lines_backwards, observe, read_audit_window, read_risk_events
+from deploy_tool.times import iso_utc
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -112,39 +114,41 @@ def test_every_criterion_passes_and_fails(tmp_path):
     m = lambda s: NOW - dt.timedelta(seconds=s)  # noqa: E731
     healthy = _observation(tmp_path, [_line(m(60), "order_intent"), _line(m(59), "order_result", status="filled"),
                                       _line(m(30), "order_intent"), _line(m(29), "order_result", status="filled")])
-    assert all(c.ok for c in (healthy.audit_recent(300), healthy.audit_parseable(0), healthy.risk_events(3),
-                              healthy.order_failure_rate(0.2), healthy.risk_block_rate(0.5), healthy.signals(1, 10)))
+    limits = defaults(audit_max_silence=300, max_bad_audit_lines=0, max_risk_events=3, max_order_failure_rate=0.2,
+                      max_risk_block_rate=0.5, min_signals=1, max_signals=10)
+    assert all(judge(healthy, limits).ok for judge in criteria.OBSERVE_JUDGES)
 
     quiet = _observation(tmp_path, [_line(m(400), "order_intent")])
-    crit = quiet.audit_recent(300)
+    crit = criteria.observe_audit_recent(quiet, defaults(audit_max_silence=300))
     assert not crit.ok and crit.measured == 400 and "has gone quiet" in crit.message
 
     bad = _observation(tmp_path, [_line(m(10), "order_intent"), "{broken", "[1, 2]"])
-    crit = bad.audit_parseable(1)
+    crit = criteria.observe_audit_parseable(bad, defaults(max_bad_audit_lines=1))
     assert not crit.ok and crit.measured == 2 and "2 unparseable audit line(s) in the last 10m, max 1" in crit.message
 
     risky = _observation(tmp_path, [_line(m(10), "order_intent")], risk_rows=[f"{iso_utc(m(i))},dd" for i in range(1, 5)])
-    crit = risky.risk_events(3)
+    crit = criteria.observe_risk_events(risky, defaults(max_risk_events=3))
     assert not crit.ok and crit.measured == 4 and "4 risk events in the last 10m" in crit.message and "max 3" in crit.message
 
     failing = _observation(tmp_path, [_line(m(9), "order_result", status="error"), _line(m(8), "order_result", status="filled"),
                                       _line(m(7), "order_result", status="failed")])
-    crit = failing.order_failure_rate(0.2)
+    crit = criteria.observe_order_failure_rate(failing, defaults(max_order_failure_rate=0.2))
     assert not crit.ok and crit.measured == pytest.approx(0.6667, abs=1e-3) and "2 of 3 order results failed" in crit.message
 
     blocked = _observation(tmp_path, [_line(m(9), "order_intent"), _line(m(8), "risk_block"), _line(m(7), "order_intent"),
                                       _line(m(6), "risk_block")])
-    crit = blocked.risk_block_rate(0.5)
+    crit = criteria.observe_risk_block_rate(blocked, defaults(max_risk_block_rate=0.5))
     assert not crit.ok and crit.measured == 1.0 and "2 risk blocks for 2 order intents" in crit.message
     only_blocks = _observation(tmp_path, [_line(m(8), "risk_block")])
-    assert not only_blocks.risk_block_rate(0.5).ok
+    assert not criteria.observe_risk_block_rate(only_blocks, defaults(max_risk_block_rate=0.5)).ok
 
     silent = _observation(tmp_path, [_line(m(8), "heartbeat")])
-    crit = silent.signals(1, None)
+    crit = criteria.observe_signals(silent, defaults(min_signals=1, max_signals=None))
     assert not crit.ok and "the strategy is silent" in crit.message
     busy = _observation(tmp_path, [_line(m(i), "order_intent") for i in range(1, 6)])
-    assert not busy.signals(0, 4).ok and "trading too much" in busy.signals(0, 4).message
+    crit = criteria.observe_signals(busy, defaults(min_signals=0, max_signals=4))
+    assert not crit.ok and "trading too much" in crit.message
 
     missing = observe(str(tmp_path / "nowhere"), str(tmp_path / "none.csv"), 600, now=NOW)
-    crit = missing.audit_recent(300)
+    crit = criteria.observe_audit_recent(missing, defaults(audit_max_silence=300))
     assert not crit.ok and "no audit file for today (2026-11-24)" in crit.message

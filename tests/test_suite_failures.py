@@ -9,7 +9,7 @@ import time
 import pytest
 
 from deploy_tool.sandbox import maintenance_event
-from deploy_tool.units import iso_utc, utc_now
+from deploy_tool.times import iso_utc, utc_now
 
 
 def _failed_only(run, *ids):

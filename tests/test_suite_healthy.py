@@ -111,6 +111,6 @@ def test_each_strategy_is_its_own_check(run_suite, sandbox, layout):
 
 
 def _now() -> str:
-    from deploy_tool.units import iso_utc, utc_now
+    from deploy_tool.times import iso_utc, utc_now
 
     return iso_utc(utc_now())

@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 
 from deploy_tool import ProbeError
-from deploy_tool.okx import probe_public_time, probe_system_status
+from deploy_tool.probes.okx import probe_public_time, probe_system_status
 from deploy_tool.sandbox import ExchangeStandIn, maintenance_event
-from deploy_tool.units import epoch_to_datetime, format_duration, parse_duration, parse_timestamp
+from deploy_tool.times import epoch_to_datetime, format_duration, parse_duration, parse_timestamp
 
 UTC = dt.timezone.utc
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deploy_tool.channels import FileChannel
+from deploy_tool.modes.channels import FileChannel
 
 GD = [sys.executable, "-m", "deploy_tool"]
 OBSERVE_IDS = {"observe_audit_recent", "observe_audit_parseable", "observe_risk_events",
@@ -148,18 +148,40 @@ def test_watch_output_audit_and_snapshot_hold_no_secret(sandbox, tmp_path):
 
 
 def test_a_round_that_crashes_counts_as_failing(sandbox, monkeypatch, tmp_path):
-    from deploy_tool import watch as watch_mod
-    from deploy_tool.channels import FileChannel as FC
+    from deploy_tool.commands import watch as watch_mod
+    from deploy_tool.modes.channels import FileChannel as FC
+    from deploy_tool.settings import defaults
 
     def broken(number, cfg):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(watch_mod, "run_round", broken)
     lines: list[str] = []
-    cfg = watch_mod.WatchConfig(interval_s=0.1, duration_s=5, failure_limit=1, values={},
-                                audit_dir=str(tmp_path / "audit"), evidence_dir=str(tmp_path / "ev"))
+    cfg = watch_mod.WatchConfig(defaults(interval=0.1, duration=5, failure_limit=1,
+                                         deploy_audit_dir=str(tmp_path / "audit"), evidence_dir=str(tmp_path / "ev")))
     code = watch_mod.watch(cfg, [FC(str(sandbox.control_file))], emit=lines.append)
     assert code == 1
     assert "the round crashed: RuntimeError: disk on fire" in lines[0]
     assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
     assert json.loads(sandbox.control_file.read_text())["reason"].startswith("watch: 1 consecutive failing")
+
+
+def test_watch_judges_the_same_criteria_as_the_suite(sandbox):
+    """One judge per check: a watch round yields exactly the suite's okx, db and observe check ids."""
+    import re
+    from pathlib import Path
+
+    import preflight_tests
+    from deploy_tool.criteria import round_criteria
+    from deploy_tool.settings import defaults
+
+    suite = Path(preflight_tests.__file__).parent
+    names = set()
+    for group in ("okx", "db", "observe"):
+        names |= set(re.findall(r"^def test_(\w+)\(", (suite / f"test_{group}.py").read_text(), re.M))
+    settings = defaults(okx_base_url=sandbox.okx_url, database_url=sandbox.database_url,
+                        audit_dir=str(sandbox.audit_dir), risk_events_csv=str(sandbox.risk_events_csv))
+    found = round_criteria(settings)
+    assert {c.id for c in found} == names
+    latency = next(c for c in found if c.id == "okx_public_time_latency")
+    assert latency.threshold == settings.api_latency_threshold_ms and latency.unit == "ms"

@@ -13,7 +13,7 @@ from typing import Any
 
 from deploy_tool import ProbeError
 from deploy_tool.redact import mask_url
-from deploy_tool.units import epoch_to_datetime, format_duration, iso_utc
+from deploy_tool.times import epoch_to_datetime, format_duration, iso_utc
 
 TIME_PATH = "/api/v5/public/time"
 STATUS_PATH = "/api/v5/system/status"
@@ -51,14 +51,15 @@ class TimeProbe:
     def failures(self) -> list[TimeSample]:
         return [s for s in self.samples if not s.ok]
 
+    def no_good_call(self) -> str:
+        """Why nothing could be timed: every call failed."""
+        first = self.failures[0].error if self.failures else "no call made"
+        return f"no successful call of {self.url} in {len(self.samples)} tries: {first}"
+
     def _latencies(self) -> list[float]:
-        good = self.good
-        if not good:
-            raise ProbeError(
-                f"no successful call of {self.url} in {len(self.samples)} tries: "
-                f"{self.failures[0].error}"
-            )
-        return sorted(s.latency_ms for s in good)
+        if not self.good:
+            raise ProbeError(self.no_good_call())
+        return sorted(s.latency_ms for s in self.good)
 
     @property
     def median_ms(self) -> float:

@@ -1,7 +1,7 @@
-"""Mode changes across channels: `switch` (all must confirm, compare-and-swap, evidence gate for real)
-and `pause` (any confirmation is enough, never blocked, bounded in time), and `status`.
+"""Mode changes across channels, each audited: `switch` (all must confirm, compare-and-swap, evidence gate
+for real), `pause` (any confirmation is enough, never blocked, bounded in time), and `status`.
 
-Functions return an `Outcome`; the CLI prints it and writes the audit line.
+Functions return an `Outcome` (or a status report); the CLI prints them.
 """
 
 from __future__ import annotations
@@ -10,12 +10,21 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from deploy_tool.channels import ChannelError, ChannelResult
-from deploy_tool.modes import decide, evidence_gate
+Scrub = Callable[[Any], Any]
+
+from deploy_tool import audit
+from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult
+from deploy_tool.modes.gate import evidence_gate
+from deploy_tool.modes.machine import decide
+from deploy_tool.times import iso_utc
+
+PAUSE_JOIN_S = 10.0
 
 
 @dataclass
 class Outcome:
+    """What one switch or pause did on each channel, and where its audit line went."""
+
     action: str  # "switch" or "pause"
     target: str
     result: str  # done, noop, refused, failed, partial
@@ -23,6 +32,8 @@ class Outcome:
     forced: bool = False
     evidence: str | None = None
     channels: list[ChannelResult] = field(default_factory=list)
+    audit: str | None = None  # the audit file the line went to
+    audit_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -33,24 +44,39 @@ class Outcome:
         return seen.pop() if len(seen) == 1 else ("mixed" if seen else None)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "action": self.action, "from": self.before(), "to": self.target, "result": self.result,
             "ok": self.ok, "reason": self.reason, "forced": self.forced, "evidence": self.evidence,
             "channels": [c.as_dict() for c in self.channels],
         }
+        if self.audit:
+            record["audit"] = self.audit
+        if self.audit_error:
+            record["audit_error"] = self.audit_error
+        return record
 
     def audit_record(self, actor: str, reason: str) -> dict[str, Any]:
         """The audit line of this action (CONTRACT section 4), with what each channel saw."""
-        record = self.as_dict()
         return {
-            "event": "mode_switch", "action": record["action"], "from": record["from"], "to": record["to"],
+            "event": "mode_switch", "action": self.action, "from": self.before(), "to": self.target,
             "channel": "+".join(c.channel for c in self.channels), "actor": actor, "reason": reason,
-            "result": record["result"], "forced": record["forced"], "evidence": record["evidence"],
-            "detail": record["reason"], "channels": record["channels"],
+            "result": self.result, "forced": self.forced, "evidence": self.evidence,
+            "detail": self.reason, "channels": [c.as_dict() for c in self.channels],
         }
 
+    def write_audit(self, audit_dir: str | None, actor: str, reason: str, scrub: Scrub | None = None) -> Outcome:
+        """Append this outcome's audit line; a failure to do so is kept, never raised."""
+        if audit_dir is None:
+            return self
+        record = self.audit_record(actor, reason)
+        try:
+            self.audit = audit.append(audit_dir, scrub(record) if scrub else record)
+        except audit.AuditError as exc:
+            self.audit_error = str(exc)
+        return self
 
-def _read_all(channels: Sequence[Any]) -> tuple[dict[str, str | None], list[ChannelResult]]:
+
+def _read_all(channels: Sequence[Channel]) -> tuple[dict[str, str | None], list[ChannelResult]]:
     modes: dict[str, str | None] = {}
     errors = []
     for channel in channels:
@@ -61,11 +87,17 @@ def _read_all(channels: Sequence[Any]) -> tuple[dict[str, str | None], list[Chan
     return modes, errors
 
 
-def switch(channels: Sequence[Any], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
-           max_evidence_age_s: float, after_read: Callable[[], None] | None = None) -> Outcome:
-    """Change every channel to `target`; succeed only if every channel confirms."""
+def switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
+           max_evidence_age_s: float, audit_dir: str | None = None) -> Outcome:
+    """Change every channel to `target`; succeed only if every channel confirms. Audited in audit_dir."""
+    return _switch(channels, target, force=force, reason=reason, actor=actor, evidence_dir=evidence_dir,
+                   max_evidence_age_s=max_evidence_age_s).write_audit(audit_dir, actor, reason)
+
+
+def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
+            max_evidence_age_s: float) -> Outcome:
     if target == "paused":
-        outcome = pause(channels, reason=reason, actor=actor)
+        outcome = _pause(channels, reason=reason, actor=actor)
         outcome.action = "switch"
         if outcome.result == "partial":
             outcome.result = "failed"
@@ -88,7 +120,7 @@ def switch(channels: Sequence[Any], target: str, *, force: bool, reason: str, ac
         return outcome
     if target == "real":
         gate = evidence_gate(evidence_dir, max_evidence_age_s)
-        outcome.evidence = gate.evidence
+        outcome.evidence = gate.path
         if not gate.ok:
             if not force:
                 outcome.reason = f"evidence gate: {gate.reason} (or --force)"
@@ -97,8 +129,6 @@ def switch(channels: Sequence[Any], target: str, *, force: bool, reason: str, ac
             outcome.reason = f"forced past the evidence gate: {gate.reason}"
         else:
             outcome.reason = gate.reason
-    if after_read is not None:
-        after_read()  # a seam for tests: something may happen between the read and the write
     results = []
     for channel in channels:
         if decisions[channel.name].noop:
@@ -113,11 +143,16 @@ def switch(channels: Sequence[Any], target: str, *, force: bool, reason: str, ac
     return outcome
 
 
-def pause(channels: Sequence[Any], *, reason: str, actor: str) -> Outcome:
-    """Pause through every channel at once; done if all confirm, partial if some, failed if none."""
+def pause(channels: Sequence[Channel], *, reason: str, actor: str, audit_dir: str | None = None,
+          scrub: Scrub | None = None) -> Outcome:
+    """Pause through every channel at once; done if all confirm, partial if some, failed if none. Audited."""
+    return _pause(channels, reason=reason, actor=actor).write_audit(audit_dir, actor, reason, scrub)
+
+
+def _pause(channels: Sequence[Channel], *, reason: str, actor: str) -> Outcome:
     results: list[ChannelResult | None] = [None] * len(channels)
 
-    def run(index: int, channel: Any) -> None:
+    def run(index: int, channel: Channel) -> None:
         try:
             results[index] = channel.apply("paused", None, reason, actor, cas=False)
         except Exception as exc:  # one channel's surprise must not cost the other its pause
@@ -127,8 +162,8 @@ def pause(channels: Sequence[Any], *, reason: str, actor: str) -> Outcome:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=10)
-    done = [r if r is not None else ChannelResult(c.name, c.target, error="did not finish within 10 s")
+        thread.join(timeout=PAUSE_JOIN_S)
+    done = [r if r is not None else ChannelResult(c.name, c.target, error=f"did not finish within {PAUSE_JOIN_S:g} s")
             for r, c in zip(results, channels, strict=True)]
     confirmed = [r for r in done if r.ok]
     result = "done" if len(confirmed) == len(done) else ("partial" if confirmed else "failed")
@@ -136,7 +171,7 @@ def pause(channels: Sequence[Any], *, reason: str, actor: str) -> Outcome:
     return Outcome("pause", "paused", result, reason=problems, channels=done)
 
 
-def status(channels: Sequence[Any], evidence_dir: str | None, max_evidence_age_s: float) -> dict[str, Any]:
+def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_age_s: float) -> dict[str, Any]:
     """The mode on each channel, whether they agree, and the newest evidence."""
     report: dict[str, Any] = {"channels": []}
     modes = set()
@@ -153,20 +188,11 @@ def status(channels: Sequence[Any], evidence_dir: str | None, max_evidence_age_s
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None
     if evidence_dir:
         gate = evidence_gate(evidence_dir, max_evidence_age_s)
-        doc = gate.doc or {}
-        age = None
-        if doc:
-            try:
-                from deploy_tool.units import parse_timestamp, utc_now
-
-                age = round((utc_now() - parse_timestamp(doc.get("finished_at"))).total_seconds(), 1)
-            except (ValueError, TypeError):
-                age = None
         report["evidence"] = {
-            "path": gate.evidence,
-            "verdict": doc.get("verdict"),
-            "finished_at": doc.get("finished_at"),
-            "age_s": age,
+            "path": gate.path,
+            "verdict": gate.evidence.verdict if gate.evidence else None,
+            "finished_at": iso_utc(gate.evidence.finished_at) if gate.evidence else None,
+            "age_s": round(gate.age_s, 1) if gate.age_s is not None else None,
             "gate_open": gate.ok,
             "gate": gate.reason,
         }

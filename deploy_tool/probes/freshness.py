@@ -9,21 +9,22 @@ server's nor the session's time zone can shift it.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from deploy_tool import ProbeError
 from deploy_tool.redact import mask_url
-from deploy_tool.units import format_age, iso_utc, parse_timestamp
+from deploy_tool.times import parse_timestamp
 
 CONNECT_TIMEOUT_S = 5
 # An indexed newest-row lookup takes well under 1 ms; an unindexed scan of 10 million rows ~0.4 s here.
 # The gate must stop at the first, not wait out the second, and tell the operator to add the index.
 STATEMENT_TIMEOUT_S = 0.25
 CATALOG_TIMEOUT_MS = 5000
-FUTURE_TOLERANCE_S = 1.0
 _TIME_NAME = re.compile(r"(^ts$|time|date|_at$|_ts$|^created|^updated|epoch)", re.IGNORECASE)
 _TIME_TYPE = re.compile(r"(timestamp|date|time)", re.IGNORECASE)
 
@@ -59,22 +60,6 @@ class Freshness:
     newest: dt.datetime
     age_s: float  # negative when the newest trade lies in the future
     query_ms: float
-
-    def verdict(self, threshold_s: float) -> tuple[bool, str]:
-        """(ok, message) against the data-latency threshold; a future timestamp is never fresh."""
-        where = f"{self.table}.{self.column} in {self.target}"
-        if self.age_s < -FUTURE_TOLERANCE_S:
-            return False, (
-                f"newest trade {iso_utc(self.newest)} is {-self.age_s:.1f} s in the future "
-                f"(tolerance {FUTURE_TOLERANCE_S:g} s) in {where}: the feed's clock or this host's clock "
-                f"is wrong, or {self.column} is not UTC"
-            )
-        if self.age_s >= threshold_s:
-            return False, (
-                f"newest trade is {format_age(self.age_s)} old ({iso_utc(self.newest)}), threshold "
-                f"{threshold_s:g} s, in {where}: the trades feed is stalled or lagging"
-            )
-        return True, f"newest trade is {self.age_s:.2f} s old, threshold {threshold_s:g} s, in {where}"
 
 
 def split_table(table: str) -> tuple[str | None, str]:
@@ -236,10 +221,6 @@ def _quote_sqlite(identifier: str) -> str:
 
 
 def _newest_sqlite(url: str, table: str, column: str, connect_timeout_s: float, statement_timeout_s: float):
-    import os
-    import sqlite3
-    from urllib.parse import quote
-
     path = sqlite_path(url)
     if not os.path.exists(path):
         raise DatabaseUnreachable(f"SQLite database {path} does not exist: check --database-url")

@@ -13,20 +13,19 @@ import csv
 import datetime as dt
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from deploy_tool import ProbeError
-from deploy_tool.units import format_age, format_duration, iso_utc, parse_timestamp
+from deploy_tool.audit import is_own_file
+from deploy_tool.times import format_duration, parse_timestamp
 
 BLOCK = 64 * 1024
 # Lines are appended in time order, give or take writer threads: keep reading this many lines past the
 # first one older than the window before deciding the window is covered.
 DISORDER_TOLERANCE = 50
 FAILED_STATUSES = {"rejected", "failed", "error"}
-OWN_AUDIT_PREFIX = "deploy-"  # gradual-deploy's own audit lives in the same directory; it is not the system's
 
 
 def iter_lines_backwards(path: str) -> Iterator[bytes]:
@@ -80,7 +79,7 @@ def audit_files_for(audit_dir: str, day: dt.date) -> list[str]:
         raise ProbeError(f"cannot list the audit directory {audit_dir}: {exc.strerror}") from None
     return sorted(
         os.path.join(audit_dir, n) for n in names
-        if stamp in n and n.endswith((".jsonl", ".json", ".log")) and not n.startswith(OWN_AUDIT_PREFIX)
+        if stamp in n and n.endswith((".jsonl", ".json", ".log")) and not is_own_file(n)
     )
 
 
@@ -213,17 +212,6 @@ def list_header_excluded(path: str) -> Iterator[bytes]:
     # `previous` is now the file's first line: the header
 
 
-@dataclass(frozen=True)
-class Criterion:
-    """One observe criterion's outcome."""
-
-    ok: bool
-    measured: float | int | None
-    threshold: float | int | str | None
-    unit: str
-    message: str
-
-
 @dataclass
 class Observation:
     """The last window, as the observe checks and `watch` judge it."""
@@ -237,59 +225,6 @@ class Observation:
     @property
     def window(self) -> str:
         return f"in the last {format_duration(self.window_s)}"
-
-    def audit_recent(self, max_silence_s: float) -> Criterion:
-        if not self.audit.today_file:
-            return Criterion(False, None, max_silence_s, "s",
-                             f"no audit file for today ({self.now.date().isoformat()}) in {self.audit_dir}: is the "
-                             "trading system writing its audit (AUDIT_TO_FILE=true)? check --audit-dir")
-        if self.audit.newest is None:
-            return Criterion(False, None, max_silence_s, "s",
-                             f"no readable audit line in {self.audit.today_file}: the trading system writes nothing usable")
-        silence = (self.now - self.audit.newest).total_seconds()
-        ok = silence < max_silence_s
-        text = (f"newest audit line {format_age(silence)} old ({iso_utc(self.audit.newest)}), max silence "
-                f"{format_duration(max_silence_s)}")
-        return Criterion(ok, round(silence, 3), max_silence_s, "s",
-                         text if ok else f"{text}: the trading system has gone quiet; check that it runs")
-
-    def audit_parseable(self, max_bad: int) -> Criterion:
-        bad = self.audit.bad_lines
-        examples = f"; e.g. {self.audit.bad_examples[0]!r}" if self.audit.bad_examples else ""
-        text = f"{bad} unparseable audit line(s) {self.window}, max {max_bad}{examples}"
-        return Criterion(bad <= max_bad, bad, max_bad, "lines", text)
-
-    def risk_events(self, max_events: int) -> Criterion:
-        count = max(self.risk.events, self.audit.risk_events)
-        source = (f"{self.risk.events} in {self.risk.path}, {self.audit.risk_events} risk_event audit lines"
-                  if self.risk.exists else f"{self.audit.risk_events} risk_event audit lines (no {self.risk.path})")
-        text = f"{count} risk events {self.window} ({source}), max {max_events}"
-        ok = count <= max_events
-        return Criterion(ok, count, max_events, "events", text if ok else f"{text}: roll back and investigate")
-
-    def order_failure_rate(self, max_rate: float) -> Criterion:
-        results, failures = self.audit.order_results, self.audit.order_failures
-        rate = failures / results if results else 0.0
-        text = f"{failures} of {results} order results failed {self.window} ({rate:.1%}), max {max_rate:.1%}"
-        ok = rate <= max_rate
-        return Criterion(ok, round(rate, 4), max_rate, "fraction",
-                         text if ok else f"{text}: the exchange or the order path is failing")
-
-    def risk_block_rate(self, max_rate: float) -> Criterion:
-        intents, blocks = self.audit.order_intents, self.audit.risk_blocks
-        rate = blocks / intents if intents else (math.inf if blocks else 0.0)
-        text = f"{blocks} risk blocks for {intents} order intents {self.window} ({rate:.1%}), max {max_rate:.1%}"
-        ok = rate <= max_rate
-        return Criterion(ok, None if math.isinf(rate) else round(rate, 4), max_rate, "fraction",
-                         text if ok else f"{text}: the strategy keeps hitting its risk limits")
-
-    def signals(self, min_signals: int, max_signals: int | None) -> Criterion:
-        intents = self.audit.order_intents
-        bounds = f"[{min_signals}, {max_signals if max_signals is not None else 'off'}]"
-        text = f"{intents} order intents {self.window}, expected within {bounds}"
-        ok = intents >= min_signals and (max_signals is None or intents <= max_signals)
-        hint = ": the strategy is silent" if intents < min_signals else ": the strategy is trading too much"
-        return Criterion(ok, intents, bounds, "intents", text if ok else text + hint)
 
 
 def observe(audit_dir: str, risk_events_csv: str, window_s: float, now: dt.datetime | None = None,

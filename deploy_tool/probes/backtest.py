@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy_tool import ProbeError
-from deploy_tool.units import format_age, iso_utc, parse_timestamp
+from deploy_tool.times import parse_timestamp
 
 ALIASES = {
     "sharpe": ("sharpe", "sharpe_ratio"),
     "winrate": ("winrate", "win_rate"),
     "max_drawdown": ("max_drawdown", "max_dd", "maxDrawdown"),
 }
-FUTURE_TOLERANCE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -161,20 +160,3 @@ def load_summary(path: str) -> Summary:
         seen.add(name)
         strategies.append(_strategy(entry, name, fallback))
     return Summary(path=path, sha256=hashlib.sha256(data).hexdigest(), strategies=tuple(strategies))
-
-
-def age_verdict(strategy: Strategy, max_age_s: float, now: dt.datetime | None = None) -> tuple[bool, float, str]:
-    """(ok, age in seconds, message) for the summary's generated_at (else file mtime)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if strategy.generated_at is None:
-        return False, math.nan, "the summary has no generated_at and no file time"
-    age = (now - strategy.generated_at).total_seconds()
-    stamp = f"{strategy.generated_at_source} {iso_utc(strategy.generated_at)}"
-    if age < -FUTURE_TOLERANCE_S:
-        return False, age, f"{stamp} lies {format_age(-age)} in the future: fix the backtest host's clock"
-    if age > max_age_s:
-        return False, age, (
-            f"backtest is {format_age(age)} old ({stamp}), max age {format_age(max_age_s)}: "
-            "re-run the backtest before going live"
-        )
-    return True, age, f"backtest is {format_age(age)} old ({stamp}), max age {format_age(max_age_s)}"

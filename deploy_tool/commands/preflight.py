@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,9 +28,7 @@ class _Collector:
 
 def run_preflight(args: Sequence[str]) -> PreflightResult:
     """Run the suite in this process with the given pytest/suite options."""
-    import json
-
-    import pytest
+    import pytest  # the suite's own engine; not loaded for the other commands
 
     collector = _Collector()
     code = pytest.main(

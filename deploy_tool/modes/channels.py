@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from deploy_tool import DeployError
-from deploy_tool.units import iso_utc, utc_now
+from deploy_tool.modes.controlfile import (
+    ControlFileError,
+    read_control,
+    write_control_atomic,
+)
+from deploy_tool.probes.admin import AdminClient, AdminConflict, AdminError
+from deploy_tool.times import iso_utc, utc_now
+
+if TYPE_CHECKING:
+    from deploy_tool.settings import Settings
 
 FILE_LOCK_TIMEOUT_S = 2.0
 PAUSE_LOCK_TIMEOUT_S = 1.0
+# (connect, read) seconds. A pause must not wait long on a dead admin API: the file pause runs beside it.
+HTTP_TIMEOUT = (2.0, 2.0)
+PAUSE_HTTP_TIMEOUT = (1.0, 1.2)
 
 
 @dataclass
@@ -40,28 +52,35 @@ class ChannelError(DeployError):
     """A channel could not be read."""
 
 
+class Channel(Protocol):
+    """A way to carry a mode to the trading system: read it, and change it with read-back."""
+
+    name: str  # "http" or "file"
+    target: str  # what a person is shown: the masked URL or the path
+
+    def read(self) -> str | None:
+        """The current mode (None: no mode yet); ChannelError when it cannot be read."""
+
+    def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
+        """Change to `mode` if still `expected` (when `cas`), read back; never raises for a channel problem."""
+
+
 class HttpChannel:
     """The admin HTTP API."""
 
     name = "http"
 
-    def __init__(self, url: str, token: str | None, timeout: Any = (2.0, 2.0)) -> None:
-        from deploy_tool.admin import AdminClient
-
+    def __init__(self, url: str, token: str | None, timeout: Any = HTTP_TIMEOUT) -> None:
         self.client = AdminClient(url, token=token, timeout=timeout)
         self.target = self.client.shown_url
 
     def read(self) -> str:
-        from deploy_tool.admin import AdminError
-
         try:
             return self.client.get_mode()["mode"]
         except AdminError as exc:
             raise ChannelError(str(exc)) from None
 
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
-        from deploy_tool.admin import AdminConflict, AdminError
-
         result = ChannelResult(self.name, self.target, before=expected)
         try:
             answer = self.client.set_mode(mode, expected if cas else None, reason, actor)
@@ -95,8 +114,6 @@ class FileChannel:
         self.target = path
 
     def read(self) -> str | None:
-        from deploy_tool.control import ControlFileError, read_control
-
         try:
             state = read_control(self.path)
         except ControlFileError as exc:
@@ -104,9 +121,10 @@ class FileChannel:
         return state.mode if state else None
 
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
-        from filelock import FileLock, Timeout
-
-        from deploy_tool.control import ControlFileError, read_control, write_control_atomic
+        from filelock import (  # 30 ms of imports: only when a file change is made
+            FileLock,
+            Timeout,
+        )
 
         result = ChannelResult(self.name, self.target, before=expected)
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -169,3 +187,21 @@ class FileChannel:
         if not result.ok:
             result.error = f"read back {result.after!r} (version {result.version}) after writing {mode!r} (version {version})"
         return result
+
+
+class NoChannel(DeployError):
+    """Neither an admin API nor a control file is configured."""
+
+
+def build_channels(settings: Settings, *, pause: bool = False, environ: Mapping[str, str] | None = None) -> list[Channel]:
+    """The channels the settings name (flags, else the environment, each on its own)."""
+    if not settings.http_admin_url and not settings.control_file:
+        raise NoChannel("no channel: give --http-admin-url and/or --control-file "
+                        "(or set EXEC_HTTP_ADMIN_URL / EXEC_CONTROL_FILE)")
+    channels: list[Channel] = []
+    if settings.http_admin_url:
+        channels.append(HttpChannel(settings.http_admin_url, settings.admin_token(environ),
+                                    timeout=PAUSE_HTTP_TIMEOUT if pause else HTTP_TIMEOUT))
+    if settings.control_file:
+        channels.append(FileChannel(settings.control_file))
+    return channels

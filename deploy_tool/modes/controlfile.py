@@ -1,7 +1,7 @@
 """The control file: the trading system's mode, as a small JSON document on disk.
 
 Reading lives here; writes are atomic (temp file in the same directory, fsync, rename) and happen
-under a cross-process lock (see `write_mode`).
+under a cross-process lock (`FileChannel.apply` in `channels.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ class ControlFileError(ProbeError):
 
 @dataclass(frozen=True)
 class ControlState:
+    """What the control file holds."""
+
     mode: str
     version: int
     updated_at: str | None

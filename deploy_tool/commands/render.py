@@ -1,0 +1,64 @@
+"""How outcomes and reports read on a terminal: lines of text, printed by the CLI and the demo alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deploy_tool.modes.change import Outcome
+from deploy_tool.times import format_age
+
+
+def outcome_lines(outcome: Outcome) -> list[str]:
+    """What a switch or pause did, channel by channel, for stdout."""
+    verb = "pause" if outcome.action == "pause" else f"switch {outcome.before()} -> {outcome.target}"
+    lines = [f"{verb}: {outcome.result.upper()}" + (" (forced)" if outcome.forced else "")]
+    for c in outcome.channels:
+        if outcome.result == "refused":
+            lines.append(f"  {c.channel:<4} {c.target}: {c.before or 'no mode yet'} (unchanged)")
+        elif c.ok:
+            version = f" (version {c.version})" if c.version is not None else ""
+            lines.append(f"  {c.channel:<4} {c.target}: {c.before} -> {c.after} confirmed{version}"
+                         + (f"; {c.note}" if c.note else ""))
+        else:
+            lines.append(f"  {c.channel:<4} {c.target}: FAILED: {c.error}")
+    if outcome.reason and outcome.result != "done":
+        lines.append(f"  reason: {outcome.reason}")
+    elif outcome.reason:
+        lines.append(f"  {outcome.reason}")
+    if outcome.audit:
+        lines.append(f"  audit: {outcome.audit}")
+    return lines
+
+
+def warning_lines(outcome: Outcome) -> list[str]:
+    """What must be said loudly, on stderr: a pause some channel did not confirm, a lost audit line."""
+    lines = []
+    if outcome.action == "pause" and outcome.result != "done":
+        ok = [c.channel for c in outcome.channels if c.ok]
+        for c in outcome.channels:
+            if not c.ok:
+                lines.append(f"WARNING: pause through {c.channel} ({c.target}) FAILED: {c.error}")
+        if ok:
+            lines.append(f"WARNING: paused through {', '.join(ok)} only: check the trading system")
+        else:
+            lines.append("WARNING: NO CHANNEL CONFIRMED THE PAUSE: stop the trading system by hand")
+    if outcome.audit_error:
+        lines.append(f"gradual-deploy: WARNING: {outcome.audit_error}")
+    return lines
+
+
+def status_lines(report: dict[str, Any]) -> list[str]:
+    """The mode on each channel and the state of the gate, for stdout."""
+    lines = []
+    for entry in report["channels"]:
+        shown = entry.get("mode") if "error" not in entry else f"UNREADABLE: {entry['error']}"
+        lines.append(f"{entry['channel']:<4} {entry['target']}: {shown if shown is not None else 'no mode yet'}")
+    if not report["agree"]:
+        lines.append("WARNING: the channels disagree or one cannot be read")
+    evidence = report.get("evidence")
+    if evidence:
+        verdict = evidence["verdict"] or "none"
+        age = f"{format_age(evidence['age_s'])} old" if evidence["age_s"] is not None else "age unknown"
+        lines.append(f"evidence: {evidence['path'] or 'none'}: verdict {verdict}, {age}; "
+                     f"{'real is open' if evidence['gate_open'] else 'real is closed'}: {evidence['gate']}")
+    return lines

@@ -1,0 +1,191 @@
+"""`gradual-deploy watch`: the runbook's observation period, with automatic rollback to `paused`.
+
+Every interval one round judges the observe criteria, the trades-feed freshness and the exchange (the
+same judges as the preflight suite, `deploy_tool.criteria`), prints one status line and appends a round
+record to gradual-deploy's own audit (`--deploy-audit-dir`). After `--failure-limit` consecutive failing
+rounds it pauses through every channel (the same code as `pause`), records the breach with its
+measurements, writes an evidence snapshot, and exits 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from deploy_tool import audit
+from deploy_tool.criteria import Criterion, round_criteria
+from deploy_tool.evidence import json_number, write_json_atomic
+from deploy_tool.modes.change import Outcome, pause
+from deploy_tool.modes.channels import Channel
+from deploy_tool.redact import Redactor
+from deploy_tool.settings import Settings
+from deploy_tool.times import format_duration, iso_utc, utc_now
+
+EXIT_OK, EXIT_BREACH, EXIT_INTERRUPTED = 0, 1, 130
+# The groups whose thresholds a round judges, recorded with a breach.
+WATCHED_GROUPS = ("observe", "db", "okx")
+
+
+@dataclass
+class WatchConfig:
+    """One watch: its settings (loop, thresholds, targets), who runs it, and how it prints."""
+
+    settings: Settings
+    json_lines: bool = False
+    actor: str = "watch"
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append to gradual-deploy's own audit with every known secret masked."""
+        audit.append(self.settings.deploy_audit_dir, self.redactor.scrub_data(entry))
+
+
+@dataclass
+class RoundResult:
+    """The criteria of one round."""
+
+    number: int
+    at: dt.datetime
+    checks: list[Criterion] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Criterion]:
+        return [c for c in self.checks if not c.ok]
+
+    def measurements(self) -> dict[str, Any]:
+        return {c.id: {"ok": c.ok, "measured": json_number(c.measured), "threshold": json_number(c.threshold),
+                       "unit": c.unit, "message": c.message} for c in self.checks}
+
+
+def run_round(number: int, cfg: WatchConfig) -> RoundResult:
+    """Measure and judge everything once; a probe that cannot measure is a failing check, never a pass."""
+    return RoundResult(number, utc_now(), round_criteria(cfg.settings, cfg.redactor))
+
+
+def status_line(rnd: RoundResult, consecutive: int, limit: int, remaining_s: float) -> str:
+    left = f"{format_duration(max(0, round(remaining_s)))} left"
+    by_id = {c.id: c for c in rnd.checks}
+    parts = []
+    for name, label in (("observe_audit_recent", "audit age"), ("observe_risk_events", "risk events"),
+                        ("observe_order_failure_rate", "order failures"), ("observe_risk_block_rate", "risk blocks"),
+                        ("observe_signals", "intents"), ("trades_fresh", "trades age"),
+                        ("okx_public_time_latency", "okx")):
+        c = by_id.get(name)
+        if c is not None and c.measured is not None:
+            if c.unit == "fraction":
+                parts.append(f"{label} {c.measured:.1%}")
+            elif c.unit in ("s", "ms"):
+                parts.append(f"{label} {c.measured:.1f} {c.unit}")
+            else:
+                parts.append(f"{label} {c.measured}")
+    head = f"round {rnd.number} {iso_utc(rnd.at)}"
+    if rnd.ok:
+        return f"{head} OK   " + ", ".join(parts) + f"; {left}"
+    first = rnd.failures[0]
+    return (f"{head} FAIL ({consecutive}/{limit}) {first.id}: {first.message}"
+            + (f" (+{len(rnd.failures) - 1} more)" if len(rnd.failures) > 1 else "") + f"; {left}")
+
+
+def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], None] = print,
+          sleep: Callable[[float], None] = time.sleep) -> int:
+    """Run rounds until a breach (pause, exit 1), the end of the duration (exit 0) or Ctrl+C (exit 130)."""
+    settings = cfg.settings
+    emit = _scrubbed(emit, cfg.redactor)
+    started = time.monotonic()
+    deadline = started + settings.duration
+    consecutive = 0
+    number = 0
+    cfg.record({"event": "watch_start", "actor": cfg.actor, "interval_s": settings.interval,
+                                 "duration_s": settings.duration, "failure_limit": settings.failure_limit,
+                                 "channels": [c.target for c in channels]})
+    try:
+        while True:
+            number += 1
+            round_started = time.monotonic()
+            try:
+                rnd = run_round(number, cfg)
+            except Exception as exc:  # a round that could not measure is a failing round, never a pass
+                rnd = RoundResult(number, utc_now(), [Criterion("round", "watch", False, None, None, None,
+                                                                f"the round crashed: {type(exc).__name__}: {exc}")])
+            consecutive = 0 if rnd.ok else consecutive + 1
+            remaining = deadline - time.monotonic()
+            record = {"event": "watch_round", "round": number, "ok": rnd.ok, "consecutive_failures": consecutive,
+                      "failures": [c.id for c in rnd.failures], "measurements": rnd.measurements()}
+            cfg.record({"actor": cfg.actor, **record})
+            emit(json.dumps({"ts": iso_utc(rnd.at), **record}) if cfg.json_lines
+                 else status_line(rnd, consecutive, settings.failure_limit, remaining))
+            if consecutive >= settings.failure_limit:
+                return _breach(cfg, channels, rnd, consecutive, emit)
+            if remaining <= 0:
+                break
+            sleep(max(0.0, min(settings.interval - (time.monotonic() - round_started), remaining)))
+            if time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        cfg.record({"event": "watch_stopped", "actor": cfg.actor, "rounds": number,
+                                     "reason": "Ctrl+C", "mode": "left as it was"})
+        emit(_final(cfg, {"result": "stopped", "rounds": number},
+                    f"watch stopped by Ctrl+C after {number} round(s); the mode was left as it is"))
+        return EXIT_INTERRUPTED
+    cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": number, "result": "no breach"})
+    emit(_final(cfg, {"result": "no_breach", "rounds": number},
+                f"watch finished: no breach in {format_duration(settings.duration)} ({number} rounds)"))
+    return EXIT_OK
+
+
+def _scrubbed(emit: Callable[[str], None], redactor: Redactor) -> Callable[[str], None]:
+    return lambda line: emit(redactor.scrub(line))
+
+
+def _final(cfg: WatchConfig, record: dict[str, Any], text: str) -> str:
+    return json.dumps({"event": "watch_end", **record}) if cfg.json_lines else text
+
+
+def _breach(cfg: WatchConfig, channels: Sequence[Channel], rnd: RoundResult, consecutive: int,
+            emit: Callable[[str], None]) -> int:
+    reason = (f"watch: {consecutive} consecutive failing round(s): "
+              + "; ".join(f"{c.id}: {c.message}" for c in rnd.failures))[:500]
+    outcome = pause(channels, reason=reason, actor=cfg.actor, audit_dir=cfg.settings.deploy_audit_dir,
+                    scrub=cfg.redactor.scrub_data)
+    snapshot = _snapshot(cfg, rnd, outcome, reason)
+    cfg.record({"event": "watch_breach", "actor": cfg.actor, "round": rnd.number,
+                                 "consecutive_failures": consecutive, "failures": [c.id for c in rnd.failures],
+                                 "measurements": rnd.measurements(), "pause": outcome.result,
+                                 "evidence": snapshot})
+    if cfg.json_lines:
+        emit(json.dumps({"event": "watch_breach", "round": rnd.number, "pause": outcome.as_dict(),
+                         "evidence": snapshot}))
+    else:
+        emit(f"BREACH after {consecutive} failing round(s): pausing through every channel")
+        for c in outcome.channels:
+            emit(f"  {c.channel} {c.target}: " + (f"{c.before} -> {c.after} confirmed" if c.ok else f"FAILED: {c.error}"))
+        emit(f"pause: {outcome.result.upper()}; evidence snapshot: {snapshot}")
+    return EXIT_BREACH
+
+
+def _snapshot(cfg: WatchConfig, rnd: RoundResult, outcome: Outcome, reason: str) -> str | None:
+    """The breach as a JSON document beside the preflight evidence (never named like one)."""
+    directory = Path(cfg.settings.evidence_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"watch-breach-{rnd.at:%Y%m%dT%H%M%SZ}.json"
+        n = 1
+        while path.exists():
+            n += 1
+            path = directory / f"watch-breach-{rnd.at:%Y%m%dT%H%M%SZ}-{n}.json"
+        write_json_atomic(path, cfg.redactor.scrub_data({
+            "schema": "gradual-deploy/watch-breach/1", "at": iso_utc(rnd.at), "round": rnd.number,
+            "reason": reason, "measurements": rnd.measurements(), "pause": outcome.as_dict(),
+            "thresholds": cfg.settings.thresholds(WATCHED_GROUPS),
+        }))
+        return str(path)
+    except OSError:
+        return None

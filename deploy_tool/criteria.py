@@ -1,0 +1,342 @@
+"""The go-live and watch criteria: a probe's result judged against the settings, in one shape.
+
+Each judge takes what a probe measured and the `Settings`, and returns a `Criterion`: its id, group,
+measured value, threshold, unit, verdict and the message a person reads. The preflight tests record one
+criterion each and assert it; `watch` runs the same judges every round (`round_criteria`). A probe that
+could not measure is an `Attempt` holding the reason, and every criterion built on it fails with that
+reason: a check that could not measure never passes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from deploy_tool import MODES
+from deploy_tool.probes import (
+    Attempt,
+    measure_observation,
+    measure_status,
+    measure_time,
+    measure_trades,
+)
+from deploy_tool.times import format_age, format_duration, iso_utc, utc_now
+
+if TYPE_CHECKING:
+    from deploy_tool.modes.controlfile import ControlState
+    from deploy_tool.probes.admin import AdminAnswer
+    from deploy_tool.probes.backtest import Strategy
+    from deploy_tool.probes.freshness import Freshness
+    from deploy_tool.probes.observe import Observation
+    from deploy_tool.probes.okx import StatusProbe, TimeProbe
+    from deploy_tool.redact import Redactor
+    from deploy_tool.settings import Settings
+
+# How far a timestamp may lie ahead of this host's clock before it counts as wrong.
+TRADES_FUTURE_TOLERANCE_S = 1.0
+BACKTEST_FUTURE_TOLERANCE_S = 60.0
+ADMIN_HEALTH_LIMIT_MS = 2000.0
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One criterion's outcome: what was measured, against what, and what a person should do."""
+
+    id: str
+    group: str
+    ok: bool
+    measured: Any
+    threshold: Any
+    unit: str | None
+    message: str
+
+
+def unmeasured(id: str, group: str, error: str, threshold: Any = None, unit: str | None = None) -> Criterion:
+    """The failing criterion of a check whose probe could not measure."""
+    return Criterion(id, group, False, None, threshold, unit, error)
+
+
+# --- okx ----------------------------------------------------------------------------------------
+
+
+def okx_public_time_ok(probe: TimeProbe, settings: Settings) -> Criterion:
+    good, total = len(probe.good), len(probe.samples)
+    if good == total:
+        return Criterion("okx_public_time_ok", "okx", True, good, total, "calls",
+                         f'{good}/{total} calls of {probe.url} answered HTTP 200 with code "0"')
+    return Criterion("okx_public_time_ok", "okx", False, good, total, "calls",
+                     f"{total - good} of {total} calls of {probe.url} failed, first: {probe.failures[0].error}; "
+                     "the exchange API is unhealthy or unreachable from this host")
+
+
+def okx_public_time_latency(probe: TimeProbe, settings: Settings) -> Criterion:
+    threshold = settings.api_latency_threshold_ms
+    if not probe.good:
+        return unmeasured("okx_public_time_latency", "okx", probe.no_good_call(), threshold, "ms")
+    median = probe.median_ms
+    shape = f"over {len(probe.good)} calls (p95 {probe.p95_ms:.1f} ms, max {probe.max_ms:.1f} ms)"
+    if median < threshold:
+        return Criterion("okx_public_time_latency", "okx", True, median, threshold, "ms",
+                         f"median {median:.1f} ms {shape}, threshold {threshold:g} ms")
+    return Criterion("okx_public_time_latency", "okx", False, median, threshold, "ms",
+                     f"median latency {median:.1f} ms {shape} is not below the {threshold:g} ms threshold: "
+                     "the exchange or the network path is slow; retry later or check the route")
+
+
+def okx_clock_skew(probe: TimeProbe, settings: Settings) -> Criterion:
+    threshold = settings.max_clock_skew_ms
+    if not probe.good:
+        return unmeasured("okx_clock_skew", "okx", probe.no_good_call(), threshold, "ms")
+    skew = probe.skew_ms
+    side = "ahead of" if skew > 0 else "behind"
+    if abs(skew) <= threshold:
+        return Criterion("okx_clock_skew", "okx", True, abs(skew), threshold, "ms",
+                         f"exchange clock {abs(skew):.0f} ms {side} local UTC, max {threshold:g} ms")
+    return Criterion("okx_clock_skew", "okx", False, abs(skew), threshold, "ms",
+                     f"exchange clock is {abs(skew):.0f} ms {side} this host's UTC clock, max {threshold:g} ms: "
+                     "sync this host's clock (chrony/NTP) before trading; signed requests will be rejected")
+
+
+def okx_no_maintenance(probe: StatusProbe, settings: Settings) -> Criterion:
+    blocking = len(probe.blocking)
+    if blocking == 0:
+        return Criterion("okx_no_maintenance", "okx", True, 0, 0, "events", probe.summary())
+    return Criterion("okx_no_maintenance", "okx", False, blocking, 0, "events",
+                     f"exchange maintenance within {format_duration(settings.maintenance_horizon)}: "
+                     f"{probe.summary()}; wait until it is over before going live")
+
+
+def okx_criteria(time_probe: Attempt[TimeProbe], status_probe: Attempt[StatusProbe],
+                 settings: Settings) -> list[Criterion]:
+    """The exchange group, as `watch` runs it every round."""
+    found = [_judged(time_probe, judge, settings)
+             for judge in (okx_public_time_ok, okx_public_time_latency, okx_clock_skew)]
+    return [*found, _judged(status_probe, okx_no_maintenance, settings)]
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+def trades_fresh(freshness: Freshness, settings: Settings) -> Criterion:
+    """The newest trade is younger than the data-latency threshold; a future timestamp is never fresh."""
+    threshold = settings.data_latency_threshold
+    where = f"{freshness.table}.{freshness.column} in {freshness.target}"
+    age = freshness.age_s
+    if age < -TRADES_FUTURE_TOLERANCE_S:
+        return Criterion("trades_fresh", "db", False, age, threshold, "s",
+                         f"newest trade {iso_utc(freshness.newest)} is {-age:.1f} s in the future (tolerance "
+                         f"{TRADES_FUTURE_TOLERANCE_S:g} s) in {where}: the feed's clock or this host's clock is "
+                         f"wrong, or {freshness.column} is not UTC")
+    if age >= threshold:
+        return Criterion("trades_fresh", "db", False, age, threshold, "s",
+                         f"newest trade is {format_age(age)} old ({iso_utc(freshness.newest)}), threshold "
+                         f"{threshold:g} s, in {where}: the trades feed is stalled or lagging")
+    return Criterion("trades_fresh", "db", True, age, threshold, "s",
+                     f"newest trade is {age:.2f} s old, threshold {threshold:g} s, in {where}")
+
+
+# --- backtest -----------------------------------------------------------------------------------
+
+
+def backtest_summary_valid(strategy: Strategy, settings: Settings) -> Criterion:
+    problems = 1 if strategy.error else 0
+    return Criterion("backtest_summary_valid", "backtest", problems == 0, problems, 0, "problems",
+                     strategy.error or f"{strategy.name}: sharpe, winrate, max_drawdown present and finite")
+
+
+def backtest_sharpe(strategy: Strategy, settings: Settings) -> Criterion:
+    s, minimum = strategy, settings.min_sharpe
+    ok = s.sharpe >= minimum
+    text = f"{s.name}: sharpe {s.sharpe:g}, minimum {minimum:g}"
+    return Criterion("backtest_sharpe", "backtest", ok, s.sharpe, minimum, "ratio", text if ok else (
+        f"{s.name}: sharpe {s.sharpe:g} is below the minimum {minimum:g}: do not go live with it"))
+
+
+def backtest_winrate(strategy: Strategy, settings: Settings) -> Criterion:
+    s, minimum = strategy, settings.min_winrate
+    ok = s.winrate >= minimum
+    text = f"{s.name}: winrate {s.winrate:g}, minimum {minimum:g}"
+    return Criterion("backtest_winrate", "backtest", ok, s.winrate, minimum, "fraction", text if ok else (
+        f"{s.name}: winrate {s.winrate:g} is below the minimum {minimum:g}: do not go live with it"))
+
+
+def backtest_max_drawdown(strategy: Strategy, settings: Settings) -> Criterion:
+    s, maximum = strategy, settings.max_drawdown
+    ok = s.max_drawdown <= maximum
+    text = f"{s.name}: max drawdown {s.max_drawdown:g}, maximum {maximum:g}"
+    return Criterion("backtest_max_drawdown", "backtest", ok, s.max_drawdown, maximum, "fraction", text if ok else (
+        f"{s.name}: max drawdown {s.max_drawdown:g} exceeds the maximum {maximum:g}: do not go live with it"))
+
+
+def backtest_fresh(strategy: Strategy, settings: Settings, now: dt.datetime | None = None) -> Criterion:
+    """The summary's generated_at (else the file's mtime) is within --backtest-max-age."""
+    max_age = settings.backtest_max_age
+    if strategy.generated_at is None:
+        return Criterion("backtest_fresh", "backtest", False, None, max_age, "s",
+                         f"{strategy.name}: the summary has no generated_at and no file time")
+    age = ((now or utc_now()) - strategy.generated_at).total_seconds()
+    stamp = f"{strategy.generated_at_source} {iso_utc(strategy.generated_at)}"
+    if age < -BACKTEST_FUTURE_TOLERANCE_S:
+        return Criterion("backtest_fresh", "backtest", False, age, max_age, "s",
+                         f"{strategy.name}: {stamp} lies {format_age(-age)} in the future: fix the backtest "
+                         "host's clock")
+    text = f"{strategy.name}: backtest is {format_age(age)} old ({stamp}), max age {format_age(max_age)}"
+    if age > max_age:
+        return Criterion("backtest_fresh", "backtest", False, age, max_age, "s",
+                         f"{text}: re-run the backtest before going live")
+    return Criterion("backtest_fresh", "backtest", True, age, max_age, "s", text)
+
+
+def backtest_min_trades(strategy: Strategy, settings: Settings) -> Criterion:
+    s, minimum = strategy, settings.min_trades
+    if s.trades is None:
+        return Criterion("backtest_min_trades", "backtest", False, None, minimum, "trades",
+                         f"{s.name}: the summary has no trades count but --min-trades is {minimum}: "
+                         "add trades to the summary or lower --min-trades")
+    if s.trades >= minimum:
+        return Criterion("backtest_min_trades", "backtest", True, s.trades, minimum, "trades",
+                         f"{s.name}: {s.trades} trades, minimum {minimum}")
+    return Criterion("backtest_min_trades", "backtest", False, s.trades, minimum, "trades",
+                     f"{s.name}: {s.trades} backtest trades, fewer than the minimum {minimum}: "
+                     "the figures are not meaningful yet")
+
+
+# --- admin and control --------------------------------------------------------------------------
+
+
+def admin_health(answer: AdminAnswer, shown_url: str) -> Criterion:
+    limit = ADMIN_HEALTH_LIMIT_MS
+    status = answer.body.get("status") if isinstance(answer.body, dict) else None
+    if answer.latency_ms < limit:
+        return Criterion("admin_health", "admin", True, answer.latency_ms, limit, "ms",
+                         f"GET {shown_url}/health: HTTP {answer.status} status={status!r} in "
+                         f"{answer.latency_ms:.0f} ms")
+    return Criterion("admin_health", "admin", False, answer.latency_ms, limit, "ms",
+                     f"GET {shown_url}/health took {answer.latency_ms:.0f} ms, limit {limit:.0f} ms: the trading "
+                     "system is overloaded")
+
+
+def admin_mode(body: dict, shown_url: str) -> Criterion:
+    mode = body.get("mode")
+    if mode in MODES:
+        return Criterion("admin_mode", "admin", True, mode, "mock|real|paused", None,
+                         f"GET {shown_url}/mode: mode {mode}, version {body.get('version')}")
+    return Criterion("admin_mode", "admin", False, mode, "mock|real|paused", None,
+                     f"GET {shown_url}/mode: mode {mode!r} is not one of {MODES}")
+
+
+def control_file_valid(state: ControlState | None, path: str) -> Criterion:
+    if state is None:
+        return Criterion("control_file_valid", "control", True, None, "mock|real|paused", None,
+                         f"{path} does not exist yet: the first switch or pause creates it")
+    ok = state.mode in MODES
+    return Criterion("control_file_valid", "control", ok, state.mode, "mock|real|paused", None,
+                     f"{path}: mode {state.mode}, version {state.version}" if ok
+                     else f"{path}: mode {state.mode!r} is not one of {MODES}")
+
+
+def control_dir_writable(directory: str) -> Criterion:
+    return Criterion("control_dir_writable", "control", True, True, True, None, f"a file can be created in {directory}")
+
+
+# --- observe ------------------------------------------------------------------------------------
+
+
+def observe_audit_recent(obs: Observation, settings: Settings) -> Criterion:
+    max_silence = settings.audit_max_silence
+    if not obs.audit.today_file:
+        return unmeasured("observe_audit_recent", "observe",
+                          f"no audit file for today ({obs.now.date().isoformat()}) in {obs.audit_dir}: is the "
+                          "trading system writing its audit (AUDIT_TO_FILE=true)? check --audit-dir", max_silence, "s")
+    if obs.audit.newest is None:
+        return unmeasured("observe_audit_recent", "observe",
+                          f"no readable audit line in {obs.audit.today_file}: the trading system writes nothing "
+                          "usable", max_silence, "s")
+    silence = (obs.now - obs.audit.newest).total_seconds()
+    ok = silence < max_silence
+    text = (f"newest audit line {format_age(silence)} old ({iso_utc(obs.audit.newest)}), max silence "
+            f"{format_duration(max_silence)}")
+    return Criterion("observe_audit_recent", "observe", ok, silence, max_silence, "s",
+                     text if ok else f"{text}: the trading system has gone quiet; check that it runs")
+
+
+def observe_audit_parseable(obs: Observation, settings: Settings) -> Criterion:
+    bad, max_bad = obs.audit.bad_lines, settings.max_bad_audit_lines
+    examples = f"; e.g. {obs.audit.bad_examples[0]!r}" if obs.audit.bad_examples else ""
+    return Criterion("observe_audit_parseable", "observe", bad <= max_bad, bad, max_bad, "lines",
+                     f"{bad} unparseable audit line(s) {obs.window}, max {max_bad}{examples}")
+
+
+def observe_risk_events(obs: Observation, settings: Settings) -> Criterion:
+    maximum = settings.max_risk_events
+    count = max(obs.risk.events, obs.audit.risk_events)
+    source = (f"{obs.risk.events} in {obs.risk.path}, {obs.audit.risk_events} risk_event audit lines"
+              if obs.risk.exists else f"{obs.audit.risk_events} risk_event audit lines (no {obs.risk.path})")
+    text = f"{count} risk events {obs.window} ({source}), max {maximum}"
+    ok = count <= maximum
+    return Criterion("observe_risk_events", "observe", ok, count, maximum, "events",
+                     text if ok else f"{text}: roll back and investigate")
+
+
+def observe_order_failure_rate(obs: Observation, settings: Settings) -> Criterion:
+    maximum = settings.max_order_failure_rate
+    results, failures = obs.audit.order_results, obs.audit.order_failures
+    rate = failures / results if results else 0.0
+    text = f"{failures} of {results} order results failed {obs.window} ({rate:.1%}), max {maximum:.1%}"
+    ok = rate <= maximum
+    return Criterion("observe_order_failure_rate", "observe", ok, rate, maximum, "fraction",
+                     text if ok else f"{text}: the exchange or the order path is failing")
+
+
+def observe_risk_block_rate(obs: Observation, settings: Settings) -> Criterion:
+    maximum = settings.max_risk_block_rate
+    intents, blocks = obs.audit.order_intents, obs.audit.risk_blocks
+    rate = blocks / intents if intents else (math.inf if blocks else 0.0)
+    text = f"{blocks} risk blocks for {intents} order intents {obs.window} ({rate:.1%}), max {maximum:.1%}"
+    ok = rate <= maximum
+    return Criterion("observe_risk_block_rate", "observe", ok, None if math.isinf(rate) else rate, maximum,
+                     "fraction", text if ok else f"{text}: the strategy keeps hitting its risk limits")
+
+
+def observe_signals(obs: Observation, settings: Settings) -> Criterion:
+    low, high = settings.min_signals, settings.max_signals
+    intents = obs.audit.order_intents
+    bounds = f"[{low}, {high if high is not None else 'off'}]"
+    text = f"{intents} order intents {obs.window}, expected within {bounds}"
+    ok = intents >= low and (high is None or intents <= high)
+    hint = ": the strategy is silent" if intents < low else ": the strategy is trading too much"
+    return Criterion("observe_signals", "observe", ok, intents, bounds, "intents", text if ok else text + hint)
+
+
+OBSERVE_JUDGES = (observe_audit_recent, observe_audit_parseable, observe_risk_events, observe_order_failure_rate,
+                  observe_risk_block_rate, observe_signals)
+
+
+# --- one watch round ----------------------------------------------------------------------------
+
+
+def _judged(attempt: Attempt[Any], judge: Callable[[Any, Settings], Criterion], settings: Settings) -> Criterion:
+    if attempt.error is not None:
+        probe_id, group = _JUDGE_IDS[judge]
+        return unmeasured(probe_id, group, attempt.error)
+    return judge(attempt.value(), settings)
+
+
+_JUDGE_IDS: dict[Callable[..., Criterion], tuple[str, str]] = {
+    judge: (judge.__name__, group)
+    for group, judges in (("okx", (okx_public_time_ok, okx_public_time_latency, okx_clock_skew, okx_no_maintenance)),
+                          ("db", (trades_fresh,)), ("observe", OBSERVE_JUDGES))
+    for judge in judges
+}
+
+
+def round_criteria(settings: Settings, redactor: Redactor | None = None) -> list[Criterion]:
+    """Measure and judge once what `watch` guards: observe, the trades feed (unless skipped) and the
+    exchange. Every probe that cannot measure yields failing criteria, never passing ones."""
+    observation = measure_observation(settings, redactor)
+    found = [_judged(observation, judge, settings) for judge in OBSERVE_JUDGES]
+    if not settings.skip_db_check:
+        found.append(_judged(measure_trades(settings, redactor), trades_fresh, settings))
+    return [*found, *okx_criteria(measure_time(settings, redactor), measure_status(settings, redactor), settings)]

@@ -1,0 +1,93 @@
+"""The probes: what the gate and `watch` measure, each in its own module (`okx`, `freshness`,
+`backtest`, `admin`, `observe`). The `measure_*` functions run one probe from the settings and return
+an `Attempt`: its value, or the reason it could not measure. The probe modules are imported only when
+measured, so that `gradual-deploy pause` never pays for requests or psycopg2.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Generic, TypeVar
+
+from deploy_tool import ProbeError
+
+if TYPE_CHECKING:
+    from deploy_tool.probes.backtest import Summary
+    from deploy_tool.probes.freshness import Freshness
+    from deploy_tool.probes.observe import Observation
+    from deploy_tool.probes.okx import StatusProbe, TimeProbe
+    from deploy_tool.redact import Redactor
+    from deploy_tool.settings import Settings
+
+T = TypeVar("T")
+
+
+class Attempt(Generic[T]):
+    """A probe run once: its value, or the reason it could not measure."""
+
+    def __init__(self, measure: Callable[[], T], redactor: Redactor | None = None) -> None:
+        self._value: T | None = None
+        self.error: str | None = None
+        try:
+            self._value = measure()
+        except ProbeError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a probe bug must fail the check, never pass or skip it
+            self.error = f"probe crashed: {type(exc).__name__}: {exc}"
+        if self.error is not None and redactor is not None:
+            self.error = redactor.scrub(self.error)
+
+    def value(self) -> T:
+        """The measurement; ProbeError with the reason when there is none."""
+        if self.error is not None:
+            raise ProbeError(self.error)
+        return self._value  # type: ignore[return-value]
+
+
+NO_DATABASE = ("no trades database configured: set --database-url (or DATABASE_URL, or database_url in "
+               "pytest.ini), or pass --skip-db-check to go without this check")
+
+
+def measure_time(settings: Settings, redactor: Redactor | None = None) -> Attempt[TimeProbe]:
+    """N timed calls of the exchange's public time endpoint."""
+    from deploy_tool.probes.okx import probe_public_time
+
+    return Attempt(lambda: probe_public_time(settings.okx_base_url, settings.api_samples), redactor)
+
+
+def measure_status(settings: Settings, redactor: Redactor | None = None) -> Attempt[StatusProbe]:
+    """The exchange's maintenance calendar."""
+    from deploy_tool.probes.okx import probe_system_status
+
+    return Attempt(lambda: probe_system_status(settings.okx_base_url, settings.maintenance_horizon), redactor)
+
+
+def measure_trades(settings: Settings, redactor: Redactor | None = None) -> Attempt[Freshness]:
+    """Age of the newest trade in the trades table, or the reason there is none (no database configured)."""
+    from deploy_tool.probes.freshness import probe_trades_freshness
+
+    database_url = settings.database_url
+
+    def measure() -> Freshness:
+        if not database_url:
+            raise ProbeError(NO_DATABASE)
+        return probe_trades_freshness(database_url, settings.trades_table, settings.trades_time_column,
+                                      statement_timeout_s=settings.db_statement_timeout_ms / 1000)
+
+    return Attempt(measure, redactor)
+
+
+def measure_backtest(settings: Settings, redactor: Redactor | None = None) -> Attempt[Summary]:
+    """The parsed backtest summary file."""
+    from deploy_tool.probes.backtest import load_summary
+
+    return Attempt(lambda: load_summary(settings.backtest_summary), redactor)
+
+
+def measure_observation(settings: Settings, redactor: Redactor | None = None) -> Attempt[Observation]:
+    """The last --observe-window of the trading system's audit and risk events."""
+    from deploy_tool.probes.observe import observe
+
+    return Attempt(lambda: observe(
+        settings.audit_dir, settings.risk_events_csv, settings.observe_window, ts_field=settings.audit_ts_field,
+        event_field=settings.audit_event_field, status_field=settings.audit_status_field,
+        risk_ts_column=settings.risk_events_ts_column), redactor)

@@ -1,0 +1,344 @@
+"""Every setting of the tool, once, and the one record that holds them.
+
+`Settings` is the option table: each field carries its flag, help, default (as text, parsed like any
+input), parser, environment variables, group and whether it is a threshold. The pytest plugin, `watch`,
+`switch`/`pause`/`status` and the channel builder all resolve it with `resolve`, in one order:
+command line > environment > ini > default. A bad value is an `OptionError` naming the option, where the
+value came from and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Collection, Mapping
+
+from deploy_tool import DeployError
+from deploy_tool.redact import Redactor
+from deploy_tool.times import parse_duration
+
+
+class OptionError(DeployError):
+    """A setting has a malformed value; the message names the option, its source and the fix."""
+
+
+# --- parsers: text in, value out, ValueError("what was expected") otherwise ---------------------------
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("a number") from None
+    if not math.isfinite(value):
+        raise ValueError("a finite number")
+    return value
+
+
+def positive(text: str) -> float:
+    value = number(text)
+    if value <= 0:
+        raise ValueError("a number above 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = number(text)
+    if not 0 <= value <= 1:
+        raise ValueError("a fraction in [0, 1], e.g. 0.55 for 55 %")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise ValueError("a whole number, e.g. 3") from None
+    if value < 0:
+        raise ValueError("a whole number >= 0")
+    return value
+
+
+def positive_count(text: str) -> int:
+    value = count(text)
+    if value < 1:
+        raise ValueError("a whole number >= 1")
+    return value
+
+
+def duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("a duration above 0, such as 90s, 30m, 2h, 7d")
+    return value
+
+
+def url(text: str) -> str:
+    text = text.strip()
+    if not text.startswith(("http://", "https://")) or len(text) < len("http://x"):
+        raise ValueError("an http:// or https:// URL, e.g. http://127.0.0.1:8001")
+    return text.rstrip("/")
+
+
+def database_url(text: str) -> str:
+    text = text.strip()
+    if not text.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ValueError("postgresql://user:pass@host:5432/db or sqlite:///path/to/file.db")
+    return text
+
+
+def text_value(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a non-empty value")
+    return text.strip()
+
+
+def env_name(text: str) -> str:
+    text = text.strip()
+    if not text or not all(c.isalnum() or c == "_" for c in text):
+        raise ValueError("an environment variable name, e.g. EXEC_HTTP_ADMIN_TOKEN")
+    return text
+
+
+def on_off(text: str) -> bool:
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag (spelled out, so that a search for it finds it), help, parser, default (as
+    text, parsed like any input), env vars, the group of checks it belongs to, and whether the evidence
+    records it as a threshold. A `flag_only` option is a plain on/off flag with no ini key."""
+
+    flag: str
+    help: str
+    parse: Callable[[str], Any]
+    default: str | None = None
+    env: tuple[str, ...] = ()
+    group: str = ""
+    threshold: bool = False
+    flag_only: bool = False
+
+    @property
+    def name(self) -> str:
+        """The ini key and the field of `Settings`."""
+        return self.flag[2:].replace("-", "_")
+
+
+def _setting(flag: str, help: str, parse: Callable[[str], Any], default: str | None = None, *,
+             env: tuple[str, ...] = (), group: str, threshold: bool = False, flag_only: bool = False) -> Any:
+    option = Option(flag, help, parse, default, env, group, threshold, flag_only)
+    return field(metadata={"option": option})
+
+
+def _on_off(flag: str, help: str, group: str) -> Any:
+    return _setting(flag, help, on_off, "false", group=group, flag_only=True)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every resolved setting of one run. The fields are the option table."""
+
+    # the exchange (okx)
+    okx_base_url: str = _setting("--okx-base-url", "exchange REST root", url, "https://www.okx.com",
+                                 env=("OKX_BASE_URL",), group="okx")
+    api_latency_threshold_ms: float = _setting("--api-latency-threshold-ms", "max median latency (ms) of the public "
+                                               "time call", positive, "300", group="okx", threshold=True)
+    api_samples: int = _setting("--api-samples", "number of timed calls of the public time endpoint", positive_count,
+                                "3", group="okx", threshold=True)
+    max_clock_skew_ms: float = _setting("--max-clock-skew-ms", "max distance (ms) between exchange time and local UTC",
+                                        positive, "1000", group="okx", threshold=True)
+    maintenance_horizon: float = _setting("--maintenance-horizon", "fail on exchange maintenance ongoing or starting "
+                                          "within this duration", duration, "2h", group="okx", threshold=True)
+    # the trades feed (db)
+    database_url: str | None = _setting("--database-url", "trades database: postgresql://... or sqlite:///path",
+                                        database_url, None, env=("DATABASE_URL",), group="db")
+    trades_table: str = _setting("--trades-table", "table holding the trades feed", text_value, "trades", group="db")
+    trades_time_column: str = _setting("--trades-time-column", "timestamp column of the trades table", text_value, "ts",
+                                       group="db")
+    data_latency_threshold: float = _setting("--data-latency-threshold", "max age (seconds) of the newest trade",
+                                             positive, "5", group="db", threshold=True)
+    db_statement_timeout_ms: float = _setting("--db-statement-timeout-ms", "max server time (ms) of the newest-trade "
+                                              "query; an index on the time column makes it a lookup", positive, "250",
+                                              group="db", threshold=True)
+    skip_db_check: bool = _on_off("--skip-db-check", "skip the trades-feed freshness (db) checks; recorded as skipped "
+                                  "on request", group="db")
+    # the backtest
+    backtest_summary: str = _setting("--backtest-summary", "backtest result JSON", text_value,
+                                     "data/backtest_summary.json", env=("BACKTEST_SUMMARY",), group="backtest")
+    min_sharpe: float = _setting("--min-sharpe", "minimum backtest Sharpe ratio", number, "0.2", group="backtest",
+                                 threshold=True)
+    min_winrate: float = _setting("--min-winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5",
+                                  group="backtest", threshold=True)
+    max_drawdown: float = _setting("--max-drawdown", "maximum backtest drawdown, a fraction in [0, 1]", fraction,
+                                   "0.05", group="backtest", threshold=True)
+    min_trades: int = _setting("--min-trades", "fewest backtest trades that make the figures meaningful (0 = off)",
+                               count, "0", group="backtest", threshold=True)
+    backtest_max_age: float = _setting("--backtest-max-age", "the backtest summary must be newer than this duration",
+                                       duration, "24h", group="backtest", threshold=True)
+    skip_backtest_check: bool = _on_off("--skip-backtest-check", "skip the backtest checks; recorded as skipped on "
+                                        "request", group="backtest")
+    # the channels: admin API and control file
+    http_admin_url: str | None = _setting("--http-admin-url", "admin API root of the trading system (unset: admin "
+                                          "checks skip)", url, None, env=("EXEC_HTTP_ADMIN_URL",), group="admin")
+    admin_token_env: str = _setting("--admin-token-env", "name of the env var holding the admin bearer token",
+                                    env_name, "EXEC_HTTP_ADMIN_TOKEN", group="admin")
+    control_file: str | None = _setting("--control-file", "control file path (unset: control checks skip)", text_value,
+                                        None, env=("EXEC_CONTROL_FILE",), group="control")
+    # the evidence and the gate in front of real
+    evidence_dir: str = _setting("--evidence-dir", "where the HTML and JSON evidence go", text_value, "data/evidence",
+                                 group="evidence")
+    max_evidence_age: float = _setting("--max-evidence-age", "switch --to real needs a passing evidence younger than "
+                                       "this", duration, "1h", group="gate", flag_only=True)
+    # observation: the trading system's own audit and risk events
+    audit_dir: str = _setting("--audit-dir", "directory of the trading system's audit JSONL, one file per UTC day",
+                              text_value, "data/audit", group="observe")
+    risk_events_csv: str = _setting("--risk-events-csv", "the trading system's risk-events CSV (header, a ts column)",
+                                    text_value, "data/risk_events.csv", group="observe")
+    observe_window: float = _setting("--observe-window", "observation window the observe checks look back over",
+                                     duration, "10m", group="observe", threshold=True)
+    audit_max_silence: float = _setting("--audit-max-silence", "the newest audit line must be younger than this",
+                                        duration, "5m", group="observe", threshold=True)
+    max_bad_audit_lines: int = _setting("--max-bad-audit-lines", "most unparseable audit lines tolerated in the window",
+                                        count, "0", group="observe", threshold=True)
+    max_risk_events: int = _setting("--max-risk-events", "most risk events tolerated in the window", count, "3",
+                                    group="observe", threshold=True)
+    max_order_failure_rate: float = _setting("--max-order-failure-rate", "max failed order_result / order_result in "
+                                             "the window", fraction, "0.2", group="observe", threshold=True)
+    max_risk_block_rate: float = _setting("--max-risk-block-rate", "max risk_block / order_intent in the window",
+                                          fraction, "0.5", group="observe", threshold=True)
+    min_signals: int = _setting("--min-signals", "fewest order intents expected in the window", count, "0",
+                                group="observe", threshold=True)
+    max_signals: int | None = _setting("--max-signals", "most order intents tolerated in the window (unset: off)",
+                                       count, None, group="observe", threshold=True)
+    audit_ts_field: str = _setting("--audit-ts-field", "audit field holding the time", text_value, "ts",
+                                   group="observe")
+    audit_event_field: str = _setting("--audit-event-field", "audit field holding the event (alias: type)",
+                                      text_value, "event", group="observe")
+    audit_status_field: str = _setting("--audit-status-field", "audit field holding an order_result's status",
+                                       text_value, "status", group="observe")
+    risk_events_ts_column: str = _setting("--risk-events-ts-column", "risk-events CSV column holding the time",
+                                          text_value, "ts", group="observe")
+    observe: bool = _on_off("--observe", "also run the observe checks (the watch period); -m observe runs only them",
+                            group="observe")
+    # watch: the loop, and where the tool's own audit goes
+    interval: float = _setting("--interval", "time between watch rounds", duration, "30s", group="watch",
+                               flag_only=True)
+    duration: float = _setting("--duration", "how long to watch", duration, "2h", group="watch", flag_only=True)
+    failure_limit: int = _setting("--failure-limit", "consecutive failing rounds that trigger the pause",
+                                  positive_count, "1", group="watch", flag_only=True)
+    deploy_audit_dir: str = _setting("--deploy-audit-dir", "where gradual-deploy's own audit JSONL goes "
+                                     "(switch and pause call it --audit-dir)", text_value, "data/audit",
+                                     group="watch", flag_only=True)
+
+    def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The admin bearer token, from the env var named by --admin-token-env."""
+        environ = os.environ if environ is None else environ
+        return environ.get(self.admin_token_env) or None
+
+    def redactor(self, environ: Mapping[str, str] | None = None) -> Redactor:
+        """A redactor for every secret these settings know: passwords in URL settings, the admin token,
+        and every secret-looking environment variable."""
+        environ = os.environ if environ is None else environ
+        redactor = Redactor.from_environ(environ)
+        for option in OPTIONS:
+            if option.parse in (url, database_url):
+                redactor.add_url(getattr(self, option.name))
+        redactor.add(self.admin_token(environ))
+        return redactor
+
+    def thresholds(self, groups: Collection[str]) -> dict[str, Any]:
+        """The threshold settings of the given groups, by option name, as the evidence records them."""
+        return {o.name: getattr(self, o.name) for o in OPTIONS if o.threshold and o.group in groups}
+
+
+OPTIONS: tuple[Option, ...] = tuple(f.metadata["option"] for f in fields(Settings))
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+for _field in fields(Settings):  # a field named unlike its flag would be unreachable from the command line
+    if BY_NAME.get(_field.name) is None:
+        raise AssertionError(f"Settings.{_field.name}: its flag does not spell its name")
+
+# The suite's options: everything but the watch loop and the gate, which belong to the commands.
+SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate"))
+
+
+def admin_url_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(url, source) for the admin API from EXEC_HTTP_ADMIN_URL, or from EXEC_HTTP_HOST and EXEC_HTTP_PORT
+    when EXEC_HTTP_ADMIN_ENABLED=true; None when the environment names none; ValueError when it names one
+    incompletely."""
+    value = environ.get("EXEC_HTTP_ADMIN_URL", "").strip()
+    if value:
+        return value, "environment variable EXEC_HTTP_ADMIN_URL"
+    if not on_off(environ.get("EXEC_HTTP_ADMIN_ENABLED", "")):
+        return None
+    host = environ.get("EXEC_HTTP_HOST", "").strip() or "127.0.0.1"
+    port = environ.get("EXEC_HTTP_PORT", "").strip()
+    if not port:
+        raise ValueError("EXEC_HTTP_ADMIN_ENABLED=true but EXEC_HTTP_PORT is not set: set EXEC_HTTP_PORT "
+                         "(and EXEC_HTTP_HOST) or EXEC_HTTP_ADMIN_URL")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"EXEC_HTTP_PORT={port!r} is not a TCP port (1-65535)")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}", "environment variables EXEC_HTTP_HOST/EXEC_HTTP_PORT"
+
+
+def _from_env(option: Option, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    for name in option.env:
+        value = environ.get(name, "")
+        if value.strip():
+            return value, f"environment variable {name}"
+    if option.name == "http_admin_url":
+        try:
+            found = admin_url_from_env(environ)
+        except ValueError as exc:
+            raise OptionError(f"invalid --http-admin-url from the environment: {exc}") from None
+        if found:
+            return found
+    return None, ""
+
+
+def resolve(
+    names: Collection[str],
+    cli: Callable[[Option], Any],
+    ini: Callable[[Option], Any] = lambda option: None,
+    ini_source: str = "the ini file",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from flag > environment > ini > default for the named options; every other field holds
+    its default. OptionError on a bad value."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        if option.name not in names:
+            values[option.name] = None if option.default is None else option.parse(option.default)
+            continue
+        raw, source = cli(option), "the command line"
+        if raw is None:
+            raw, source = _from_env(option, environ)
+        if raw is None and not option.flag_only:
+            from_ini = ini(option)
+            if from_ini not in (None, ""):
+                raw, source = from_ini, ini_source
+        if raw is None:
+            raw, source = option.default, "the default"
+        if raw is None:
+            values[option.name] = None
+            continue
+        try:
+            values[option.name] = option.parse(str(raw))
+        except ValueError as exc:
+            raise OptionError(
+                f"invalid {option.flag} {str(raw)!r} from {source}: expected {exc}"
+                + (f" (ini key {option.name})" if source == ini_source else "")
+            ) from None
+    return Settings(**values)
+
+
+def defaults(**overrides: Any) -> Settings:
+    """Every setting at its default, with the given fields replaced: for library callers and tests."""
+    return replace(resolve((), cli=lambda option: None), **overrides)

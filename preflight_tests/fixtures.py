@@ -1,0 +1,127 @@
+"""The suite's fixtures: the settings, each probe's measurement (run once per session, an `Attempt` whose
+`value()` fails the check that asks for it when the probe could not measure), and `check`, where a test
+records the criterion it judged for the evidence. Registered by the plugin when the suite runs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+
+from deploy_tool.criteria import Criterion
+from deploy_tool.probes import (
+    Attempt,
+    measure_backtest,
+    measure_observation,
+    measure_status,
+    measure_time,
+    measure_trades,
+)
+from deploy_tool.probes.admin import AdminClient
+from deploy_tool.probes.backtest import Summary
+from deploy_tool.probes.freshness import Freshness
+from deploy_tool.probes.observe import Observation
+from deploy_tool.probes.okx import StatusProbe, TimeProbe
+from deploy_tool.redact import Redactor
+from deploy_tool.settings import Settings
+from preflight_tests.plugin import CRITERION_KEY, RunState, state_of
+
+
+def summary_attempt(state: RunState) -> Attempt[Summary]:
+    """The backtest summary, read once per run: parametrization and the checks judge the same bytes."""
+    if state.summary_attempt is None:
+        state.summary_attempt = measure_backtest(state.settings, state.redactor)
+    return state.summary_attempt
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One backtest check per strategy in the summary file."""
+    if "strategy" not in metafunc.fixturenames:
+        return
+    state = state_of(metafunc.config)
+    if state is None:
+        return
+    attempt = summary_attempt(state)
+    if attempt.error is not None:
+        metafunc.parametrize("strategy", [None], ids=["summary"])
+        return
+    strategies = attempt.value().strategies
+    metafunc.parametrize("strategy", list(strategies), ids=[s.name for s in strategies])
+
+
+@pytest.fixture
+def check(request: pytest.FixtureRequest) -> Callable[[Criterion], Criterion]:
+    """Records the criterion a check judged (measured, threshold, unit, message) for the evidence."""
+
+    def record(criterion: Criterion) -> Criterion:
+        request.node.stash[CRITERION_KEY] = criterion
+        return criterion
+
+    return record
+
+
+@pytest.fixture(scope="session")
+def run_state(pytestconfig: pytest.Config) -> RunState:
+    state = state_of(pytestconfig)
+    if state is None:
+        pytest.fail("the gradual-deploy plugin is not active for this run", pytrace=False)
+    return state
+
+
+@pytest.fixture(scope="session")
+def settings(run_state: RunState) -> Settings:
+    """The resolved settings of this run."""
+    return run_state.settings
+
+
+@pytest.fixture(scope="session")
+def redactor(run_state: RunState) -> Redactor:
+    return run_state.redactor
+
+
+@pytest.fixture(scope="session")
+def okx_time(settings: Settings, redactor: Redactor) -> Attempt[TimeProbe]:
+    """N timed calls of the exchange's public time endpoint."""
+    return measure_time(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def okx_status(settings: Settings, redactor: Redactor) -> Attempt[StatusProbe]:
+    """The exchange's maintenance calendar."""
+    return measure_status(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def trades_freshness(settings: Settings, redactor: Redactor) -> Attempt[Freshness]:
+    """Age of the newest trade in the trades table."""
+    return measure_trades(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def backtest_summary(run_state: RunState) -> Attempt[Summary]:
+    """The parsed backtest summary file."""
+    return summary_attempt(run_state)
+
+
+@pytest.fixture(scope="session")
+def observation(settings: Settings, redactor: Redactor) -> Attempt[Observation]:
+    """The last --observe-window of the trading system's audit and risk events."""
+    return measure_observation(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def admin(settings: Settings) -> Iterator[AdminClient]:
+    """A client of the trading system's admin API; the admin checks skip, with the reason, without one."""
+    if not settings.http_admin_url:
+        pytest.skip("admin API not configured: set --http-admin-url (or EXEC_HTTP_ADMIN_URL) to check it")
+    with AdminClient(settings.http_admin_url, token=settings.admin_token()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def control_file(settings: Settings) -> str:
+    """The control file's path; the control checks skip, with the reason, without one."""
+    if not settings.control_file:
+        pytest.skip("control file not configured: set --control-file (or EXEC_CONTROL_FILE) to check it")
+    return settings.control_file

@@ -1,0 +1,113 @@
+"""The HTML evidence: pytest-html's report with the verdict first, then every check with measured value,
+threshold, unit and status, then the run environment; secrets masked. Registered by the plugin when the
+suite runs; reads the same evidence model the JSON twin is written from.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+from typing import Any
+
+import pytest
+
+import deploy_tool
+from deploy_tool.evidence import json_number
+from deploy_tool.times import format_duration
+from preflight_tests.plugin import state_of
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else html.escape(str(json_number(value)))
+
+
+def _escape_tree(value: Any) -> Any:
+    # pytest-html's environment table inserts values as HTML; escape them.
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, dict):
+        return {k: _escape_tree(v) for k, v in value.items()}
+    return value
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata: dict, config: pytest.Config) -> None:
+    """The environment of the report: what ran, where, by whom, against what; secrets masked."""
+    state = state_of(config)
+    if state is None:
+        return
+    evidence = state.evidence()
+    metadata["gradual-deploy"] = deploy_tool.__version__
+    metadata["Host"] = evidence.host
+    metadata["Actor"] = evidence.actor
+    metadata["Thresholds"] = {k: str(v) for k, v in evidence.thresholds.items()}
+    metadata["Targets"] = {k: str(v) for k, v in evidence.targets.items()}
+    for key in list(metadata):
+        metadata[key] = _escape_tree(state.redactor.scrub_data(metadata[key]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_report_title(report: Any) -> None:
+    report.title = "gradual-deploy go-live preflight"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix: list, summary: list, postfix: list, session: pytest.Session) -> None:
+    """Verdict first, then every check with measured value, threshold, unit and status."""
+    state = state_of(session.config)
+    if state is None:
+        return
+    evidence = state.evidence()
+    checks = evidence.checks
+    verdict = evidence.verdict
+    counts = {s: sum(1 for c in checks if c.status == s) for s in ("passed", "failed", "skipped")}
+    why = "" if verdict == "pass" else (
+        " (no check passed)" if counts["passed"] == 0 else f" ({counts['failed']} check(s) failed)"
+    )
+    prefix.append(
+        f'<div class="gd-verdict {verdict}" id="gd-verdict">Verdict: {verdict.upper()}{html.escape(why)}'
+        f" &mdash; {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped</div>"
+    )
+    rows = "".join(
+        "<tr>"
+        f'<td class="{c.status}">{c.status}</td><td>{html.escape(c.id)}</td>'
+        f'<td>{html.escape(str(c.marker or ""))}{" (required)" if c.required else ""}</td>'
+        f"<td>{_cell(c.measured)}</td><td>{_cell(c.threshold)}</td><td>{_cell(c.unit)}</td>"
+        f"<td>{html.escape(c.message or '')}</td>"
+        "</tr>"
+        for c in checks
+    )
+    prefix.append(
+        '<table class="gd-checks" id="gd-checks"><thead><tr><th>Status</th><th>Check</th><th>Group</th>'
+        "<th>Measured</th><th>Threshold</th><th>Unit</th><th>Message</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+    env_rows = {
+        "tool version": evidence.tool_version,
+        "host": evidence.host,
+        "actor": evidence.actor,
+        "python": sys.version.split()[0],
+        **{f"threshold {k}": v for k, v in evidence.thresholds.items()},
+        **{f"target {k}": v for k, v in evidence.targets.items()},
+        "backtest max age": format_duration(state.settings.backtest_max_age),
+    }
+    env_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>" for k, v in env_rows.items())
+    postfix.append(f'<h3>Run environment</h3><table class="gd-env" id="gd-env">{env_html}</table>')
+    for part in (prefix, postfix):
+        part[:] = [state.redactor.scrub(p) for p in part]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_header(cells: list) -> None:
+    cells.insert(2, '<th class="sortable" data-column-type="measured">Measured</th>')
+    cells.insert(3, "<th>Threshold</th>")
+    cells.insert(4, "<th>Unit</th>")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_table_row(report: pytest.TestReport, cells: list) -> None:
+    found = dict(report.user_properties).get("gd_check") if report.user_properties else None
+    entry: dict[str, Any] = found if isinstance(found, dict) else {}
+    cells.insert(2, f'<td class="col-measured">{_cell(entry.get("measured"))}</td>')
+    cells.insert(3, f"<td>{_cell(entry.get('threshold'))}</td>")
+    cells.insert(4, f"<td>{_cell(entry.get('unit'))}</td>")
