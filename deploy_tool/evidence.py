@@ -81,8 +81,11 @@ class CheckEntry:
             raise EvidenceError(f"check {check_id}: marker {marker!r} is not a name")
         if status not in STATUSES:
             raise EvidenceError(f"check {check_id}: status {status!r} is not one of {', '.join(STATUSES)}")
+        duration = obj.get("duration_s") or 0.0
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            raise EvidenceError(f"check {check_id}: duration_s {duration!r} is not a number")
         return cls(check_id, marker, status, obj.get("measured"), obj.get("threshold"), obj.get("unit"),
-                   str(obj.get("message") or ""), float(obj.get("duration_s") or 0.0))
+                   str(obj.get("message") or ""), float(duration))
 
 
 def verdict(checks: list[CheckEntry]) -> str:
@@ -106,7 +109,8 @@ class Evidence:
     tool_version: str = ""
     host: str = ""
     actor: str = ""
-    declared_verdict: str | None = None  # what a file read back says; the computed `verdict` decides
+    declared_verdict: str | None = None  # what a file read back says; the gate wants it and `verdict` to agree
+    declared_skipped: list[dict[str, Any]] = field(default_factory=list)  # its own `skipped` list, read back
 
     @property
     def verdict(self) -> str:
@@ -164,10 +168,14 @@ class Evidence:
         skips = doc.get("skips_requested") or []
         if not isinstance(skips, list):
             raise EvidenceError(f"skips_requested is {type(skips).__name__}, not a list")
+        skipped = doc.get("skipped") or []
+        if not isinstance(skipped, list) or not all(isinstance(entry, dict) for entry in skipped):
+            raise EvidenceError("skipped is not a list of objects")
         return cls(times["started_at"], times["finished_at"], entries, mappings["thresholds"], mappings["targets"],
                    mappings["inputs"], [str(s) for s in skips], doc.get("html_report"),
                    str(doc.get("tool_version") or ""), str(doc.get("host") or ""), str(doc.get("actor") or ""),
-                   declared_verdict=doc.get("verdict") if isinstance(doc.get("verdict"), str) else None)
+                   declared_verdict=doc.get("verdict") if isinstance(doc.get("verdict"), str) else None,
+                   declared_skipped=skipped)
 
 
 def reserve_stem(evidence_dir: str | os.PathLike, now: dt.datetime) -> Path:
@@ -207,17 +215,46 @@ def write_json_atomic(path: Path, doc: Any) -> None:
     os.replace(tmp, path)
 
 
-def newest(evidence_dir: str | os.PathLike) -> tuple[Path, Evidence] | None:
-    """The newest readable evidence in the directory (by its finished_at), or None."""
+def _stamp(path: Path) -> dt.datetime | None:
+    """The UTC time in a `preflight-YYYYmmddTHHMMSSZ[-n].json` name."""
+    try:
+        return dt.datetime.strptime(path.stem[len("preflight-"):][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Found:
+    """The newest evidence file and what it holds, or why it cannot be read."""
+
+    path: Path
+    evidence: Evidence | None
+    error: str | None = None
+
+
+def newest(evidence_dir: str | os.PathLike) -> Found | None:
+    """The newest evidence in the directory, or None when there is none.
+
+    Readable files are dated by their finished_at; a file that cannot be read by the time in its name
+    (else its mtime). When the newest is unreadable, that is the answer: a broken newest evidence never
+    lets an older one stand in for it.
+    """
     directory = Path(evidence_dir)
     if not directory.is_dir():
         return None
-    best: tuple[Path, Evidence] | None = None
+    best: tuple[dt.datetime, Found] | None = None
     for path in directory.glob("preflight-*.json"):
         try:
-            found = Evidence.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, EvidenceError):
-            continue
-        if best is None or found.finished_at > best[1].finished_at:
-            best = (path, found)
-    return best
+            found = Found(path, Evidence.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            assert found.evidence is not None
+            when = found.evidence.finished_at
+        except (OSError, ValueError, RecursionError, EvidenceError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            found = Found(path, None, f"cannot be read as evidence: {reason}"[:300])
+            try:
+                when = _stamp(path) or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
+            except OSError:
+                when = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+        if best is None or when > best[0]:
+            best = (when, found)
+    return best[1] if best else None

@@ -22,6 +22,7 @@ import deploy_tool
 from deploy_tool import ProbeError
 from deploy_tool.criteria import Criterion
 from deploy_tool.evidence import (
+    REQUIRED_GROUPS,
     CheckEntry,
     Evidence,
     EvidenceError,
@@ -48,6 +49,7 @@ MARKERS = {
     "observe": "the watch period: reads the trading system's audit and risk events (only with -m observe or --observe)",
 }
 SKIP_FLAGS = {"db": "--skip-db-check", "backtest": "--skip-backtest-check"}
+PENDING = "pending"  # collected, not yet passed: what a check is until its call phase passes
 # Backstop for a probe that hangs despite its own timeouts; "signal" fails the test and keeps the
 # session alive, so the evidence is still written ("thread" would kill the process).
 BACKSTOP_TIMEOUT_S = 60.0
@@ -65,9 +67,17 @@ class RunState:
     deselected: list[CheckEntry] = field(default_factory=list)
     summary_attempt: Attempt[Summary] | None = None
     finished_at: dt.datetime | None = None
+    stopped: str | None = None  # why the run ended before every check ran
     written: bool = False
 
     def checks(self) -> list[CheckEntry]:
+        """Every check of the run; one that never completed a passing call phase has not passed."""
+        for entry in self.entries.values():
+            if entry.status == PENDING:
+                entry.status, entry.message = "failed", (
+                    f"never completed: {self.stopped}" if self.stopped else
+                    "never completed its check (run with --setup-only, --setup-plan or --collect-only?): "
+                    "a check passes only by running")
         return [*self.entries.values(), *self.deselected]
 
     def evidence(self) -> Evidence:
@@ -114,7 +124,7 @@ def targets(settings: Settings) -> dict[str, Any]:
         "database_url": mask_url(settings.database_url),
         "trades_table": f"{settings.trades_table}.{settings.trades_time_column}",
         "http_admin_url": mask_url(settings.http_admin_url),
-        "control_file": settings.control_file,
+        "control_file": os.path.abspath(settings.control_file) if settings.control_file else None,
     }
 
 
@@ -156,7 +166,7 @@ def marker_of(item: pytest.Item) -> str | None:
     return None
 
 
-def _new_entry(item: pytest.Item, status: str = "passed", message: str = "") -> CheckEntry:
+def _new_entry(item: pytest.Item, status: str = PENDING, message: str = "") -> CheckEntry:
     name = item.name
     return CheckEntry(name[5:] if name.startswith("test_") else name, marker_of(item), status, message=message)
 
@@ -221,6 +231,7 @@ def pytest_configure(config: pytest.Config) -> None:
         css.append(str(PACKAGE_DIR / "report.css"))
 
 
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: what is left is what must run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skips on request, the min-trades check only when asked for, and the timeout backstop."""
     state = state_of(config)
@@ -246,6 +257,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     rank = {name: index for index, name in enumerate(MARKERS)}
     kept.sort(key=lambda item: rank.get(marker_of(item) or "", len(rank)) if ours(item) else -1)
     items[:] = kept
+    for item in kept:
+        if ours(item):
+            state.entries[item.nodeid] = _new_entry(item, PENDING)
 
 
 def _timeout_configured(config: pytest.Config) -> bool:
@@ -265,7 +279,10 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
     expression = items[0].config.getoption("markexpr", "") or ""
     keyword = items[0].config.getoption("keyword", "") or ""
     how = f"-m {expression!r}" if expression else (f"-k {keyword!r}" if keyword else "selection")
-    state.deselected += [_new_entry(item, "skipped", f"deselected by {how}") for item in items if ours(item)]
+    for item in items:
+        if ours(item):
+            state.entries.pop(item.nodeid, None)
+            state.deselected.append(_new_entry(item, "skipped", f"deselected by {how}"))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -280,7 +297,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     _scrub_report(report, state.redactor)
     entry = state.entries.get(item.nodeid)
     if entry is None:
-        entry = state.entries[item.nodeid] = _new_entry(item)
+        entry = state.entries[item.nodeid] = _new_entry(item, PENDING)
     entry.duration_s += report.duration
     criterion = item.stash.get(CRITERION_KEY, None)
     if criterion is not None and report.when == "call":
@@ -290,8 +307,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         entry.status, entry.message = "skipped", _skip_reason(report)
     elif report.failed:
         entry.status, entry.message = "failed", state.redactor.scrub(_failure_message(call, report))
-    elif report.when == "call" and criterion is not None and entry.status == "passed":
-        entry.message = criterion.message
+    elif report.when == "call" and entry.status == PENDING:
+        entry.status = "passed"  # the only way to pass: a call phase that ran and passed
+        entry.message = criterion.message if criterion is not None else ""
     return report
 
 
@@ -334,6 +352,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Any:
     if state is None:
         return (yield)
     state.finished_at = utc_now()
+    if session.exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail:
+        state.stopped = f"the run stopped early ({session.shouldstop or session.shouldfail or 'interrupted'})"
     if state.evidence().verdict == "fail" and session.exitstatus in (pytest.ExitCode.OK,
                                                                      pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -379,6 +399,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"required checks skipped: {', '.join(required_skips)} (switch --to real will refuse this evidence)",
             yellow=True,
         )
+    missing = [group for group in REQUIRED_GROUPS if not any(c.marker == group for c in checks)]
+    if missing:
+        terminalreporter.write_line(
+            f"required groups not run: {', '.join(missing)} (switch --to real will refuse this evidence)", yellow=True)
     terminalreporter.write_sep("=", f"preflight verdict: {verdict.upper()}", green=verdict == "pass", red=verdict != "pass")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.html')}")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.json')}")

@@ -38,17 +38,26 @@ def test_transitions(current, target, force, allowed, forced):
     assert (decision.allowed, decision.forced) == (allowed, forced)
 
 
-def write_evidence(directory: Path, *, verdict="pass", age_s=60.0, skipped_required=False, name=None) -> Path:
+def write_evidence(directory: Path, *, verdict="pass", age_s=60.0, skipped_required=False, name=None,
+                   targets=None) -> Path:
+    """A complete evidence document as the suite writes it: every required group passed, unless told."""
     directory.mkdir(parents=True, exist_ok=True)
     finished = utc_now() - dt.timedelta(seconds=age_s)
-    checks = [{"id": "okx_clock_skew", "marker": "okx", "required": True, "status": "passed"}]
+    checks = [{"id": cid, "marker": marker, "required": True, "status": "passed"}
+              for cid, marker in (("okx_clock_skew", "okx"), ("trades_fresh", "db"), ("backtest_sharpe[summary]", "backtest"))]
     if skipped_required:
-        checks.append({"id": "trades_fresh", "marker": "db", "required": True, "status": "skipped"})
+        checks[1]["status"] = "skipped"
     doc = {"schema": "gradual-deploy/preflight-evidence/1", "verdict": verdict, "finished_at": iso_utc(finished),
-           "checks": checks}
+           "checks": checks, "targets": targets or {}}
     path = directory / (name or f"preflight-{finished:%Y%m%dT%H%M%S}Z.json")
     path.write_text(json.dumps(doc))
     return path
+
+
+def sandbox_targets(sandbox, http=True, file=True):
+    """The evidence targets of a preflight run against the sandbox's channels."""
+    return {"http_admin_url": sandbox.admin_url if http else None,
+            "control_file": str(sandbox.control_file.resolve()) if file else None}
 
 
 def test_evidence_gate(tmp_path):
@@ -105,7 +114,7 @@ def test_runbook_path_with_the_evidence_gate(world, sandbox, tmp_path):
     assert sandbox.admin.mode == "mock" and world.file_mode() == "mock"
     done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
     assert done.returncode == 1 and "evidence gate: no preflight evidence" in done.stdout
-    write_evidence(ev, age_s=2 * 3600)
+    write_evidence(ev, age_s=2 * 3600, targets=sandbox_targets(sandbox))
     done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
     assert done.returncode == 1 and "old, max 60 min" in done.stdout
     done = world.run("switch", "--to", "real", "--evidence-dir", str(ev), "--max-evidence-age", "3h")
@@ -173,7 +182,7 @@ def test_token_missing_is_401_and_never_shown(world, sandbox):
 
 def test_http_pause_landing_between_read_and_write_is_never_overwritten(sandbox, tmp_path):
     sandbox.admin.change({"mode": "mock"})
-    write_evidence(tmp_path / "ev", age_s=1)
+    write_evidence(tmp_path / "ev", age_s=1, targets=sandbox_targets(sandbox))
     sandbox.admin.on_get_mode = lambda: sandbox.admin.change({"mode": "paused", "actor": "incident"})
     channel = HttpChannel(sandbox.admin_url, sandbox.token)
     outcome = switch([channel], "real", force=False, reason="", actor="t", evidence_dir=str(tmp_path / "ev"),
@@ -186,7 +195,7 @@ def test_http_pause_landing_between_read_and_write_is_never_overwritten(sandbox,
 
 def test_file_pause_landing_between_read_and_write_is_never_overwritten(sandbox, tmp_path):
     FileChannel(str(sandbox.control_file)).apply("mock", "paused", "", "t")
-    write_evidence(tmp_path / "ev", age_s=1)
+    write_evidence(tmp_path / "ev", age_s=1, targets=sandbox_targets(sandbox))
 
     class PausedRightAfterTheRead(FileChannel):
         """The control file, paused by another process between the switch's read and its write."""
@@ -254,7 +263,7 @@ def test_status_reports_disagreement(world, sandbox):
               "--admin-token-env", sandbox.token_env, env={sandbox.token_env: sandbox.token})
     assert done.returncode == 1
     assert "WARNING: the channels disagree" in done.stdout and "evidence: none" in done.stdout
-    write_evidence(Path(sandbox.workdir) / "ev", age_s=90)
+    write_evidence(Path(sandbox.workdir) / "ev", age_s=90, targets=sandbox_targets(sandbox))
     done = gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(Path(sandbox.workdir) / "ev"))
     assert done.returncode == 0 and re.search(r"verdict pass, 9\d.\d s old; real is open", done.stdout)
 

@@ -119,7 +119,7 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
             c.ok = True
         return outcome
     if target == "real":
-        gate = evidence_gate(evidence_dir, max_evidence_age_s)
+        gate = evidence_gate(evidence_dir, max_evidence_age_s, channels=channels)
         outcome.evidence = gate.path
         if not gate.ok:
             if not force:
@@ -187,7 +187,7 @@ def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_a
     report["agree"] = len(modes) <= 1 and len(readable) == len(report["channels"])
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None
     if evidence_dir:
-        gate = evidence_gate(evidence_dir, max_evidence_age_s)
+        gate = evidence_gate(evidence_dir, max_evidence_age_s, channels=channels)
         report["evidence"] = {
             "path": gate.path,
             "verdict": gate.evidence.verdict if gate.evidence else None,
