@@ -14,9 +14,10 @@ import os
 import shlex
 import sys
 import time
-from typing import Collection, NoReturn, Sequence
+from typing import Collection, NoReturn, Sequence, TextIO
 
 from deploy_tool import MODES, DeployError, __version__
+from deploy_tool.redact import Redactor
 from deploy_tool.settings import (
     BY_NAME,
     OPTIONS,
@@ -156,10 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args.dir)
     except UsageError as exc:
-        print(f"gradual-deploy: error: {exc}", file=sys.stderr)
+        print(Redactor.from_environ().scrub(f"gradual-deploy: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except DeployError as exc:
-        print(f"gradual-deploy: {exc}", file=sys.stderr)
+        print(Redactor.from_environ().scrub(f"gradual-deploy: {exc}"), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("gradual-deploy: interrupted", file=sys.stderr)
@@ -225,9 +226,10 @@ def _channels(settings: Settings, pause: bool = False) -> list:
         raise UsageError(str(exc)) from None
 
 
-def _print(lines: Collection[str], stream=None) -> None:
+def _print(lines: Collection[str], redactor: Redactor, stream: TextIO | None = None) -> None:
+    """Print, every known secret masked: a server that echoes the token does not put it on a terminal."""
     for line in lines:
-        print(line, file=stream or sys.stdout)
+        print(redactor.scrub(line), file=stream or sys.stdout)
 
 
 def cmd_change(args: argparse.Namespace) -> int:
@@ -236,20 +238,19 @@ def cmd_change(args: argparse.Namespace) -> int:
     from deploy_tool.modes.change import pause, switch
 
     settings = _settings(args)
+    redactor = settings.redactor()
     is_pause = args.command == "pause"
     channels = _channels(settings, pause=is_pause or args.to == "paused")
     actor = _actor()
     if is_pause:
-        outcome = pause(channels, reason=args.reason, actor=actor, audit_dir=settings.deploy_audit_dir)
+        outcome = pause(channels, reason=args.reason, actor=actor, audit_dir=settings.deploy_audit_dir,
+                        scrub=redactor.scrub_data)
     else:
         outcome = switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
                          evidence_dir=settings.evidence_dir, max_evidence_age_s=settings.max_evidence_age,
-                         audit_dir=settings.deploy_audit_dir)
-    if args.json:
-        print(json.dumps(outcome.as_dict()))
-    else:
-        _print(outcome_lines(outcome))
-    _print(warning_lines(outcome), sys.stderr)
+                         audit_dir=settings.deploy_audit_dir, scrub=redactor.scrub_data)
+    _print([json.dumps(outcome.as_dict())] if args.json else outcome_lines(outcome), redactor)
+    _print(warning_lines(outcome), redactor, sys.stderr)
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 
@@ -259,10 +260,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     report = status(_channels(settings), settings.evidence_dir, settings.max_evidence_age)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        _print(status_lines(report))
+    _print([json.dumps(report)] if args.json else status_lines(report), settings.redactor())
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
 

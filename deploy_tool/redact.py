@@ -18,6 +18,8 @@ MASK = "***"
 SECRET_NAME = re.compile(
     r"(PASS(WORD|WD|PHRASE)?|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH)", re.IGNORECASE
 )
+# user:password@ wherever it stands, for strings that are not well-formed URLs.
+_LOOSE_USERINFO = re.compile(r"([^\s:/@]+:)([^\s@/]+)@")
 # Shorter values are too likely to be ordinary words or numbers elsewhere in the output.
 MIN_SECRET_LENGTH = 4
 
@@ -31,7 +33,9 @@ def mask_url(url: str | None) -> str | None:
     except ValueError:
         return MASK
     if not parts.password and not any(SECRET_NAME.search(k) for k, _ in parse_qsl(parts.query)):
-        return url  # nothing to hide; urlunsplit would also drop the empty host of sqlite:////abs/path
+        # Nothing a URL parser sees, but a malformed URL ("host:pw@db", "http//u:pw@h") may still hold
+        # a password in front of an @; urlunsplit would also drop the empty host of sqlite:////abs/path.
+        return _LOOSE_USERINFO.sub(rf"\1{MASK}@", url)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -53,7 +57,7 @@ def url_secrets(url: str | None) -> list[str]:
         parts = urlsplit(url)
     except ValueError:
         return [url]
-    found = []
+    found = [m.group(2) for m in _LOOSE_USERINFO.finditer(url) if not parts.password]
     if parts.password:
         found += [parts.password, unquote(parts.password), quote(unquote(parts.password), safe="")]
     for key, value in parse_qsl(parts.query, keep_blank_values=True):

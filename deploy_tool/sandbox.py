@@ -187,6 +187,8 @@ class AdminApi(_LoopbackService):
                     self.close_connection = True
                 elif api.fault == "garbage":
                     self.send_json(200, None, raw=b"<html>502 bad gateway</html>")
+                elif api.fault == "echo_auth":  # a careless server that repeats the request's headers
+                    self.send_json(500, {"error": f"rejected: Authorization: {self.headers.get('Authorization')}"})
                 else:
                     return False
                 return True

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Collection, Mapping
 
 from deploy_tool import DeployError
-from deploy_tool.redact import Redactor
-from deploy_tool.times import parse_duration
+from deploy_tool.redact import Redactor, mask_url
+from deploy_tool.times import format_duration, parse_duration
 
 
 class OptionError(DeployError):
@@ -69,8 +69,8 @@ def positive_count(text: str) -> int:
 
 def duration(text: str) -> float:
     value = parse_duration(text)
-    if value <= 0:
-        raise ValueError("a duration above 0, such as 90s, 30m, 2h, 7d")
+    if not math.isfinite(value):
+        raise ValueError("a finite duration, such as 90s, 30m, 2h, 7d")
     return value
 
 
@@ -122,17 +122,50 @@ class Option:
     group: str = ""
     threshold: bool = False
     flag_only: bool = False
+    bounds: tuple[float, float] | None = None  # (low, high); low is excluded when it is 0 for a positive kind
 
     @property
     def name(self) -> str:
         """The ini key and the field of `Settings`."""
         return self.flag[2:].replace("-", "_")
 
+    def read(self, text: str) -> Any:
+        """The value in `text`; ValueError saying what was expected, the sane range included."""
+        value = self.parse(text)
+        if self.bounds is None or value is None:
+            return value
+        low, high = self.bounds
+        above = self.parse in (positive, duration) and low == 0  # 0 itself is no sane value for these
+        if value > high or value < low or (above and value == low):
+            raise ValueError(self.expected())
+        return value
+
+    def expected(self) -> str:
+        """What a value of this option looks like, with its range."""
+        assert self.bounds is not None
+        low, high = self.bounds
+        def show(v: float) -> str:
+            if v and self.parse is duration:
+                return format_duration(v)
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+        nouns: dict[Callable[[str], Any], str] = {duration: "a duration", count: "a whole number",
+                                                  positive_count: "a whole number"}
+        noun = nouns.get(self.parse, "a number")
+        span = (f"above {show(low)} and at most {show(high)}" if self.parse in (positive, duration) and low == 0
+                else f"from {show(low)} to {show(high)}")
+        return f"{noun} {span}" + (", such as 90s, 30m, 2h, 7d" if self.parse is duration else "")
+
 
 def _setting(flag: str, help: str, parse: Callable[[str], Any], default: str | None = None, *,
-             env: tuple[str, ...] = (), group: str, threshold: bool = False, flag_only: bool = False) -> Any:
-    option = Option(flag, help, parse, default, env, group, threshold, flag_only)
+             env: tuple[str, ...] = (), group: str, threshold: bool = False, flag_only: bool = False,
+             bounds: tuple[float, float] | None = None) -> Any:
+    option = Option(flag, help, parse, default, env, group, threshold, flag_only, bounds)
     return field(metadata={"option": option})
+
+
+DAY = 86400.0
+MANY = 1_000_000_000  # a count beyond this is a typo, not a threshold
 
 
 def _on_off(flag: str, help: str, group: str) -> Any:
@@ -147,13 +180,13 @@ class Settings:
     okx_base_url: str = _setting("--okx-base-url", "exchange REST root", url, "https://www.okx.com",
                                  env=("OKX_BASE_URL",), group="okx")
     api_latency_threshold_ms: float = _setting("--api-latency-threshold-ms", "max median latency (ms) of the public "
-                                               "time call", positive, "300", group="okx", threshold=True)
+                                               "time call", positive, "300", group="okx", threshold=True, bounds=(0, 60_000))
     api_samples: int = _setting("--api-samples", "number of timed calls of the public time endpoint", positive_count,
-                                "3", group="okx", threshold=True)
+                                "3", group="okx", threshold=True, bounds=(1, 100))
     max_clock_skew_ms: float = _setting("--max-clock-skew-ms", "max distance (ms) between exchange time and local UTC",
-                                        positive, "1000", group="okx", threshold=True)
+                                        positive, "1000", group="okx", threshold=True, bounds=(0, 3_600_000))
     maintenance_horizon: float = _setting("--maintenance-horizon", "fail on exchange maintenance ongoing or starting "
-                                          "within this duration", duration, "2h", group="okx", threshold=True)
+                                          "within this duration", duration, "2h", group="okx", threshold=True, bounds=(0, 30 * DAY))
     # the trades feed (db)
     database_url: str | None = _setting("--database-url", "trades database: postgresql://... or sqlite:///path",
                                         database_url, None, env=("DATABASE_URL",), group="db")
@@ -161,25 +194,25 @@ class Settings:
     trades_time_column: str = _setting("--trades-time-column", "timestamp column of the trades table", text_value, "ts",
                                        group="db")
     data_latency_threshold: float = _setting("--data-latency-threshold", "max age (seconds) of the newest trade",
-                                             positive, "5", group="db", threshold=True)
+                                             positive, "5", group="db", threshold=True, bounds=(0, 7 * DAY))
     db_statement_timeout_ms: float = _setting("--db-statement-timeout-ms", "max server time (ms) of the newest-trade "
                                               "query; an index on the time column makes it a lookup", positive, "250",
-                                              group="db", threshold=True)
+                                              group="db", threshold=True, bounds=(1, 600_000))
     skip_db_check: bool = _on_off("--skip-db-check", "skip the trades-feed freshness (db) checks; recorded as skipped "
                                   "on request", group="db")
     # the backtest
     backtest_summary: str = _setting("--backtest-summary", "backtest result JSON", text_value,
                                      "data/backtest_summary.json", env=("BACKTEST_SUMMARY",), group="backtest")
     min_sharpe: float = _setting("--min-sharpe", "minimum backtest Sharpe ratio", number, "0.2", group="backtest",
-                                 threshold=True)
+                                 threshold=True, bounds=(-100, 100))
     min_winrate: float = _setting("--min-winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5",
-                                  group="backtest", threshold=True)
+                                  group="backtest", threshold=True, bounds=(0, 1))
     max_drawdown: float = _setting("--max-drawdown", "maximum backtest drawdown, a fraction in [0, 1]", fraction,
-                                   "0.05", group="backtest", threshold=True)
+                                   "0.05", group="backtest", threshold=True, bounds=(0, 1))
     min_trades: int = _setting("--min-trades", "fewest backtest trades that make the figures meaningful (0 = off)",
-                               count, "0", group="backtest", threshold=True)
+                               count, "0", group="backtest", threshold=True, bounds=(0, MANY))
     backtest_max_age: float = _setting("--backtest-max-age", "the backtest summary must be newer than this duration",
-                                       duration, "24h", group="backtest", threshold=True)
+                                       duration, "24h", group="backtest", threshold=True, bounds=(0, 365 * DAY))
     skip_backtest_check: bool = _on_off("--skip-backtest-check", "skip the backtest checks; recorded as skipped on "
                                         "request", group="backtest")
     # the channels: admin API and control file
@@ -193,28 +226,28 @@ class Settings:
     evidence_dir: str = _setting("--evidence-dir", "where the HTML and JSON evidence go", text_value, "data/evidence",
                                  group="evidence")
     max_evidence_age: float = _setting("--max-evidence-age", "switch --to real needs a passing evidence younger than "
-                                       "this", duration, "1h", group="gate", flag_only=True)
+                                       "this", duration, "1h", group="gate", flag_only=True, bounds=(0, 30 * DAY))
     # observation: the trading system's own audit and risk events
     audit_dir: str = _setting("--audit-dir", "directory of the trading system's audit JSONL, one file per UTC day",
                               text_value, "data/audit", group="observe")
     risk_events_csv: str = _setting("--risk-events-csv", "the trading system's risk-events CSV (header, a ts column)",
                                     text_value, "data/risk_events.csv", group="observe")
     observe_window: float = _setting("--observe-window", "observation window the observe checks look back over",
-                                     duration, "10m", group="observe", threshold=True)
+                                     duration, "10m", group="observe", threshold=True, bounds=(0, 31 * DAY))
     audit_max_silence: float = _setting("--audit-max-silence", "the newest audit line must be younger than this",
-                                        duration, "5m", group="observe", threshold=True)
+                                        duration, "5m", group="observe", threshold=True, bounds=(0, 31 * DAY))
     max_bad_audit_lines: int = _setting("--max-bad-audit-lines", "most unparseable audit lines tolerated in the window",
-                                        count, "0", group="observe", threshold=True)
+                                        count, "0", group="observe", threshold=True, bounds=(0, MANY))
     max_risk_events: int = _setting("--max-risk-events", "most risk events tolerated in the window", count, "3",
-                                    group="observe", threshold=True)
+                                    group="observe", threshold=True, bounds=(0, MANY))
     max_order_failure_rate: float = _setting("--max-order-failure-rate", "max failed order_result / order_result in "
-                                             "the window", fraction, "0.2", group="observe", threshold=True)
+                                             "the window", fraction, "0.2", group="observe", threshold=True, bounds=(0, 1))
     max_risk_block_rate: float = _setting("--max-risk-block-rate", "max risk_block / order_intent in the window",
-                                          fraction, "0.5", group="observe", threshold=True)
+                                          fraction, "0.5", group="observe", threshold=True, bounds=(0, 1))
     min_signals: int = _setting("--min-signals", "fewest order intents expected in the window", count, "0",
-                                group="observe", threshold=True)
+                                group="observe", threshold=True, bounds=(0, MANY))
     max_signals: int | None = _setting("--max-signals", "most order intents tolerated in the window (unset: off)",
-                                       count, None, group="observe", threshold=True)
+                                       count, None, group="observe", threshold=True, bounds=(0, MANY))
     audit_ts_field: str = _setting("--audit-ts-field", "audit field holding the time", text_value, "ts",
                                    group="observe")
     audit_event_field: str = _setting("--audit-event-field", "audit field holding the event (alias: type)",
@@ -227,10 +260,10 @@ class Settings:
                             group="observe")
     # watch: the loop, and where the tool's own audit goes
     interval: float = _setting("--interval", "time between watch rounds", duration, "30s", group="watch",
-                               flag_only=True)
-    duration: float = _setting("--duration", "how long to watch", duration, "2h", group="watch", flag_only=True)
+                               flag_only=True, bounds=(0, DAY))
+    duration: float = _setting("--duration", "how long to watch", duration, "2h", group="watch", flag_only=True, bounds=(0, 31 * DAY))
     failure_limit: int = _setting("--failure-limit", "consecutive failing rounds that trigger the pause",
-                                  positive_count, "1", group="watch", flag_only=True)
+                                  positive_count, "1", group="watch", flag_only=True, bounds=(1, 10_000))
     deploy_audit_dir: str = _setting("--deploy-audit-dir", "where gradual-deploy's own audit JSONL goes "
                                      "(switch and pause call it --audit-dir)", text_value, "data/audit",
                                      group="watch", flag_only=True)
@@ -315,7 +348,7 @@ def resolve(
     values: dict[str, Any] = {}
     for option in OPTIONS:
         if option.name not in names:
-            values[option.name] = None if option.default is None else option.parse(option.default)
+            values[option.name] = None if option.default is None else option.read(option.default)
             continue
         raw, source = cli(option), "the command line"
         if raw is None:
@@ -330,10 +363,12 @@ def resolve(
             values[option.name] = None
             continue
         try:
-            values[option.name] = option.parse(str(raw))
-        except ValueError as exc:
+            values[option.name] = option.read(str(raw))
+        except (ValueError, OverflowError) as exc:
+            shown = str((mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
             raise OptionError(
-                f"invalid {option.flag} {str(raw)!r} from {source}: expected {exc}"
+                f"invalid {option.flag} {shown!r} from {source}: expected {exc}"
                 + (f" (ini key {option.name})" if source == ini_source else "")
             ) from None
     return Settings(**values)

@@ -77,3 +77,61 @@ def test_mask_url_and_redactor():
     assert redactor.scrub("key k-123456 and p@ssword and p%40ssword, home /root") == "key *** and *** and ***, home /root"
     assert Redactor(["ab"]).scrub("ab") == "ab", "values too short to be secrets are not masked"
     assert redactor.scrub_data({"a": ["k-123456"]}) == {"a": ["***"]}
+
+
+URL_CANARY = "CANARY-urlpass-7e21"
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--okx-base-url", f"ftp://u:{URL_CANARY}@okx.example"),
+    ("--database-url", f"mysql://app:{URL_CANARY}@db/prod"),
+    ("--http-admin-url", f"admin:{URL_CANARY}@127.0.0.1:8001"),
+])
+def test_a_bad_url_with_a_password_is_masked_in_the_usage_error(pytester, flag, value, tmp_path):
+    result = pytester.runpytest("--pyargs", "preflight_tests", "-p", "no:cacheprovider", "--evidence-dir",
+                                str(tmp_path / "ev"), flag, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    out = result.stdout.str() + result.stderr.str()
+    assert f"invalid {flag}" in out and URL_CANARY not in out
+
+
+@pytest.mark.parametrize("env", [{"EXEC_HTTP_ADMIN_URL": f"http//admin:{URL_CANARY}@x"},
+                                 {"DATABASE_URL": f"mysql://a:{URL_CANARY}@db/x"}])
+def test_a_bad_url_in_the_environment_is_masked_by_the_commands(tmp_path, env):
+    import os
+    import subprocess
+    import sys
+
+    for command in (["switch", "--to", "mock"], ["status"], ["watch", "--skip-db-check"]):
+        done = subprocess.run([sys.executable, "-m", "deploy_tool", *command, "--control-file", str(tmp_path / "m.json")],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+        out = done.stdout + done.stderr
+        if "DATABASE_URL" in env and command[0] != "watch":
+            continue  # switch and status do not read the database
+        assert done.returncode == 2 and "invalid --" in out and "Traceback" not in out, (command, out)
+        assert URL_CANARY not in out
+
+
+def test_a_server_echoing_the_token_does_not_leak_it(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    with Sandbox(tmp_path / "echo", token=ADMIN_TOKEN, token_env="GD_ECHO_TOKEN") as box:
+        box.admin.fault = "echo_auth"
+        env = {**os.environ, "GD_ECHO_TOKEN": ADMIN_TOKEN}
+        base = ["--http-admin-url", box.admin_url, "--admin-token-env", "GD_ECHO_TOKEN"]
+        audit = tmp_path / "audit"
+        outputs = []
+        for command in (["pause", "--audit-dir", str(audit)], ["pause", "--json", "--audit-dir", str(audit)],
+                        ["switch", "--to", "mock", "--audit-dir", str(audit)], ["status"], ["status", "--json"]):
+            done = subprocess.run([sys.executable, "-m", "deploy_tool", *command, *base], capture_output=True,
+                                  text=True, timeout=60, env=env)
+            assert done.returncode == 1, done.stdout + done.stderr
+            outputs.append(done.stdout + done.stderr)
+        assert any("rejected: Authorization: Bearer ***" in out for out in outputs), outputs
+        lines = [line for f in audit.glob("*.jsonl") for line in f.read_text().splitlines()]
+        assert len(lines) == 3 and all(json.loads(line)["result"] == "failed" for line in lines)
+        for text in [*outputs, *lines]:
+            assert ADMIN_TOKEN not in text

@@ -91,3 +91,50 @@ def test_every_option_is_a_flag_and_an_ini_key(pytester):
         assert option.flag_only or f"{option.name} " in out, option.name
     for flag in ("--skip-db-check", "--skip-backtest-check"):
         assert flag in out
+
+
+ABSURD = [
+    (["--observe-window", "99999999999d"], "invalid --observe-window '99999999999d' from the command line: expected a duration above 0 and at most 31d"),
+    (["--backtest-max-age", "1" * 400], "invalid --backtest-max-age '" + "1" * 57 + "...' from the command line: expected a finite duration"),
+    (["--db-statement-timeout-ms", "0.5"], "invalid --db-statement-timeout-ms '0.5' from the command line: expected a number from 1 to 600000"),
+    (["--min-sharpe", "inf"], "invalid --min-sharpe 'inf' from the command line: expected a finite number"),
+    (["--api-samples", "100000"], "invalid --api-samples '100000' from the command line: expected a whole number from 1 to 100"),
+    (["--maintenance-horizon", "1e400"], "invalid --maintenance-horizon '1e400' from the command line: expected a duration such as"),
+    (["--max-risk-events", "99999999999999999999"], "invalid --max-risk-events '99999999999999999999' from the command line: expected a whole number from 0 to 1000000000"),
+]
+
+
+@pytest.mark.parametrize("args,expected", ABSURD)
+def test_absurd_values_are_usage_errors_with_the_range(pytester, args, expected):
+    result = _usage(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: {expected}" in result.stderr.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize("args", [["--observe-window", "99999999999d"], ["--interval", "1" * 400], ["--duration", "nan"],
+                                  ["--failure-limit", "0"], ["--max-order-failure-rate", "inf"],
+                                  ["--db-statement-timeout-ms", "0.5"]])
+def test_absurd_values_never_reach_watch(sandbox, args):
+    """Exit 2 before any round, and nothing paused."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "deploy_tool", "watch", *sandbox.watch_args(), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"gradual-deploy: error: invalid {args[0]}" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == "" and json.loads(sandbox.control_file.read_text())["reason"] != "watch"
+    assert not list(sandbox.audit_dir.glob("deploy-*.jsonl"))
+
+
+def test_absurd_max_evidence_age_is_a_usage_error(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "deploy_tool", "switch", "--to", "mock", "--control-file",
+                           str(tmp_path / "m.json"), "--max-evidence-age", "9" * 30 + "d"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "expected a duration above 0 and at most 30d" in done.stderr
+    assert not (tmp_path / "m.json").exists()

@@ -88,10 +88,10 @@ def _read_all(channels: Sequence[Channel]) -> tuple[dict[str, str | None], list[
 
 
 def switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
-           max_evidence_age_s: float, audit_dir: str | None = None) -> Outcome:
+           max_evidence_age_s: float, audit_dir: str | None = None, scrub: Scrub | None = None) -> Outcome:
     """Change every channel to `target`; succeed only if every channel confirms. Audited in audit_dir."""
     return _switch(channels, target, force=force, reason=reason, actor=actor, evidence_dir=evidence_dir,
-                   max_evidence_age_s=max_evidence_age_s).write_audit(audit_dir, actor, reason)
+                   max_evidence_age_s=max_evidence_age_s).write_audit(audit_dir, actor, reason, scrub)
 
 
 def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
