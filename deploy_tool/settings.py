@@ -22,6 +22,10 @@ from deploy_tool.times import format_duration, parse_duration
 class OptionError(DeployError):
     """A setting has a malformed value; the message names the option, its source and the fix."""
 
+    def __init__(self, message: str, plain: str | None = None) -> None:
+        super().__init__(message)
+        self.plain = plain or message  # the same, said of where the value came from, for a channel report
+
 
 # --- parsers: text in, value out, ValueError("what was expected") otherwise ---------------------------
 
@@ -268,6 +272,10 @@ class Settings:
                                      "(switch and pause call it --audit-dir)", text_value, "data/audit",
                                      group="watch", flag_only=True)
 
+    # Not an option: settings named but unusable, by name, for a caller that asked to go on without them
+    # (a pause goes through the channel that works and reports the other FAILED with this reason).
+    problems: Mapping[str, str] = field(default_factory=dict)
+
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The admin bearer token, from the env var named by --admin-token-env."""
         environ = os.environ if environ is None else environ
@@ -289,10 +297,10 @@ class Settings:
         return {o.name: getattr(self, o.name) for o in OPTIONS if o.threshold and o.group in groups}
 
 
-OPTIONS: tuple[Option, ...] = tuple(f.metadata["option"] for f in fields(Settings))
+OPTIONS: tuple[Option, ...] = tuple(f.metadata["option"] for f in fields(Settings) if "option" in f.metadata)
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 for _field in fields(Settings):  # a field named unlike its flag would be unreachable from the command line
-    if BY_NAME.get(_field.name) is None:
+    if "option" in _field.metadata and BY_NAME.get(_field.name) is None:
         raise AssertionError(f"Settings.{_field.name}: its flag does not spell its name")
 
 # The suite's options: everything but the watch loop and the gate, which belong to the commands.
@@ -329,7 +337,7 @@ def _from_env(option: Option, environ: Mapping[str, str]) -> tuple[str | None, s
         try:
             found = admin_url_from_env(environ)
         except ValueError as exc:
-            raise OptionError(f"invalid --http-admin-url from the environment: {exc}") from None
+            raise OptionError(f"invalid --http-admin-url from the environment: {exc}", str(exc)) from None
         if found:
             return found
     return None, ""
@@ -341,37 +349,51 @@ def resolve(
     ini: Callable[[Option], Any] = lambda option: None,
     ini_source: str = "the ini file",
     environ: Mapping[str, str] | None = None,
+    tolerate: Collection[str] = (),
 ) -> Settings:
     """Settings from flag > environment > ini > default for the named options; every other field holds
-    its default. OptionError on a bad value."""
+    its default. OptionError on a bad value, except for the `tolerate`d options: those are left unset
+    and their reason is kept in `Settings.problems`."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    problems: dict[str, str] = {}
     for option in OPTIONS:
         if option.name not in names:
             values[option.name] = None if option.default is None else option.read(option.default)
             continue
-        raw, source = cli(option), "the command line"
-        if raw is None:
-            raw, source = _from_env(option, environ)
-        if raw is None and not option.flag_only:
-            from_ini = ini(option)
-            if from_ini not in (None, ""):
-                raw, source = from_ini, ini_source
-        if raw is None:
-            raw, source = option.default, "the default"
-        if raw is None:
-            values[option.name] = None
-            continue
         try:
-            values[option.name] = option.read(str(raw))
-        except (ValueError, OverflowError) as exc:
-            shown = str((mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise OptionError(
-                f"invalid {option.flag} {shown!r} from {source}: expected {exc}"
-                + (f" (ini key {option.name})" if source == ini_source else "")
-            ) from None
-    return Settings(**values)
+            values[option.name] = _resolve_one(option, cli, ini, ini_source, environ)
+        except OptionError as exc:
+            if option.name not in tolerate:
+                raise
+            values[option.name], problems[option.name] = None, exc.plain
+    return Settings(**values, problems=problems)
+
+
+def _resolve_one(option: Option, cli: Callable[[Option], Any], ini: Callable[[Option], Any], ini_source: str,
+                 environ: Mapping[str, str]) -> Any:
+    raw, source = cli(option), "the command line"
+    if raw is None:
+        raw, source = _from_env(option, environ)
+    if raw is None and not option.flag_only:
+        from_ini = ini(option)
+        if from_ini not in (None, ""):
+            raw, source = from_ini, ini_source
+    if raw is None:
+        raw, source = option.default, "the default"
+    if raw is None:
+        return None
+    try:
+        return option.read(str(raw))
+    except (ValueError, OverflowError) as exc:
+        shown = str((mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        where = source.removeprefix("environment variable ") if source.startswith("environment") else option.flag
+        raise OptionError(
+            f"invalid {option.flag} {shown!r} from {source}: expected {exc}"
+            + (f" (ini key {option.name})" if source == ini_source else ""),
+            f"{where}={shown!r} is unusable: expected {exc}",
+        ) from None
 
 
 def defaults(**overrides: Any) -> Settings:

@@ -163,10 +163,12 @@ def test_env_channels(sandbox, tmp_path):
     done = gd("switch", "--to", "mock", "--audit-dir", str(tmp_path / "a"), env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"
-    # each channel falls back on its own: a flag for one does not drop the other from the environment
+    # each channel falls back on its own: a flag for one does not drop the other from the environment;
+    # a control file nobody was reading does not count as a confirmed pause
     other = tmp_path / "other" / "mode.json"
     done = gd("pause", "--control-file", str(other), "--audit-dir", str(tmp_path / "a"), env=env, cwd=tmp_path)
-    assert done.returncode == 0 and "pause: DONE" in done.stdout
+    assert done.returncode == 0 and "pause: PARTIAL" in done.stdout
+    assert f"{other} did not exist before this pause: no running trading system was reading it" in done.stdout
     assert sandbox.admin.mode == "paused" and json.loads(other.read_text())["mode"] == "paused"
 
 
@@ -312,6 +314,7 @@ def test_twenty_processes_on_one_control_file(tmp_path):
 
 
 def test_pause_imports_nothing_heavy(tmp_path):
+    FileChannel(str(tmp_path / "mode.json")).apply("real", None, "", "t", cas=False)
     code = (
         "import sys\n"
         "from deploy_tool.cli import main\n"

@@ -27,7 +27,7 @@ class Outcome:
 
     action: str  # "switch" or "pause"
     target: str
-    result: str  # done, noop, refused, failed, partial
+    result: str  # done, noop, refused, failed, partial, unconfirmed (written where no system is known to read)
     reason: str = ""
     forced: bool = False
     evidence: str | None = None
@@ -99,7 +99,7 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
     if target == "paused":
         outcome = _pause(channels, reason=reason, actor=actor)
         outcome.action = "switch"
-        if outcome.result == "partial":
+        if outcome.result in ("partial", "unconfirmed"):
             outcome.result = "failed"
         return outcome
     modes, errors = _read_all(channels)
@@ -166,7 +166,9 @@ def _pause(channels: Sequence[Channel], *, reason: str, actor: str) -> Outcome:
     done = [r if r is not None else ChannelResult(c.name, c.target, error=f"did not finish within {PAUSE_JOIN_S:g} s")
             for r, c in zip(results, channels, strict=True)]
     confirmed = [r for r in done if r.ok]
-    result = "done" if len(confirmed) == len(done) else ("partial" if confirmed else "failed")
+    written = [r for r in done if r.created and r.after == "paused"]
+    result = ("done" if len(confirmed) == len(done) else "partial" if confirmed
+              else "unconfirmed" if written else "failed")
     problems = "; ".join(f"{r.channel}: {r.error}" for r in done if not r.ok)
     return Outcome("pause", "paused", result, reason=problems, channels=done)
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 FILE_LOCK_TIMEOUT_S = 2.0
 PAUSE_LOCK_TIMEOUT_S = 1.0
+# After a pause wrote without the lock: how long it waits for the lock to confirm no writer undid it.
+REASSERT_LOCK_TIMEOUT_S = 5.0
 # (connect, read) seconds. A pause must not wait long on a dead admin API: the file pause runs beside it.
 HTTP_TIMEOUT = (2.0, 2.0)
 PAUSE_HTTP_TIMEOUT = (1.0, 1.2)
@@ -43,6 +45,7 @@ class ChannelResult:
     conflict: bool = False
     version: int | None = None
     note: str | None = None
+    created: bool | None = None  # the control file did not exist before this change
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -121,72 +124,147 @@ class FileChannel:
         return state.mode if state else None
 
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
-        from filelock import (  # 30 ms of imports: only when a file change is made
-            FileLock,
-            Timeout,
-        )
+        from filelock import FileLock, Timeout  # 30 ms of imports: only when a file change is made
 
         result = ChannelResult(self.name, self.target, before=expected)
-        directory = os.path.dirname(os.path.abspath(self.path))
+        # A symlinked control file is written through to its target: replacing the link itself would
+        # leave the file the trading system reads untouched.
+        path = os.path.realpath(self.path)
+        directory = os.path.dirname(path)
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             result.error = f"cannot create {directory}: {exc.strerror}"
             return result
-        lock = FileLock(self.path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
-        locked = True
+        lock = FileLock(path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
+        locked = lock_usable = True
         try:
             lock.acquire()
         except Timeout:
             if cas:
                 result.error = f"{self.path} is locked by another process for more than {FILE_LOCK_TIMEOUT_S:g} s"
                 return result
-            # A pause is never blocked: write anyway (the replace is still atomic) and say so.
-            locked = False
-            result.note = f"lock held elsewhere for {PAUSE_LOCK_TIMEOUT_S:g} s; paused without it"
-        except OSError as exc:
-            result.error = f"cannot lock {self.path}: {exc.strerror}"
-            return result
+            locked = False  # a pause is never blocked: write now, then re-assert under the lock
+        except Exception as exc:  # an unusable lock file: a directory, immutable, no permission
+            if cas:
+                result.error = f"cannot lock {self.path} with {path}.lock: {_why(exc)}"
+                return result
+            locked = lock_usable = False
+            result.note = f"cannot use the lock file {path}.lock ({_why(exc)}): paused without it"
         try:
-            try:
-                state = read_control(self.path)
-            except ControlFileError as exc:
-                if cas:
-                    result.error = str(exc)
-                    return result
-                state = None  # a pause replaces a broken control file
-                result.note = f"replaced an unreadable control file ({exc})"
-            current = state.mode if state else None
-            result.before = current
-            if cas and current != expected:
-                result.conflict = True
-                result.after = current
-                result.error = (f"{self.path} now holds {current!r}, not {expected!r}: someone changed it meanwhile; "
-                                "nothing written")
-                return result
-            version = (state.version if state else 0) + 1
-            doc = {"mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor, "reason": reason, "version": version}
-            try:
-                write_control_atomic(self.path, doc)
-            except OSError as exc:
-                result.error = f"cannot write {self.path}: {exc.strerror}"
-                return result
-            # Read back while still holding the lock: it confirms this write, not whatever a later
-            # (legitimate) change by another process made of the file after we let go.
-            try:
-                seen = read_control(self.path)
-            except ControlFileError as exc:
-                result.error = f"read-back failed: {exc}"
-                return result
+            written = self._change(path, mode, expected, reason, actor, cas, result)
         finally:
             if locked:
                 lock.release()
+        if written is None:
+            return result
+        if not locked and lock_usable:
+            written = self._reassert(lock, path, mode, reason, actor, result, written)
+            if written is None:
+                return result
+        return self._confirm(path, mode, written, result)
+
+    def _change(self, path: str, mode: str, expected: str | None, reason: str, actor: str, cas: bool,
+                result: ChannelResult) -> int | None:
+        """Read, compare, write; the version written, or None with the error in `result`."""
+        try:
+            state = read_control(path)
+        except ControlFileError as exc:
+            if cas:
+                result.error = str(exc)
+                return None
+            state = None  # a pause replaces a broken control file
+            result.note = _join(result.note, f"replaced an unreadable control file ({exc})")
+        current = state.mode if state else None
+        result.before = current
+        result.created = not os.path.exists(path)
+        if cas and current != expected:
+            result.conflict = True
+            result.after = current
+            result.error = (f"{self.path} now holds {current!r}, not {expected!r}: someone changed it meanwhile; "
+                            "nothing written")
+            return None
+        version = (state.version if state else 0) + 1
+        doc = {"mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor, "reason": reason, "version": version}
+        try:
+            write_control_atomic(path, doc)
+        except OSError as exc:
+            result.error = f"cannot write {self.path}: {exc.strerror}"
+            return None
+        return version
+
+    def _reassert(self, lock: Any, path: str, mode: str, reason: str, actor: str, result: ChannelResult,
+                  written: int) -> int | None:
+        """After a write without the lock: take the lock and make sure no writer that held it (a switch
+        that read the old mode) replaced ours. The version that stands, or None with the error."""
+        from filelock import Timeout
+
+        try:
+            lock.acquire(timeout=REASSERT_LOCK_TIMEOUT_S)
+        except Timeout:
+            result.error = (f"wrote {mode} without the lock, and {path}.lock is still held after "
+                            f"{REASSERT_LOCK_TIMEOUT_S:g} s: a writer that holds it may still replace the pause; "
+                            "check the file and the process holding the lock")
+            return None
+        try:
+            seen = read_control(path)
+            if seen is not None and seen.mode == mode:
+                result.note = _join(result.note, f"lock was held elsewhere; wrote {mode} without it, then "
+                                                 "confirmed it under the lock")
+                return seen.version
+            overwritten = seen.mode if seen else None
+            version = (seen.version if seen else 0) + 1
+            write_control_atomic(path, {"mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor,
+                                        "reason": reason, "version": version})
+            result.note = _join(result.note, f"lock was held elsewhere; a concurrent write of {overwritten!r} "
+                                             f"replaced the pause, which was written again under the lock")
+            return version
+        except (ControlFileError, OSError) as exc:
+            result.error = f"could not re-assert {mode} under the lock: {_why(exc)}"
+            return None
+        finally:
+            lock.release()
+
+    def _confirm(self, path: str, mode: str, version: int, result: ChannelResult) -> ChannelResult:
+        """Read back; when called under the lock it confirms this write, not a later legitimate change."""
+        try:
+            seen = read_control(path)
+        except ControlFileError as exc:
+            result.error = f"read-back failed: {exc}"
+            return result
         result.after = seen.mode if seen else None
         result.version = seen.version if seen else None
-        result.ok = result.after == mode and result.version == version
-        if not result.ok:
+        if result.after != mode or result.version != version:
             result.error = f"read back {result.after!r} (version {result.version}) after writing {mode!r} (version {version})"
+        elif result.created and mode == "paused":
+            result.error = (f"{self.path} did not exist before this pause: no running trading system was reading "
+                            f"it, so nothing confirms the pause took; {mode} is written there now. Check "
+                            "--control-file / EXEC_CONTROL_FILE against the system's own setting")
+        else:
+            result.ok = True
         return result
+
+
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+
+
+def _join(note: str | None, more: str) -> str:
+    return f"{note}; {more}" if note else more
+
+
+class BrokenChannel:
+    """A channel named by a setting whose value is unusable: it fails every call with the reason, so that a
+    pause goes on through the other channel and reports this one FAILED."""
+
+    def __init__(self, name: str, target: str, error: str) -> None:
+        self.name, self.target, self.error = name, target, error
+
+    def read(self) -> str | None:
+        raise ChannelError(self.error)
+
+    def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
+        return ChannelResult(self.name, self.target, before=expected, error=self.error)
 
 
 class NoChannel(DeployError):
@@ -194,14 +272,19 @@ class NoChannel(DeployError):
 
 
 def build_channels(settings: Settings, *, pause: bool = False, environ: Mapping[str, str] | None = None) -> list[Channel]:
-    """The channels the settings name (flags, else the environment, each on its own)."""
-    if not settings.http_admin_url and not settings.control_file:
-        raise NoChannel("no channel: give --http-admin-url and/or --control-file "
-                        "(or set EXEC_HTTP_ADMIN_URL / EXEC_CONTROL_FILE)")
+    """The channels the settings name (flags, else the environment, each on its own). A channel whose
+    setting could not be used (`settings.problems`) becomes a `BrokenChannel` that reports why."""
     channels: list[Channel] = []
     if settings.http_admin_url:
         channels.append(HttpChannel(settings.http_admin_url, settings.admin_token(environ),
                                     timeout=PAUSE_HTTP_TIMEOUT if pause else HTTP_TIMEOUT))
+    elif "http_admin_url" in settings.problems:
+        channels.append(BrokenChannel("http", "admin API", settings.problems["http_admin_url"]))
     if settings.control_file:
         channels.append(FileChannel(settings.control_file))
+    elif "control_file" in settings.problems:
+        channels.append(BrokenChannel("file", "control file", settings.problems["control_file"]))
+    if not channels:
+        raise NoChannel("no channel: give --http-admin-url and/or --control-file "
+                        "(or set EXEC_HTTP_ADMIN_URL / EXEC_CONTROL_FILE)")
     return channels

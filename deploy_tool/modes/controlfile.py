@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from deploy_tool import MODES, ProbeError
 
+PROBE_BYTES = 4096  # more than any control file
+
 
 class ControlFileError(ProbeError):
     """The control file exists but cannot be used."""
@@ -56,21 +58,47 @@ def read_control(path: str) -> ControlState | None:
 
 
 def check_directory_writable(path: str) -> str:
-    """The control file's directory, after proving a file can be created there; ControlFileError if not."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """The control file's directory, after proving that an emergency pause can write there: a temp file
+    as large as a control file is written, fsync'd and removed, and the lock file can be taken.
+    ControlFileError naming what would stop the pause, if not."""
+    real = os.path.realpath(path)
+    directory = os.path.dirname(real)
     if not os.path.isdir(directory):
         raise ControlFileError(
             f"directory {directory} of the control file does not exist: create it (mkdir -p {directory}) "
             "so that an emergency pause can write there"
         )
+    probe = None
     try:
         fd, probe = tempfile.mkstemp(prefix=".writable-", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(b" " * PROBE_BYTES)  # a full disk refuses the bytes, not the empty file
+            fh.flush()
+            os.fsync(fh.fileno())
     except OSError as exc:
         raise ControlFileError(
             f"directory {directory} of the control file is not writable ({exc.strerror}): an emergency pause "
-            "through the file would fail; fix its permissions"
+            "through the file would fail; fix its permissions or free space"
+        ) from None
+    finally:
+        if probe is not None:
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
+    from filelock import FileLock, Timeout  # imported here: `pause` itself takes the lock only when writing
+
+    lock = FileLock(real + ".lock", timeout=1.0)
+    try:
+        lock.acquire()
+        lock.release()
+    except Timeout:
+        pass  # held by a live process for a moment: usable all the same
+    except Exception as exc:
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+        raise ControlFileError(
+            f"lock file {real}.lock cannot be taken ({reason}): a pause would have to write without the lock "
+            "and a concurrent switch could undo it; remove or fix that file"
         ) from None
     return directory
 
