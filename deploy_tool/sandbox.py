@@ -54,6 +54,19 @@ class _JsonHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def trickle(self, every_s: float = 0.5, for_s: float = 30.0) -> None:
+        """A server that never finishes its answer: one header byte every `every_s`, each read succeeds."""
+        self.close_connection = True
+        deadline = time.monotonic() + for_s
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while time.monotonic() < deadline:
+                self.wfile.write(b"z")
+                self.wfile.flush()
+                time.sleep(every_s)
+        except OSError:
+            pass  # the client gave up, as it should
+
 
 class _LoopbackService:
     """An HTTP server on its own daemon thread."""
@@ -92,6 +105,7 @@ class ExchangeBehaviour:
     code: str = "0"
     msg: str = ""
     garbage: bool = False
+    trickle: bool = False
     events: list[dict] = field(default_factory=list)
 
 
@@ -123,6 +137,9 @@ class ExchangeStandIn(_LoopbackService):
         class Handler(_JsonHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
                 b = stand_in.behaviour
+                if b.trickle:
+                    self.trickle()
+                    return
                 if b.delay_ms:
                     time.sleep(b.delay_ms / 1000)
                 parts = urlsplit(self.path)
@@ -153,7 +170,7 @@ class AdminApi(_LoopbackService):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  prefix: str = "", mode: str = "paused") -> None:
         self.token = token
-        # "ok", or a fault to rehearse: "error500", "hang", "garbage", "ack_no_change"
+        # "ok", or a fault to rehearse: "error500", "hang", "garbage", "trickle", "echo_auth", "ack_no_change"
         self.fault = "ok"
         self.hang_s = 30.0
         self.on_get_mode: Any = None  # test seam: runs after a GET /mode is answered
@@ -187,6 +204,8 @@ class AdminApi(_LoopbackService):
                     self.close_connection = True
                 elif api.fault == "garbage":
                     self.send_json(200, None, raw=b"<html>502 bad gateway</html>")
+                elif api.fault == "trickle":
+                    self.trickle()
                 elif api.fault == "echo_auth":  # a careless server that repeats the request's headers
                     self.send_json(500, {"error": f"rejected: Authorization: {self.headers.get('Authorization')}"})
                 else:

@@ -175,3 +175,46 @@ def test_a_pause_on_a_full_disk_says_so(full_disk, tmp_path):
     assert done.returncode == 1 and "pause: FAILED" in done.stdout
     assert "No space left on device" in done.stdout and "NO CHANNEL CONFIRMED THE PAUSE" in done.stderr
     assert _mode(full_disk / "mode.json") == "real"
+
+
+def _elapsed(*args, env=None):
+    import time
+
+    started = time.monotonic()
+    done = _gd(*args, env=env)
+    return done, time.monotonic() - started
+
+
+def test_a_trickling_admin_api_does_not_hold_pause_status_or_switch(sandbox, tmp_path):
+    sandbox.admin.fault = "trickle"  # answers one header byte every 0.5 s, for 30 s
+    control = _running(sandbox.control_file)
+    env = {sandbox.token_env: sandbox.token}
+    base = ["--http-admin-url", sandbox.admin_url, "--admin-token-env", sandbox.token_env]
+    done, took = _elapsed("pause", *base, "--control-file", str(control), "--audit-dir", str(tmp_path / "a"),
+                          "--json", env=env)
+    assert took < 3.0, f"pause took {took:.1f} s against a trickling admin API"
+    record = json.loads(done.stdout)
+    http, file = record["channels"]
+    assert record["result"] == "partial" and "no complete answer within 1 s" in http["error"] and file["ok"]
+    done, took = _elapsed("status", *base, env=env)
+    assert took < 4.0 and done.returncode == 1 and "no complete answer within 2 s" in done.stdout
+    done, took = _elapsed("switch", "--to", "mock", *base, "--control-file", str(control), "--audit-dir",
+                          str(tmp_path / "a"), env=env)
+    assert took < 4.0 and done.returncode == 1 and "no complete answer within 2 s" in done.stdout
+
+
+def test_a_trickling_exchange_does_not_hold_the_probe(sandbox):
+    import time
+
+    from deploy_tool.probes.okx import probe_public_time, probe_system_status
+    from deploy_tool import ProbeError
+
+    sandbox.exchange.behaviour.trickle = True
+    started = time.monotonic()
+    probe = probe_public_time(sandbox.okx_url, samples=2, timeout=(1.0, 1.5))
+    assert time.monotonic() - started < 4.0
+    assert not probe.good and all("no complete answer" in s.error for s in probe.samples)
+    started = time.monotonic()
+    with pytest.raises(ProbeError, match="no complete answer from .* within 1.5 s"):
+        probe_system_status(sandbox.okx_url, 3600, timeout=(1.0, 1.5))
+    assert time.monotonic() - started < 2.5

@@ -68,7 +68,7 @@ def test_public_time_probe_reports_each_failure(exchange):
         _ = probe.median_ms
     exchange.behaviour.delay_ms = 800
     probe = probe_public_time(exchange.url, samples=1, timeout=(1, 0.3))
-    assert "no answer" in probe.failures[0].error and "within 0.3 s" in probe.failures[0].error
+    assert "no complete answer" in probe.failures[0].error and "within 0.3 s" in probe.failures[0].error
 
 
 def test_system_status_horizon(exchange):

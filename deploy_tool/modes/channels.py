@@ -27,9 +27,10 @@ FILE_LOCK_TIMEOUT_S = 2.0
 PAUSE_LOCK_TIMEOUT_S = 1.0
 # After a pause wrote without the lock: how long it waits for the lock to confirm no writer undid it.
 REASSERT_LOCK_TIMEOUT_S = 5.0
-# (connect, read) seconds. A pause must not wait long on a dead admin API: the file pause runs beside it.
+# (connect, whole call) seconds per call; a change is two calls (POST, then GET to read back). A pause
+# must not wait long on a dead or trickling admin API: the file pause runs beside it.
 HTTP_TIMEOUT = (2.0, 2.0)
-PAUSE_HTTP_TIMEOUT = (1.0, 1.2)
+PAUSE_HTTP_TIMEOUT = (1.0, 1.0)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from deploy_tool.times import epoch_to_datetime, format_duration, iso_utc
 
 TIME_PATH = "/api/v5/public/time"
 STATUS_PATH = "/api/v5/system/status"
-# (connect, read) seconds: a slow exchange must fail the check, not hang the gate.
+# (connect, whole call) seconds: a slow or trickling exchange must fail the check, not hang the gate.
 DEFAULT_TIMEOUT = (3.05, 5.0)
 
 
@@ -85,9 +85,10 @@ def _get_json(session: Any, url: str, timeout: Any) -> tuple[int, Any]:
     import requests
 
     try:
-        response = session.get(url, timeout=timeout, headers={"Accept": "application/json"})
+        response = session.call("GET", url, connect_s=timeout[0], deadline_s=timeout[1],
+                                headers={"Accept": "application/json"})
     except requests.Timeout:
-        raise ProbeError(f"no answer from {mask_url(url)} within {timeout[1]:g} s") from None
+        raise ProbeError(f"no complete answer from {mask_url(url)} within {timeout[1]:g} s") from None
     except requests.RequestException as exc:
         raise ProbeError(f"cannot reach {mask_url(url)}: {_short(exc)}") from None
     try:
@@ -117,11 +118,11 @@ def probe_public_time(
     base_url: str, samples: int = 3, timeout: Any = DEFAULT_TIMEOUT, session: Any = None
 ) -> TimeProbe:
     """Call GET /api/v5/public/time `samples` times; time each call and compare the clocks."""
-    import requests
+    from deploy_tool.probes.http import DeadlineSession
 
     url = base_url.rstrip("/") + TIME_PATH
     own_session = session is None
-    session = session or requests.Session()
+    session = session or DeadlineSession()
     results = []
     try:
         for _ in range(samples):
@@ -209,11 +210,11 @@ def probe_system_status(
     session: Any = None,
 ) -> StatusProbe:
     """GET /api/v5/system/status and find maintenance ongoing or beginning within the horizon."""
-    import requests
+    from deploy_tool.probes.http import DeadlineSession
 
     url = base_url.rstrip("/") + STATUS_PATH
     own_session = session is None
-    session = session or requests.Session()
+    session = session or DeadlineSession()
     try:
         status, body = _get_json(session, url, timeout)
     finally:
