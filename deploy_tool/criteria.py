@@ -266,11 +266,21 @@ def observe_audit_parseable(obs: Observation, settings: Settings) -> Criterion:
     bad, max_bad = obs.audit.bad_lines, settings.max_bad_audit_lines
     examples = f"; e.g. {obs.audit.bad_examples[0]!r}" if obs.audit.bad_examples else ""
     return Criterion("observe_audit_parseable", "observe", bad <= max_bad, bad, max_bad, "lines",
-                     f"{bad} unparseable audit line(s) {obs.window}, max {max_bad}{examples}")
+                     f"{bad} unusable audit line(s) (unparseable, undated or dated in the future) {obs.window}, "
+                     f"max {max_bad}{examples}")
 
 
 def observe_risk_events(obs: Observation, settings: Settings) -> Criterion:
     maximum = settings.max_risk_events
+    if not obs.risk.exists and not settings.allow_missing_risk_csv:
+        return unmeasured("observe_risk_events", "observe",
+                          f"no risk-events file at {obs.risk.path}: a wrong path would silently hide every risk "
+                          "event; check --risk-events-csv, or pass --allow-missing-risk-csv if the system writes "
+                          "none", maximum, "events")
+    if obs.risk.bad_rows:
+        return Criterion("observe_risk_events", "observe", False, None, maximum, "events",
+                         f"{obs.risk.bad_rows} row(s) of {obs.risk.path} cannot be dated (e.g. "
+                         f"{obs.risk.bad_example!r}): a risk event may hide there; fix the writer")
     count = max(obs.risk.events, obs.audit.risk_events)
     source = (f"{obs.risk.events} in {obs.risk.path}, {obs.audit.risk_events} risk_event audit lines"
               if obs.risk.exists else f"{obs.audit.risk_events} risk_event audit lines (no {obs.risk.path})")

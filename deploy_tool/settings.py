@@ -260,6 +260,8 @@ class Settings:
                                        text_value, "status", group="observe")
     risk_events_ts_column: str = _setting("--risk-events-ts-column", "risk-events CSV column holding the time",
                                           text_value, "ts", group="observe")
+    allow_missing_risk_csv: bool = _on_off("--allow-missing-risk-csv", "pass the risk-events check when "
+                                           "--risk-events-csv does not exist (default: it fails)", group="observe")
     observe: bool = _on_off("--observe", "also run the observe checks (the watch period); -m observe runs only them",
                             group="observe")
     # watch: the loop, and where the tool's own audit goes

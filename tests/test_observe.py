@@ -124,7 +124,7 @@ def test_every_criterion_passes_and_fails(tmp_path):
 
     bad = _observation(tmp_path, [_line(m(10), "order_intent"), "{broken", "[1, 2]"])
     crit = criteria.observe_audit_parseable(bad, defaults(max_bad_audit_lines=1))
-    assert not crit.ok and crit.measured == 2 and "2 unparseable audit line(s) in the last 10m, max 1" in crit.message
+    assert not crit.ok and crit.measured == 2 and "2 unusable audit line(s) (unparseable, undated or dated in the future) in the last 10m, max 1" in crit.message
 
     risky = _observation(tmp_path, [_line(m(10), "order_intent")], risk_rows=[f"{iso_utc(m(i))},dd" for i in range(1, 5)])
     crit = criteria.observe_risk_events(risky, defaults(max_risk_events=3))
@@ -152,3 +152,54 @@ def test_every_criterion_passes_and_fails(tmp_path):
     missing = observe(str(tmp_path / "nowhere"), str(tmp_path / "none.csv"), 600, now=NOW)
     crit = criteria.observe_audit_recent(missing, defaults(audit_max_silence=300))
     assert not crit.ok and "no audit file for today (2026-11-24)" in crit.message
+
+
+def test_future_lines_are_bad_and_never_fresh(tmp_path):
+    m = lambda s: NOW - dt.timedelta(seconds=s)  # noqa: E731
+    future = json.dumps({"ts": iso_utc(NOW + dt.timedelta(hours=1)), "event": "order_intent"})
+    naive_local = json.dumps({"ts": "2026-11-24T20:00:00", "event": "order_intent"})  # UTC+8 wall clock, no offset
+    obs = _observation(tmp_path, [_line(m(400), "order_intent"), future, naive_local])
+    quiet = criteria.observe_audit_recent(obs, defaults(audit_max_silence=300))
+    assert not quiet.ok and quiet.measured == 400, "a line dated in the future must not pass for a fresh one"
+    bad = criteria.observe_audit_parseable(obs, defaults(max_bad_audit_lines=0))
+    assert not bad.ok and bad.measured == 2
+    assert obs.audit.order_intents == 1, "only the line from 400 s ago counts; the future ones do not"
+    assert any("no UTC offset; read as UTC it lies 28800 s in the future" in e for e in obs.audit.bad_examples)
+    assert any("it lies 3600 s in the future" in e for e in obs.audit.bad_examples)
+    # within the clock-skew allowance a line is fine
+    close = _observation(tmp_path, [json.dumps({"ts": iso_utc(NOW + dt.timedelta(milliseconds=500)), "event": "x"})])
+    assert close.audit.bad_lines == 0 and criteria.observe_audit_recent(close, defaults()).ok
+
+
+def test_risk_rows_that_cannot_be_dated_fail_the_risk_check(tmp_path):
+    obs = _observation(tmp_path, [_line(NOW, "order_intent")], risk_rows=["yesterday-ish,dd", f"{iso_utc(NOW)},dd",
+                                                                         f"{iso_utc(NOW + dt.timedelta(days=1))},dd"])
+    crit = criteria.observe_risk_events(obs, defaults(max_risk_events=3))
+    assert not crit.ok and "2 row(s) of" in crit.message and "cannot be dated" in crit.message
+    assert "a risk event may hide there" in crit.message
+
+
+def test_a_missing_risk_csv_fails_unless_allowed(tmp_path):
+    audit = tmp_path / "audit"
+    _write(audit / f"audit-{NOW:%Y-%m-%d}.jsonl", [_line(NOW, "order_intent")])
+    obs = observe(str(audit), str(tmp_path / "wrong" / "risk.csv"), 600, now=NOW)
+    crit = criteria.observe_risk_events(obs, defaults())
+    assert not crit.ok and f"no risk-events file at {tmp_path / 'wrong' / 'risk.csv'}" in crit.message
+    assert "--allow-missing-risk-csv" in crit.message
+    assert criteria.observe_risk_events(obs, defaults(allow_missing_risk_csv=True)).ok
+
+
+def test_a_wrong_risk_csv_path_fails_the_suite_and_watch(run_suite, sandbox, tmp_path):
+    import subprocess
+    import sys
+
+    wrong = str(tmp_path / "typo.csv")
+    run = run_suite("-m", "observe", "--audit-dir", str(sandbox.audit_dir), "--risk-events-csv", wrong)
+    assert run.result.ret == 1 and run.check("observe_risk_events")["status"] == "failed"
+    allowed = run_suite("-m", "observe", "--audit-dir", str(sandbox.audit_dir), "--risk-events-csv", wrong,
+                        "--allow-missing-risk-csv")
+    assert allowed.check("observe_risk_events")["status"] == "passed"
+    args = [*sandbox.watch_args(), "--risk-events-csv", wrong, "--interval", "0.5s", "--duration", "30s"]
+    done = subprocess.run([sys.executable, "-m", "deploy_tool", "watch", *args], capture_output=True, text=True,
+                          timeout=60, env={**__import__("os").environ, sandbox.token_env: sandbox.token})
+    assert done.returncode == 1 and "observe_risk_events: no risk-events file" in done.stdout

@@ -185,3 +185,50 @@ def test_watch_judges_the_same_criteria_as_the_suite(sandbox):
     assert {c.id for c in found} == names
     latency = next(c for c in found if c.id == "okx_public_time_latency")
     assert latency.threshold == settings.api_latency_threshold_ms and latency.unit == "ms"
+
+
+def _paused_on_both(sandbox):
+    return sandbox.admin.mode == "paused" and json.loads(sandbox.control_file.read_text())["mode"] == "paused"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_watch_killed_by_a_signal_pauses_first(sandbox, sig):
+    _to_mock(sandbox)
+    proc = _watch(sandbox, "--interval", "0.5s", "--duration", "10m")
+    assert proc.stdout.readline().startswith("round 1")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out + err
+    assert f"watch ended before its duration (terminated by {sig.name})" in err and "pause DONE" in err
+    assert _paused_on_both(sandbox)
+    stopped = [a for a in _audit(sandbox) if a["event"] == "watch_stopped"]
+    assert stopped and stopped[-1]["pause"] == "done"
+
+
+def test_watch_whose_output_is_gone_pauses_before_it_ends(sandbox):
+    _to_mock(sandbox)
+    proc = _watch(sandbox, "--interval", "0.3s", "--duration", "10m")
+    assert proc.stdout.readline().startswith("round 1")
+    proc.stdout.close()  # the terminal or the pipe it printed to is gone: the next line cannot be written
+    proc.wait(timeout=30)
+    assert proc.returncode == 1
+    assert _paused_on_both(sandbox)
+    assert "BrokenPipeError" in [a for a in _audit(sandbox) if a["event"] == "watch_stopped"][-1]["reason"]
+
+
+def test_watch_goes_on_guarding_when_its_audit_cannot_be_written(sandbox, tmp_path):
+    _to_mock(sandbox)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the audit directory should be")
+    args = [*sandbox.watch_args(), "--deploy-audit-dir", str(blocked / "audit")]
+    done = subprocess.run(GD + ["watch", *args, "--interval", "0.5s", "--duration", "1.2s"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, sandbox.token_env: sandbox.token})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(" OK ") >= 2 and "watch finished: no breach" in done.stdout
+    assert "WARNING: cannot append to the audit" in done.stderr and "still watching" in done.stderr
+    # and when a breach comes, it still pauses
+    sandbox.system.set_fault("risk-burst")
+    done = subprocess.run(GD + ["watch", *args, "--interval", "0.5s", "--duration", "30s"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, sandbox.token_env: sandbox.token})
+    assert done.returncode == 1 and "pause: DONE" in done.stdout
+    assert _paused_on_both(sandbox)

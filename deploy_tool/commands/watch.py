@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,10 @@ EXIT_OK, EXIT_BREACH, EXIT_INTERRUPTED = 0, 1, 130
 WATCHED_GROUPS = ("observe", "db", "okx")
 
 
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 @dataclass
 class WatchConfig:
     """One watch: its settings (loop, thresholds, targets), who runs it, and how it prints."""
@@ -38,10 +45,24 @@ class WatchConfig:
     json_lines: bool = False
     actor: str = "watch"
     redactor: Redactor = field(default_factory=Redactor)
+    warn: Callable[[str], None] = _stderr
 
     def record(self, entry: dict[str, Any]) -> None:
-        """Append to gradual-deploy's own audit with every known secret masked."""
-        audit.append(self.settings.deploy_audit_dir, self.redactor.scrub_data(entry))
+        """Append to gradual-deploy's own audit with every known secret masked. A failure to write (a full
+        disk) is said on stderr and the watch goes on guarding: losing an audit line is bad, losing the
+        guard is worse."""
+        try:
+            audit.append(self.settings.deploy_audit_dir, self.redactor.scrub_data(entry))
+        except audit.AuditError as exc:
+            self.warn(self.redactor.scrub(f"gradual-deploy watch: WARNING: {exc}; still watching"))
+
+
+class Terminated(BaseException):
+    """The process was told to stop (SIGTERM, SIGHUP): not a clean end, so the watch pauses first."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
 
 
 @dataclass
@@ -106,6 +127,7 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
     cfg.record({"event": "watch_start", "actor": cfg.actor, "interval_s": settings.interval,
                                  "duration_s": settings.duration, "failure_limit": settings.failure_limit,
                                  "channels": [c.target for c in channels]})
+    previous = _catch_termination()
     try:
         while True:
             number += 1
@@ -131,14 +153,46 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
                 break
     except KeyboardInterrupt:
         cfg.record({"event": "watch_stopped", "actor": cfg.actor, "rounds": number,
-                                     "reason": "Ctrl+C", "mode": "left as it was"})
+                    "reason": "Ctrl+C", "mode": "left as it was"})
         emit(_final(cfg, {"result": "stopped", "rounds": number},
                     f"watch stopped by Ctrl+C after {number} round(s); the mode was left as it is"))
         return EXIT_INTERRUPTED
+    except BaseException as exc:  # any other end before the duration: stop guarding only once paused
+        return _ended_early(cfg, channels, number, exc)
+    finally:
+        _restore(previous)
     cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": number, "result": "no breach"})
     emit(_final(cfg, {"result": "no_breach", "rounds": number},
                 f"watch finished: no breach in {format_duration(settings.duration)} ({number} rounds)"))
     return EXIT_OK
+
+
+def _catch_termination() -> dict[int, Any]:
+    """Turn SIGTERM and SIGHUP into `Terminated` (main thread only); the handlers they had before."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # no SIGHUP on Windows
+    return {number: signal.signal(number, _raise_terminated) for number in numbers}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
+def _ended_early(cfg: WatchConfig, channels: Sequence[Channel], rounds: int, exc: BaseException) -> int:
+    """The watch must end before its duration (a signal, a crash, a closed terminal): pause first."""
+    why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Terminated) else f"terminated by {exc}"
+    reason = f"watch ended before its duration ({why}); paused so that nothing trades unguarded"[:500]
+    outcome = pause(channels, reason=reason, actor=cfg.actor, audit_dir=cfg.settings.deploy_audit_dir,
+                    scrub=cfg.redactor.scrub_data)
+    cfg.record({"event": "watch_stopped", "actor": cfg.actor, "rounds": rounds, "reason": why,
+                "pause": outcome.result})
+    try:
+        cfg.warn(cfg.redactor.scrub(f"gradual-deploy watch: {reason}: pause {outcome.result.upper()}"))
+    except Exception:
+        pass  # stderr may be gone too; the audit has it
+    return EXIT_BREACH
 
 
 def _scrubbed(emit: Callable[[str], None], redactor: Redactor) -> Callable[[str], None]:

@@ -90,4 +90,5 @@ def measure_observation(settings: Settings, redactor: Redactor | None = None) ->
     return Attempt(lambda: observe(
         settings.audit_dir, settings.risk_events_csv, settings.observe_window, ts_field=settings.audit_ts_field,
         event_field=settings.audit_event_field, status_field=settings.audit_status_field,
-        risk_ts_column=settings.risk_events_ts_column), redactor)
+        risk_ts_column=settings.risk_events_ts_column, future_tolerance_s=settings.max_clock_skew_ms / 1000),
+        redactor)

@@ -14,6 +14,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -26,6 +27,23 @@ BLOCK = 64 * 1024
 # first one older than the window before deciding the window is covered.
 DISORDER_TOLERANCE = 50
 FAILED_STATUSES = {"rejected", "failed", "error"}
+# How far ahead of this host's clock a line may be dated: beyond it, the line is bad, not fresh.
+FUTURE_TOLERANCE_S = 1.0
+_OFFSET = re.compile(r"(?:[zZ]|[+-]\d\d:?\d\d)$")
+_EPOCH = re.compile(r"-?\d+(\.\d+)?")
+
+
+def checked_moment(value: object, now: dt.datetime, future_tolerance_s: float) -> dt.datetime:
+    """The time a line is dated at; ValueError when it cannot be read or lies in the future (a time
+    written without an offset is read as UTC, and says so when that puts it in the future)."""
+    moment = parse_timestamp(value)
+    ahead = (moment - now).total_seconds()
+    if ahead > future_tolerance_s:
+        text = str(value).strip()
+        naive = isinstance(value, str) and not _EPOCH.fullmatch(text) and not _OFFSET.search(text)
+        raise ValueError(f"{'no UTC offset; read as UTC it' if naive else 'it'} lies {ahead:.0f} s in the future, "
+                         f"beyond the {future_tolerance_s:g} s allowance" + (": write UTC with an offset" if naive else ""))
+    return moment
 
 
 def iter_lines_backwards(path: str) -> Iterator[bytes]:
@@ -90,6 +108,7 @@ def read_audit_window(
     ts_field: str = "ts",
     event_field: str = "event",
     status_field: str = "status",
+    future_tolerance_s: float = FUTURE_TOLERANCE_S,
 ) -> AuditWindow:
     """Count the audit events in [start, now], reading today's file (and the days back to `start`)."""
     result = AuditWindow()
@@ -103,7 +122,8 @@ def read_audit_window(
         covered = False
         for path in paths:
             result.files.append(path)
-            covered = _scan_audit(path, start, now, ts_field, event_field, status_field, result) or covered
+            covered = _scan_audit(path, start, now, ts_field, event_field, status_field, result,
+                                  future_tolerance_s) or covered
         if covered:
             break
         day -= dt.timedelta(days=1)
@@ -111,7 +131,7 @@ def read_audit_window(
 
 
 def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, event_field: str,
-                status_field: str, out: AuditWindow) -> bool:
+                status_field: str, out: AuditWindow, future_tolerance_s: float) -> bool:
     """Add one file's window to `out`; True when the file reached back past the window's start."""
     older_seen = 0
     try:
@@ -124,11 +144,13 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
                 obj = json.loads(text)
                 if not isinstance(obj, dict):
                     raise ValueError("not an object")
-                moment = parse_timestamp(obj[ts_field])
-            except (ValueError, KeyError, TypeError, OverflowError, OSError, UnicodeDecodeError):
-                out.bad_lines += 1
+                if ts_field not in obj:
+                    raise ValueError(f"no {ts_field!r} field")
+                moment = checked_moment(obj[ts_field], now, future_tolerance_s)
+            except (ValueError, TypeError, OverflowError, OSError, UnicodeDecodeError) as exc:
+                out.bad_lines += 1  # a future-dated line is bad too: it must not pass for a fresh one
                 if len(out.bad_examples) < 3:
-                    out.bad_examples.append(text[:80].decode("utf-8", "replace"))
+                    out.bad_examples.append(f"{text[:80].decode('utf-8', 'replace')} ({exc})")
                 continue
             if out.newest is None or moment > out.newest:
                 out.newest = moment
@@ -137,8 +159,6 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
                 if older_seen > DISORDER_TOLERANCE:
                     return True
                 continue
-            if moment > now + dt.timedelta(seconds=60):
-                continue  # from the future: not part of this window
             out.lines += 1
             event = obj.get(event_field, obj.get("type"))
             if event == "order_intent":
@@ -158,13 +178,17 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
 
 @dataclass
 class RiskWindow:
+    """Counts over the risk-events CSV rows that fall in the window."""
+
     path: str
     exists: bool = False
     events: int = 0
     bad_rows: int = 0
+    bad_example: str | None = None
 
 
-def read_risk_events(path: str, start: dt.datetime, now: dt.datetime, ts_column: str = "ts") -> RiskWindow:
+def read_risk_events(path: str, start: dt.datetime, now: dt.datetime, ts_column: str = "ts",
+                     future_tolerance_s: float = FUTURE_TOLERANCE_S) -> RiskWindow:
     """Count the risk-events CSV rows whose ts falls in [start, now], reading from the end."""
     result = RiskWindow(path)
     try:
@@ -187,17 +211,18 @@ def read_risk_events(path: str, start: dt.datetime, now: dt.datetime, ts_column:
             continue
         try:
             row = next(csv.reader(io.StringIO(text)))
-            moment = parse_timestamp(row[index])
-        except (ValueError, IndexError, StopIteration, OverflowError, OSError):
-            result.bad_rows += 1
+            moment = checked_moment(row[index], now, future_tolerance_s)
+        except (ValueError, IndexError, StopIteration, OverflowError, OSError) as exc:
+            result.bad_rows += 1  # a row that cannot be dated may be the risk event that matters
+            if result.bad_example is None:
+                result.bad_example = f"{text[:80]} ({exc or 'no ' + repr(ts_column) + ' value'})"
             continue
         if moment < start:
             older_seen += 1
             if older_seen > DISORDER_TOLERANCE:
                 break
             continue
-        if moment <= now + dt.timedelta(seconds=60):
-            result.events += 1
+        result.events += 1
     return result
 
 
@@ -229,10 +254,10 @@ class Observation:
 
 def observe(audit_dir: str, risk_events_csv: str, window_s: float, now: dt.datetime | None = None,
             ts_field: str = "ts", event_field: str = "event", status_field: str = "status",
-            risk_ts_column: str = "ts") -> Observation:
+            risk_ts_column: str = "ts", future_tolerance_s: float = FUTURE_TOLERANCE_S) -> Observation:
     """Read the last `window_s` seconds of the audit and the risk events."""
     now = now or dt.datetime.now(dt.timezone.utc)
     start = now - dt.timedelta(seconds=window_s)
-    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field)
-    risk = read_risk_events(risk_events_csv, start, now, risk_ts_column)
+    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field, future_tolerance_s)
+    risk = read_risk_events(risk_events_csv, start, now, risk_ts_column, future_tolerance_s)
     return Observation(window_s, now, audit_dir, audit, risk)
