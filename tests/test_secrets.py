@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deploy_tool.redact import Redactor, mask_url
@@ -135,3 +137,13 @@ def test_a_server_echoing_the_token_does_not_leak_it(tmp_path):
         assert len(lines) == 3 and all(json.loads(line)["result"] == "failed" for line in lines)
         for text in [*outputs, *lines]:
             assert ADMIN_TOKEN not in text
+
+
+def test_passwords_in_every_url_option_stay_out_of_the_evidence(run_suite, sandbox):
+    okx = sandbox.okx_url.replace("http://", f"http://reader:{URL_CANARY}-okx@")
+    admin = sandbox.admin_url.replace("http://", f"http://ops:{URL_CANARY}-adm@")
+    run = run_suite("--okx-base-url", okx, "--http-admin-url", admin, "-vv", "-l", "--tb=long")
+    assert run.evidence["targets"]["okx_base_url"] == sandbox.okx_url.replace("http://", "http://reader:***@")
+    assert run.evidence["targets"]["http_admin_url"] == sandbox.admin_url.replace("http://", "http://ops:***@")
+    for text in (run.output, run.html, json.dumps(run.evidence)):
+        assert URL_CANARY not in text
