@@ -154,16 +154,18 @@ class FileChannel:
             result.note = f"cannot use the lock file {path}.lock ({_why(exc)}): paused without it"
         try:
             written = self._change(path, mode, expected, reason, actor, cas, result)
+            if written is not None and locked:
+                # Read back while still holding the lock: it confirms this write, not whatever a later
+                # (legitimate) change by another process made of the file after we let go.
+                return self._confirm(path, mode, written, result)
         finally:
             if locked:
                 lock.release()
         if written is None:
             return result
-        if not locked and lock_usable:
-            written = self._reassert(lock, path, mode, reason, actor, result, written)
-            if written is None:
-                return result
-        return self._confirm(path, mode, written, result)
+        if lock_usable:
+            return self._reassert(lock, path, mode, reason, actor, result)
+        return self._confirm(path, mode, written, result)  # no lock to be had: the best there is
 
     def _change(self, path: str, mode: str, expected: str | None, reason: str, actor: str, cas: bool,
                 result: ChannelResult) -> int | None:
@@ -186,7 +188,8 @@ class FileChannel:
                             "nothing written")
             return None
         version = (state.version if state else 0) + 1
-        doc = {"mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor, "reason": reason, "version": version}
+        doc = {**(state.extra if state else {}), "mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor,
+               "reason": reason, "version": version}
         try:
             write_control_atomic(path, doc)
         except OSError as exc:
@@ -194,10 +197,10 @@ class FileChannel:
             return None
         return version
 
-    def _reassert(self, lock: Any, path: str, mode: str, reason: str, actor: str, result: ChannelResult,
-                  written: int) -> int | None:
+    def _reassert(self, lock: Any, path: str, mode: str, reason: str, actor: str,
+                  result: ChannelResult) -> ChannelResult:
         """After a write without the lock: take the lock and make sure no writer that held it (a switch
-        that read the old mode) replaced ours. The version that stands, or None with the error."""
+        that read the old mode) replaced ours, writing again if one did; confirm under the lock."""
         from filelock import Timeout
 
         try:
@@ -206,23 +209,23 @@ class FileChannel:
             result.error = (f"wrote {mode} without the lock, and {path}.lock is still held after "
                             f"{REASSERT_LOCK_TIMEOUT_S:g} s: a writer that holds it may still replace the pause; "
                             "check the file and the process holding the lock")
-            return None
+            return result
         try:
             seen = read_control(path)
             if seen is not None and seen.mode == mode:
                 result.note = _join(result.note, f"lock was held elsewhere; wrote {mode} without it, then "
                                                  "confirmed it under the lock")
-                return seen.version
+                return self._confirm(path, mode, seen.version, result)
             overwritten = seen.mode if seen else None
             version = (seen.version if seen else 0) + 1
-            write_control_atomic(path, {"mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor,
-                                        "reason": reason, "version": version})
+            write_control_atomic(path, {**(seen.extra if seen else {}), "mode": mode, "updated_at": iso_utc(utc_now()),
+                                        "actor": actor, "reason": reason, "version": version})
             result.note = _join(result.note, f"lock was held elsewhere; a concurrent write of {overwritten!r} "
                                              f"replaced the pause, which was written again under the lock")
-            return version
+            return self._confirm(path, mode, version, result)
         except (ControlFileError, OSError) as exc:
             result.error = f"could not re-assert {mode} under the lock: {_why(exc)}"
-            return None
+            return result
         finally:
             lock.release()
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from deploy_tool import MODES, ProbeError
 
@@ -29,6 +30,7 @@ class ControlState:
     updated_at: str | None
     actor: str | None
     reason: str | None
+    extra: dict[str, Any] = field(default_factory=dict)  # other fields (the allocation): kept by a mode write
 
 
 def read_control(path: str) -> ControlState | None:
@@ -54,7 +56,9 @@ def read_control(path: str) -> ControlState | None:
     version = doc.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
         raise ControlFileError(f"control file {path} holds version {version!r}, expected a whole number")
-    return ControlState(mode, version, doc.get("updated_at"), doc.get("actor"), doc.get("reason"))
+    known = ("mode", "version", "updated_at", "actor", "reason")
+    return ControlState(mode, version, doc.get("updated_at"), doc.get("actor"), doc.get("reason"),
+                        {k: v for k, v in doc.items() if k not in known})
 
 
 def check_directory_writable(path: str) -> str:
