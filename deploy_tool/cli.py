@@ -44,7 +44,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "pause": (*CHANNELS, "deploy_audit_dir"),
     "status": (*CHANNELS, "evidence_dir", "max_evidence_age"),
     "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
-                   and o.name != "observe") + CHANNELS,
+                   and o.name != "observe") + CHANNELS + ("capital", "max_daily_loss"),
 }
 ALIASES = {"deploy_audit_dir": ("--audit-dir",)}
 
@@ -66,14 +66,11 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
         flags = [option.flag]
         if name in ALIASES and command in ("switch", "pause"):
             flags = [*ALIASES[name], option.flag]
-        default = f" (default: {option.default})" if option.default not in (None, "false") else ""
-        env = f" [env {', '.join(option.env)}]" if option.env else ""
         if option.parse is on_off:
             parser.add_argument(*flags, dest=f"opt_{name}", action="store_const", const="true", default=None,
-                                help=option.help)
+                                help=option.help_text())
         else:
-            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE",
-                                help=f"{option.help}{default}{env}")
+            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE", help=option.help_text())
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -105,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--admin-port", type=int, default=0, help="port of the admin API (default: any free)")
     box.add_argument("--admin-token-env", default="EXEC_HTTP_ADMIN_TOKEN",
                      help="env var whose value the admin API requires as bearer token (unset: no token)")
-    box.add_argument("--misbehave", choices=("none", "failing-orders", "risk-burst", "stall-feed", "silence"),
-                     help="tell the sandbox running in --dir to misbehave (or recover with none), then exit")
+    box.add_argument("--misbehave", metavar="FAULT",
+                     help="tell the sandbox running in --dir to misbehave (failing-orders, risk-burst, stall-feed, "
+                          "silence, slippage, losses; none recovers), then exit")
 
     sw = sub.add_parser("switch", help="change the trading system's mode (compare-and-swap, read back, audited)")
     sw.add_argument("--to", required=True, choices=MODES, help="target mode")
@@ -186,9 +184,11 @@ def cmd_preflight(pytest_args: list[str]) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from deploy_tool.sandbox import Sandbox, request_fault
+    from deploy_tool.sandbox import FAULTS, Sandbox, request_fault
 
     if args.misbehave:
+        if args.misbehave not in FAULTS:
+            raise UsageError(f"unknown fault {args.misbehave!r}: one of {', '.join(FAULTS)}")
         path = request_fault(args.dir, args.misbehave)
         print(f"asked the sandbox in {args.dir} to misbehave: {args.misbehave} ({path})")
         return EXIT_OK

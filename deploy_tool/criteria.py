@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from deploy_tool.probes.backtest import Strategy
     from deploy_tool.probes.freshness import Freshness
     from deploy_tool.probes.observe import Observation
-    from deploy_tool.probes.okx import StatusProbe, TimeProbe
+    from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+    from deploy_tool.probes.riskconfig import RiskConfig
     from deploy_tool.redact import Redactor
     from deploy_tool.settings import Settings
 
@@ -203,6 +204,75 @@ def backtest_min_trades(strategy: Strategy, settings: Settings) -> Criterion:
                      "the figures are not meaningful yet")
 
 
+# --- risk ---------------------------------------------------------------------------------------
+
+
+def _risk_value(config: RiskConfig, name: str, check_id: str, threshold: Any, unit: str | None) -> Criterion | float:
+    """The configured value, or the failing criterion that says why there is none."""
+    if name in config.problems:
+        return Criterion(check_id, "risk", False, None, threshold, unit,
+                         f"{config.problems[name]} in {config.source}: fix {config.key_hint(name)}")
+    value = config.values.get(name)
+    if value is None:
+        return Criterion(check_id, "risk", False, None, threshold, unit,
+                         f"no {name} in {config.source}: set {config.key_hint(name)}; a live system without it "
+                         "has no limit there")
+    return value
+
+
+def _at_most(config: RiskConfig, name: str, check_id: str, limit: float, what: str) -> Criterion:
+    value = _risk_value(config, name, check_id, limit, "fraction")
+    if isinstance(value, Criterion):
+        return value
+    text = f"{what} {value:g} ({value:.2%}) in {config.source}, at most {limit:g} ({limit:.2%})"
+    if value <= 0:
+        return Criterion(check_id, "risk", False, value, limit, "fraction", f"{text}: 0 means no limit set")
+    if value > limit:
+        return Criterion(check_id, "risk", False, value, limit, "fraction",
+                         f"{text}: lower it before going live small")
+    return Criterion(check_id, "risk", True, value, limit, "fraction", text)
+
+
+def risk_allocation(config: RiskConfig, settings: Settings) -> Criterion:
+    return _at_most(config, "allocation", "risk_allocation", settings.max_allocation, "allocation")
+
+
+def risk_single_trade_loss(config: RiskConfig, settings: Settings) -> Criterion:
+    return _at_most(config, "single_trade_max_loss_pct", "risk_single_trade_loss", settings.max_single_trade_loss,
+                    "per-trade loss limit")
+
+
+def risk_daily_loss(config: RiskConfig, settings: Settings) -> Criterion:
+    return _at_most(config, "daily_max_loss_pct", "risk_daily_loss", settings.max_daily_loss, "daily loss limit")
+
+
+def risk_order_notional_cap(config: RiskConfig, settings: Settings) -> Criterion:
+    value = _risk_value(config, "max_order_notional", "risk_order_notional_cap", "set", "quote")
+    if isinstance(value, Criterion):
+        return value
+    ok = value > 0
+    return Criterion("risk_order_notional_cap", "risk", ok, value, "set", "quote",
+                     f"per-order notional cap {value:g} in {config.source}" if ok
+                     else f"per-order notional cap is 0 in {config.source}: 0 means no cap; set a real one")
+
+
+def risk_min_order(min_order: MinOrder, config: RiskConfig, settings: Settings) -> Criterion:
+    """capital x allocation buys at least the exchange's minimum order of the instrument."""
+    check_id = f"risk_min_order[{min_order.inst_id}]"
+    allocation = _risk_value(config, "allocation", check_id, min_order.notional, "quote")
+    if isinstance(allocation, Criterion):
+        return allocation
+    if settings.capital is None:
+        return Criterion(check_id, "risk", False, None, min_order.notional, "quote",
+                         f"{min_order.describe()}; set --capital to check that the allocation can buy it")
+    budget = settings.capital * allocation
+    text = (f"capital {settings.capital:g} x allocation {allocation:g} = {budget:g}; {min_order.describe()}")
+    if budget < min_order.notional:
+        return Criterion(check_id, "risk", False, budget, min_order.notional, "quote",
+                         f"{text}: the allocation cannot place a single order; the system would sit idle in real")
+    return Criterion(check_id, "risk", True, budget, min_order.notional, "quote", text)
+
+
 # --- admin and control --------------------------------------------------------------------------
 
 
@@ -320,8 +390,43 @@ def observe_signals(obs: Observation, settings: Settings) -> Criterion:
     return Criterion("observe_signals", "observe", ok, intents, bounds, "intents", text if ok else text + hint)
 
 
+def observe_slippage(obs: Observation, settings: Settings) -> Criterion:
+    """Mean adverse fill slippage against the intended price (runbook step 5)."""
+    maximum, audit = settings.max_slippage_bps, obs.audit
+    if audit.unpriced_results:
+        return Criterion("observe_slippage", "observe", False, None, maximum, "bps",
+                         f"{audit.unpriced_results} order result(s) {obs.window} carry no intended and fill price "
+                         f"(fields {settings.audit_price_field!r}, {settings.audit_fill_price_field!r}): slippage "
+                         "cannot be measured; write them, or rename with --audit-price-field/--audit-fill-price-field")
+    mean = audit.mean_slippage_bps
+    if mean is None:
+        return Criterion("observe_slippage", "observe", True, None, maximum, "bps", f"no fills {obs.window}")
+    text = f"mean adverse slippage {mean:.1f} bps over {audit.fills} fill(s) {obs.window}, max {maximum:g} bps"
+    ok = mean <= maximum
+    return Criterion("observe_slippage", "observe", ok, mean, maximum, "bps",
+                     text if ok else f"{text}: fills are far from the intended prices; the book is thin or orders too big")
+
+
+def observe_realized_pnl(obs: Observation, settings: Settings) -> Criterion:
+    """Realized PnL in the window, as a loss against the daily loss limit (runbook step 5)."""
+    limit, audit = settings.max_daily_loss, obs.audit
+    if not audit.pnl_lines:
+        return Criterion("observe_realized_pnl", "observe", True, 0.0, limit, "fraction",
+                         f"no realized PnL {obs.window}")
+    if settings.capital is None:
+        return Criterion("observe_realized_pnl", "observe", False, None, limit, "fraction",
+                         f"realized PnL {audit.pnl_total:g} over {audit.pnl_lines} result(s) {obs.window}: set "
+                         "--capital to judge it against --max-daily-loss")
+    loss = max(0.0, -audit.pnl_total) / settings.capital
+    text = (f"realized PnL {audit.pnl_total:g} {obs.window} = a loss of {loss:.3%} of capital "
+            f"{settings.capital:g}, daily limit {limit:.2%}")
+    ok = loss < limit
+    return Criterion("observe_realized_pnl", "observe", ok, loss, limit, "fraction",
+                     text if ok else f"{text}: roll back now")
+
+
 OBSERVE_JUDGES = (observe_audit_recent, observe_audit_parseable, observe_risk_events, observe_order_failure_rate,
-                  observe_risk_block_rate, observe_signals)
+                  observe_risk_block_rate, observe_signals, observe_slippage, observe_realized_pnl)
 
 
 # --- one watch round ----------------------------------------------------------------------------

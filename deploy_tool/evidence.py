@@ -21,7 +21,7 @@ from deploy_tool import DeployError
 from deploy_tool.times import iso_utc, parse_timestamp
 
 SCHEMA = "gradual-deploy/preflight-evidence/1"
-REQUIRED_GROUPS = ("okx", "db", "backtest")
+REQUIRED_GROUPS = ("okx", "db", "backtest", "risk")
 STATUSES = ("passed", "failed", "skipped")
 
 

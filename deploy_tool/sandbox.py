@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Callable, cast
 from urllib.parse import parse_qs, urlsplit
 
 from deploy_tool import MODES
@@ -107,6 +107,14 @@ class ExchangeBehaviour:
     garbage: bool = False
     trickle: bool = False
     events: list[dict] = field(default_factory=list)
+    # /api/v5/public/instruments entries (OKX's field names) and /api/v5/market/ticker last prices
+    instruments: dict[str, dict] = field(default_factory=lambda: {
+        "BTC-USDT": {"instType": "SPOT", "instId": "BTC-USDT", "baseCcy": "BTC", "quoteCcy": "USDT", "minSz": "0.00001",
+                     "lotSz": "0.00000001", "tickSz": "0.1", "ctVal": "", "ctValCcy": "", "state": "live"},
+        "ETH-USDT-SWAP": {"instType": "SWAP", "instId": "ETH-USDT-SWAP", "settleCcy": "USDT", "minSz": "0.01",
+                          "lotSz": "0.01", "tickSz": "0.01", "ctVal": "0.1", "ctValCcy": "ETH", "state": "live"},
+    })
+    last_prices: dict[str, float] = field(default_factory=lambda: {"BTC-USDT": 97000.0, "ETH-USDT-SWAP": 3500.0})
 
 
 def maintenance_event(state: str, begin: dt.datetime, end: dt.datetime, title: str = "System upgrade",
@@ -149,6 +157,17 @@ class ExchangeStandIn(_LoopbackService):
                 if parts.path == "/api/v5/public/time":
                     ts = str(int(time.time() * 1000 + b.skew_ms))
                     body = {"code": b.code, "msg": b.msg, "data": [{"ts": ts}] if b.code == "0" else []}
+                elif parts.path == "/api/v5/public/instruments":
+                    inst = (parse_qs(parts.query).get("instId") or [""])[0]
+                    found = b.instruments.get(inst)
+                    body = {"code": "0" if found else "51001", "msg": "" if found else "Instrument ID does not exist",
+                            "data": [found] if found else []}
+                elif parts.path == "/api/v5/market/ticker":
+                    inst = (parse_qs(parts.query).get("instId") or [""])[0]
+                    last = b.last_prices.get(inst)
+                    body = {"code": "0" if last else "51001", "msg": "" if last else "Instrument ID does not exist",
+                            "data": [{"instType": "SPOT", "instId": inst, "last": str(last), "ts": str(int(time.time() * 1000))}]
+                            if last else []}
                 elif parts.path == "/api/v5/system/status":
                     wanted = parse_qs(parts.query).get("state")
                     events = [e for e in b.events if not wanted or e["state"] in wanted]
@@ -179,6 +198,8 @@ class AdminApi(_LoopbackService):
         self.version = 1
         self.updated_at = iso_utc(utc_now())
         self.lock = threading.Lock()
+        # The risk configuration GET /config serves; the allocation is also POST /allocation's.
+        self.config: dict[str, Any] = dict(SANDBOX_RISK_CONFIG)
         api = self
 
         class Handler(_JsonHandler):
@@ -221,6 +242,11 @@ class AdminApi(_LoopbackService):
                         self.send_json(200, {"status": "ok", "mode": api.mode})
                     elif route == "/mode":
                         self.send_json(200, {"mode": api.mode, "updated_at": api.updated_at, "version": api.version})
+                    elif route == "/config":
+                        self.send_json(200, dict(api.config))
+                    elif route == "/allocation":
+                        self.send_json(200, {"allocation": api.config.get("allocation"), "updated_at": api.updated_at,
+                                             "version": api.version})
                     else:
                         self.send_json(404, {"error": f"no such endpoint: GET {self.path}"})
                 if route == "/mode" and api.on_get_mode is not None:
@@ -234,7 +260,7 @@ class AdminApi(_LoopbackService):
                 raw = self.rfile.read(length) if length else b""
                 if not self._authorized() or self._faulty():
                     return
-                if route != "/mode":
+                if route not in ("/mode", "/allocation"):
                     self.send_json(404, {"error": f"no such endpoint: POST {self.path}"})
                     return
                 try:
@@ -242,9 +268,9 @@ class AdminApi(_LoopbackService):
                 except ValueError:
                     body = None
                 if not isinstance(body, dict):
-                    self.send_json(400, {"error": "body must be a JSON object with a mode"})
+                    self.send_json(400, {"error": f"body must be a JSON object with a {route[1:]}"})
                     return
-                status, answer = api.change(body)
+                status, answer = api.change(body) if route == "/mode" else api.allocate(body)
                 self.send_json(status, answer)
 
         self._serve(host, port, Handler, "admin-api")
@@ -265,6 +291,35 @@ class AdminApi(_LoopbackService):
             self.version += 1
             self.updated_at = iso_utc(utc_now())
             return 200, {"mode": mode, "previous_mode": previous, "updated_at": self.updated_at, "version": self.version}
+
+    @property
+    def allocation(self) -> float | None:
+        return self.config.get("allocation")
+
+    def allocate(self, body: dict) -> tuple[int, dict]:
+        """Apply a POST /allocation body with compare-and-swap on expected_allocation."""
+        with self.lock:
+            value, current = body.get("allocation"), self.config.get("allocation")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                return 400, {"error": f"allocation {value!r} is not a fraction in (0, 1]", "allocation": current}
+            if "expected_allocation" in body and not _same(body["expected_allocation"], current):
+                return 409, {"error": f"allocation is {current}, not {body['expected_allocation']}",
+                             "allocation": current}
+            self.config["allocation"] = float(value)
+            self.version += 1
+            self.updated_at = iso_utc(utc_now())
+            return 200, {"allocation": float(value), "previous_allocation": current, "updated_at": self.updated_at,
+                         "version": self.version}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(float(a) - float(b)) < 1e-12
+
+
+SANDBOX_RISK_CONFIG = {"allocation": 0.005, "max_order_notional": 50, "single_trade_max_loss_pct": 0.01,
+                       "daily_max_loss_pct": 0.02}
 
 
 
@@ -320,7 +375,8 @@ class TradesFeed:
         self._thread.join(timeout=5)
 
 
-FAULTS = ("none", "failing-orders", "risk-burst", "stall-feed", "silence")
+FAULTS = ("none", "failing-orders", "risk-burst", "stall-feed", "silence", "slippage", "losses")
+SANDBOX_CAPITAL = 10000.0  # USDT: the capital of the simulated system, for --capital
 
 
 class TradingSystemSim:
@@ -328,11 +384,14 @@ class TradingSystemSim:
 
     Every tick: an order intent and its result; every tenth intent a risk block. A fault makes it
     misbehave as a real system would: `failing-orders` (every result rejected), `risk-burst` (a burst of
-    risk events, once), `stall-feed` (the trades feed stops), `silence` (the audit stops); `none` recovers.
+    risk events, once), `stall-feed` (the trades feed stops), `silence` (the audit stops), `slippage`
+    (fills 80 bps off), `losses` (each fill loses 0.5 % of capital); `none` recovers. Orders are sized by
+    the admin API's allocation.
     """
 
     def __init__(self, audit_dir: Path, risk_csv: Path, feed: "TradesFeed | None", interval: float = 0.25,
-                 fault_file: Path | None = None) -> None:
+                 fault_file: Path | None = None, allocation: Callable[[], float | None] = lambda: 0.005) -> None:
+        self.allocation = lambda: allocation() or 0.005
         self.audit_dir = Path(audit_dir)
         self.risk_csv = Path(risk_csv)
         self.feed = feed
@@ -377,8 +436,18 @@ class TradingSystemSim:
         if self._n % 10 == 0:
             self._audit({"event": "risk_block", "order_id": order_id, "rule": "max_notional"})
             return
-        status = "rejected" if self.fault == "failing-orders" else "filled"
-        self._audit({"event": "order_result", "order_id": order_id, "status": status})
+        if self.fault == "failing-orders":
+            self._audit({"event": "order_result", "order_id": order_id, "status": "rejected"})
+            return
+        # Sized by the allocation, filled with a little slippage (much more with `slippage`), and a small
+        # realized PnL (a steady loss with `losses`).
+        price = 97000.0 * (1 + random.uniform(-0.001, 0.001))
+        notional = SANDBOX_CAPITAL * self.allocation() * 0.2
+        slip_bps = 80.0 if self.fault == "slippage" else random.uniform(0.0, 3.0)
+        pnl = -SANDBOX_CAPITAL * 0.005 if self.fault == "losses" else notional * random.uniform(-0.0005, 0.001)
+        self._audit({"event": "order_result", "order_id": order_id, "status": "filled", "side": "buy",
+                     "sz": f"{notional / price:.8f}", "price": round(price, 1),
+                     "fill_price": round(price * (1 + slip_bps / 1e4), 2), "pnl": round(pnl, 4)})
 
     def _poll_fault_file(self) -> None:
         if self.fault_file is None:
@@ -490,7 +559,7 @@ class Sandbox:
         if fault_file.exists():
             fault_file.unlink()  # a new sandbox starts healthy
         self.system = TradingSystemSim(self.audit_dir, self.risk_events_csv, self.feed,
-                                       fault_file=fault_file).start()
+                                       fault_file=fault_file, allocation=lambda: self.admin.allocation).start()
         self.exchange.start()
         self.admin.start()
         self._started = True
@@ -526,7 +595,8 @@ class Sandbox:
 
     def observe_args(self) -> list[str]:
         """The observe options that point `watch` or `-m observe` at this sandbox's audit and risk events."""
-        return ["--audit-dir", str(self.audit_dir), "--risk-events-csv", str(self.risk_events_csv)]
+        return ["--audit-dir", str(self.audit_dir), "--risk-events-csv", str(self.risk_events_csv),
+                "--capital", f"{SANDBOX_CAPITAL:g}"]
 
     def watch_args(self) -> list[str]:
         """Everything `gradual-deploy watch` needs to watch this sandbox and pause it."""

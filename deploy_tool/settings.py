@@ -105,6 +105,24 @@ def env_name(text: str) -> str:
     return text
 
 
+def share(text: str) -> float:
+    """A share of capital: `0.5%` or `0.005`; never rescaled (5 is rejected, not read as 5 %)."""
+    text = text.strip()
+    value = number(text[:-1]) / 100 if text.endswith("%") else number(text)
+    if not 0 < value <= 1:
+        raise ValueError("a share of capital above 0 and at most 1, written 0.5% or 0.005")
+    return value
+
+
+def steps(text: str) -> tuple[float, ...]:
+    values = tuple(share(part) for part in text.split(",") if part.strip())
+    if not values:
+        raise ValueError("one or more allocations, e.g. 0.5%,1%,2%,5%")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError("allocations that rise step by step, e.g. 0.5%,1%,2%,5%")
+    return values
+
+
 def on_off(text: str) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
@@ -132,6 +150,12 @@ class Option:
     def name(self) -> str:
         """The ini key and the field of `Settings`."""
         return self.flag[2:].replace("-", "_")
+
+    def help_text(self, with_default: bool = True) -> str:
+        """The help of the flag, its default and env vars, ready for argparse (which formats it with %)."""
+        default = f" (default: {self.default})" if with_default and self.default not in (None, "false") else ""
+        env = f" [env {', '.join(self.env)}]" if self.env else ""
+        return f"{self.help}{default}{env}".replace("%", "%%")
 
     def read(self, text: str) -> Any:
         """The value in `text`; ValueError saying what was expected, the sane range included."""
@@ -219,6 +243,25 @@ class Settings:
                                        duration, "24h", group="backtest", threshold=True, bounds=(0, 365 * DAY))
     skip_backtest_check: bool = _on_off("--skip-backtest-check", "skip the backtest checks; recorded as skipped on "
                                         "request", group="backtest")
+    # the risk configuration of the trading system (capital, limits)
+    risk_config: str | None = _setting("--risk-config", "the trading system's risk configuration file (JSON, YAML or "
+                                       "KEY=VALUE .env); unset: GET /config of the admin API", text_value, None,
+                                       group="risk")
+    max_allocation: float = _setting("--max-allocation", "largest share of capital the system may trade, a fraction "
+                                     "(0.01 for one percent)", fraction, "0.01", group="risk", threshold=True, bounds=(0, 1))
+    max_single_trade_loss: float = _setting("--max-single-trade-loss", "largest per-trade loss limit the "
+                                            "configuration may set, a fraction", fraction, "0.01", group="risk",
+                                            threshold=True, bounds=(0, 1))
+    max_daily_loss: float = _setting("--max-daily-loss", "largest daily loss limit the configuration may set, a "
+                                     "fraction; also the realized-PnL bound of the observe checks", fraction, "0.02",
+                                     group="risk", threshold=True, bounds=(0, 1))
+    capital: float | None = _setting("--capital", "total capital in the quote currency (e.g. USDT): with --inst-id, "
+                                     "capital x allocation must buy the exchange's minimum order", positive, None,
+                                     group="risk", bounds=(0, 1e12))
+    inst_id: str | None = _setting("--inst-id", "instruments the system trades, comma-separated (e.g. BTC-USDT): "
+                                   "checked against OKX's minimum order size", text_value, None, group="risk")
+    skip_risk_check: bool = _on_off("--skip-risk-check", "skip the risk-configuration checks; recorded as skipped "
+                                    "on request", group="risk")
     # the channels: admin API and control file
     http_admin_url: str | None = _setting("--http-admin-url", "admin API root of the trading system (unset: admin "
                                           "checks skip)", url, None, env=("EXEC_HTTP_ADMIN_URL",), group="admin")
@@ -260,11 +303,25 @@ class Settings:
                                        text_value, "status", group="observe")
     risk_events_ts_column: str = _setting("--risk-events-ts-column", "risk-events CSV column holding the time",
                                           text_value, "ts", group="observe")
+    max_slippage_bps: float = _setting("--max-slippage-bps", "largest mean adverse fill slippage in the window, in "
+                                       "basis points of the intended price", positive, "50", group="observe",
+                                       threshold=True, bounds=(0, 10_000))
+    audit_price_field: str = _setting("--audit-price-field", "order_result field holding the intended price",
+                                      text_value, "price", group="observe")
+    audit_fill_price_field: str = _setting("--audit-fill-price-field", "order_result field holding the fill price",
+                                           text_value, "fill_price", group="observe")
+    audit_pnl_field: str = _setting("--audit-pnl-field", "order_result field holding the realized PnL (quote "
+                                    "currency)", text_value, "pnl", group="observe")
     allow_missing_risk_csv: bool = _on_off("--allow-missing-risk-csv", "pass the risk-events check when "
                                            "--risk-events-csv does not exist (default: it fails)", group="observe")
     observe: bool = _on_off("--observe", "also run the observe checks (the watch period); -m observe runs only them",
                             group="observe")
     # watch: the loop, and where the tool's own audit goes
+    steps: tuple[float, ...] | None = _setting("--steps", "the allocation at each ramp step, rising, e.g. "
+                                               "0.5%,1%,2%,5% (or 0.005,0.01,...)", steps, None, group="ramp",
+                                               flag_only=True)
+    hold: float = _setting("--hold", "how long each ramp step must hold clean before the next", duration, "2h",
+                           group="ramp", flag_only=True, bounds=(0, 7 * DAY))
     interval: float = _setting("--interval", "time between watch rounds", duration, "30s", group="watch",
                                flag_only=True, bounds=(0, DAY))
     duration: float = _setting("--duration", "how long to watch", duration, "2h", group="watch", flag_only=True, bounds=(0, 31 * DAY))
@@ -306,7 +363,7 @@ for _field in fields(Settings):  # a field named unlike its flag would be unreac
         raise AssertionError(f"Settings.{_field.name}: its flag does not spell its name")
 
 # The suite's options: everything but the watch loop and the gate, which belong to the commands.
-SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate"))
+SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate", "ramp"))
 
 
 def admin_url_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:

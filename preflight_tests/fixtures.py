@@ -13,7 +13,9 @@ from deploy_tool.criteria import Criterion
 from deploy_tool.probes import (
     Attempt,
     measure_backtest,
+    measure_min_order,
     measure_observation,
+    measure_risk_config,
     measure_status,
     measure_time,
     measure_trades,
@@ -22,7 +24,8 @@ from deploy_tool.probes.admin import AdminClient
 from deploy_tool.probes.backtest import Summary
 from deploy_tool.probes.freshness import Freshness
 from deploy_tool.probes.observe import Observation
-from deploy_tool.probes.okx import StatusProbe, TimeProbe
+from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+from deploy_tool.probes.riskconfig import RiskConfig
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import Settings
 from preflight_tests.plugin import CRITERION_KEY, RunState, state_of
@@ -36,7 +39,11 @@ def summary_attempt(state: RunState) -> Attempt[Summary]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One backtest check per strategy in the summary file."""
+    """One backtest check per strategy in the summary file; one minimum-order check per --inst-id."""
+    if "inst_id" in metafunc.fixturenames:
+        state = state_of(metafunc.config)
+        ids = [i.strip() for i in (state.settings.inst_id or "").split(",") if i.strip()] if state else []
+        metafunc.parametrize("inst_id", ids or [None], ids=ids or ["none"])
     if "strategy" not in metafunc.fixturenames:
         return
     state = state_of(metafunc.config)
@@ -108,6 +115,18 @@ def backtest_summary(run_state: RunState) -> Attempt[Summary]:
 def observation(settings: Settings, redactor: Redactor) -> Attempt[Observation]:
     """The last --observe-window of the trading system's audit and risk events."""
     return measure_observation(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def risk_config(settings: Settings, redactor: Redactor) -> Attempt[RiskConfig]:
+    """The trading system's risk configuration (--risk-config, else GET /config)."""
+    return measure_risk_config(settings, redactor)
+
+
+@pytest.fixture
+def min_order(settings: Settings, redactor: Redactor, inst_id: str) -> Attempt[MinOrder]:
+    """The exchange's minimum order for the instrument."""
+    return measure_min_order(settings, inst_id, redactor)
 
 
 @pytest.fixture(scope="session")

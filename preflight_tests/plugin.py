@@ -44,11 +44,12 @@ MARKERS = {
     "okx": "needs the exchange REST API (health, latency, clock skew, maintenance)",
     "db": "needs the trades database (feed freshness)",
     "backtest": "needs the backtest summary (go-live thresholds)",
+    "risk": "needs the trading system's risk configuration (allocation, loss limits, order cap)",
     "admin": "needs the trading system's admin HTTP API (skips when unconfigured)",
     "control": "needs the control file (skips when unconfigured)",
     "observe": "the watch period: reads the trading system's audit and risk events (only with -m observe or --observe)",
 }
-SKIP_FLAGS = {"db": "--skip-db-check", "backtest": "--skip-backtest-check"}
+SKIP_FLAGS = {"db": "--skip-db-check", "backtest": "--skip-backtest-check", "risk": "--skip-risk-check"}
 PENDING = "pending"  # collected, not yet passed: what a check is until its call phase passes
 # Backstop for a probe that hangs despite its own timeouts; "signal" fails the test and keeps the
 # session alive, so the evidence is still written ("thread" would kill the process).
@@ -180,13 +181,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for option in SUITE_OPTIONS:
         if option.flag_only:
             group.addoption(option.flag, action="store_const", const="true", dest=f"gd_{option.name}", default=None,
-                            help=option.help)
+                            help=option.help_text())
             continue
-        extra = f" [env {', '.join(option.env)}]" if option.env else ""
-        default = f" (default: {option.default})" if option.default is not None else ""
-        group.addoption(option.flag, dest=f"gd_{option.name}", default=None, metavar="VALUE",
-                        help=f"{option.help}{default}{extra}")
-        parser.addini(option.name, f"{option.help}{default}", default=None)
+        group.addoption(option.flag, dest=f"gd_{option.name}", default=None, metavar="VALUE", help=option.help_text())
+        parser.addini(option.name, option.help_text().replace("%%", "%"), default=None)
 
 
 def _resolve(config: pytest.Config) -> Settings:
@@ -243,12 +241,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not ours(item):
             kept.append(item)
             continue
-        if getattr(item, "originalname", item.name) == "test_backtest_min_trades" and settings.min_trades == 0:
+        name = getattr(item, "originalname", item.name)
+        if name == "test_backtest_min_trades" and settings.min_trades == 0:
             continue  # --min-trades 0 means off: no check rather than a check that cannot fail
+        if name == "test_risk_min_order" and not settings.inst_id:
+            continue  # no instrument named: nothing to size an order for
         marker = marker_of(item)
         if marker == "observe" and not settings.observe:
             continue  # a go-live preflight runs before the system has written any audit to observe
-        if (marker == "db" and settings.skip_db_check) or (marker == "backtest" and settings.skip_backtest_check):
+        if marker in SKIP_FLAGS and getattr(settings, f"skip_{marker}_check"):
             item.add_marker(pytest.mark.skip(reason=f"skipped on request: {SKIP_FLAGS[marker]}"))
         if item.get_closest_marker("timeout") is None and not _timeout_configured(config):
             item.add_marker(pytest.mark.timeout(BACKSTOP_TIMEOUT_S, method="signal"))

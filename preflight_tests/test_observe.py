@@ -41,3 +41,13 @@ def test_observe_risk_block_rate(observation, settings, check):
 def test_observe_signals(observation, settings, check):
     criterion = check(criteria.observe_signals(observation.value(), settings))
     assert criterion.ok, criterion.message
+
+
+def test_observe_slippage(observation, settings, check):
+    criterion = check(criteria.observe_slippage(observation.value(), settings))
+    assert criterion.ok, criterion.message
+
+
+def test_observe_realized_pnl(observation, settings, check):
+    criterion = check(criteria.observe_realized_pnl(observation.value(), settings))
+    assert criterion.ok, criterion.message

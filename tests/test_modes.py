@@ -44,7 +44,8 @@ def write_evidence(directory: Path, *, verdict="pass", age_s=60.0, skipped_requi
     directory.mkdir(parents=True, exist_ok=True)
     finished = utc_now() - dt.timedelta(seconds=age_s)
     checks = [{"id": cid, "marker": marker, "required": True, "status": "passed"}
-              for cid, marker in (("okx_clock_skew", "okx"), ("trades_fresh", "db"), ("backtest_sharpe[summary]", "backtest"))]
+              for cid, marker in (("okx_clock_skew", "okx"), ("trades_fresh", "db"), ("backtest_sharpe[summary]", "backtest"),
+                                  ("risk_allocation", "risk"))]
     if skipped_required:
         checks[1]["status"] = "skipped"
     doc = {"schema": "gradual-deploy/preflight-evidence/1", "verdict": verdict, "finished_at": iso_utc(finished),

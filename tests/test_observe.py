@@ -112,10 +112,11 @@ def _observation(tmp_path, lines, risk_rows=(), now=NOW):
 
 def test_every_criterion_passes_and_fails(tmp_path):
     m = lambda s: NOW - dt.timedelta(seconds=s)  # noqa: E731
-    healthy = _observation(tmp_path, [_line(m(60), "order_intent"), _line(m(59), "order_result", status="filled"),
-                                      _line(m(30), "order_intent"), _line(m(29), "order_result", status="filled")])
+    fill = {"status": "filled", "side": "buy", "price": 100.0, "fill_price": 100.02, "pnl": 0.5}
+    healthy = _observation(tmp_path, [_line(m(60), "order_intent"), _line(m(59), "order_result", **fill),
+                                      _line(m(30), "order_intent"), _line(m(29), "order_result", **fill)])
     limits = defaults(audit_max_silence=300, max_bad_audit_lines=0, max_risk_events=3, max_order_failure_rate=0.2,
-                      max_risk_block_rate=0.5, min_signals=1, max_signals=10)
+                      max_risk_block_rate=0.5, min_signals=1, max_signals=10, capital=10000)
     assert all(judge(healthy, limits).ok for judge in criteria.OBSERVE_JUDGES)
 
     quiet = _observation(tmp_path, [_line(m(400), "order_intent")])
@@ -148,6 +149,21 @@ def test_every_criterion_passes_and_fails(tmp_path):
     busy = _observation(tmp_path, [_line(m(i), "order_intent") for i in range(1, 6)])
     crit = criteria.observe_signals(busy, defaults(min_signals=0, max_signals=4))
     assert not crit.ok and "trading too much" in crit.message
+
+    slipping = _observation(tmp_path, [_line(m(9), "order_result", status="filled", side="buy", price=100.0, fill_price=101.0),
+                                       _line(m(8), "order_result", status="filled", side="sell", price=100.0, fill_price=99.0),
+                                       _line(m(7), "order_result", status="filled", side="sell", price=100.0, fill_price=101.0)])
+    crit = criteria.observe_slippage(slipping, defaults(max_slippage_bps=30))
+    assert not crit.ok and round(crit.measured, 2) == 33.33 and "over 3 fill(s)" in crit.message  # (100+100-100)/3
+    unpriced = _observation(tmp_path, [_line(m(9), "order_result", status="filled")])
+    crit = criteria.observe_slippage(unpriced, defaults())
+    assert not crit.ok and "carry no intended and fill price" in crit.message and "--audit-price-field" in crit.message
+    losing = _observation(tmp_path, [_line(m(9), "order_result", **{**fill, "pnl": -150.0}),
+                                     _line(m(8), "order_result", **{**fill, "pnl": -60.0})])
+    crit = criteria.observe_realized_pnl(losing, defaults(capital=10000, max_daily_loss=0.02))
+    assert not crit.ok and crit.measured == pytest.approx(0.021) and "roll back now" in crit.message
+    crit = criteria.observe_realized_pnl(losing, defaults())
+    assert not crit.ok and "set --capital" in crit.message
 
     missing = observe(str(tmp_path / "nowhere"), str(tmp_path / "none.csv"), 600, now=NOW)
     crit = criteria.observe_audit_recent(missing, defaults(audit_max_silence=300))

@@ -14,6 +14,7 @@ EXPECTED_IDS = {
     "backtest_summary_valid[sandbox-momentum]", "backtest_sharpe[sandbox-momentum]",
     "backtest_winrate[sandbox-momentum]", "backtest_max_drawdown[sandbox-momentum]",
     "backtest_fresh[sandbox-momentum]",
+    "risk_allocation", "risk_single_trade_loss", "risk_daily_loss", "risk_order_notional_cap",
     "admin_health", "admin_mode", "control_file_valid", "control_dir_writable",
 }
 

@@ -15,7 +15,8 @@ from deploy_tool.modes.channels import FileChannel
 
 GD = [sys.executable, "-m", "deploy_tool"]
 OBSERVE_IDS = {"observe_audit_recent", "observe_audit_parseable", "observe_risk_events",
-               "observe_order_failure_rate", "observe_risk_block_rate", "observe_signals"}
+               "observe_order_failure_rate", "observe_risk_block_rate", "observe_signals", "observe_slippage",
+               "observe_realized_pnl"}
 
 
 def test_observe_checks_run_only_when_asked(run_suite, sandbox):

@@ -19,7 +19,7 @@ from deploy_tool.commands.watch import WatchConfig, watch
 from deploy_tool.evidence import actor, host
 from deploy_tool.modes.change import pause, status, switch
 from deploy_tool.modes.channels import build_channels
-from deploy_tool.sandbox import Sandbox
+from deploy_tool.sandbox import SANDBOX_CAPITAL, Sandbox
 from deploy_tool.settings import defaults
 from deploy_tool.times import utc_now
 
@@ -88,7 +88,8 @@ def run_demo(base_dir: str) -> int:
         _step(7, "watch: the observation period; the sandbox misbehaves after 2 s and watch rolls back by itself")
         watch_settings = dataclasses.replace(
             settings, audit_dir=str(sandbox.audit_dir), risk_events_csv=str(sandbox.risk_events_csv),
-            okx_base_url=sandbox.okx_url, database_url=sandbox.database_url, interval=1.0, duration=30.0)
+            okx_base_url=sandbox.okx_url, database_url=sandbox.database_url, capital=SANDBOX_CAPITAL, interval=1.0,
+            duration=30.0)
         _typed("watch", "--interval", "1s", "--duration", "30s", *sandbox.observe_args(), "--okx-base-url",
                sandbox.okx_url, "--database-url", sandbox.database_url, "--evidence-dir", str(evidence_dir),
                "--deploy-audit-dir", str(audit_dir), *channel_args)

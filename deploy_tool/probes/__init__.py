@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from deploy_tool.probes.backtest import Summary
     from deploy_tool.probes.freshness import Freshness
     from deploy_tool.probes.observe import Observation
-    from deploy_tool.probes.okx import StatusProbe, TimeProbe
+    from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+    from deploy_tool.probes.riskconfig import RiskConfig
     from deploy_tool.redact import Redactor
     from deploy_tool.settings import Settings
 
@@ -85,10 +86,36 @@ def measure_backtest(settings: Settings, redactor: Redactor | None = None) -> At
 
 def measure_observation(settings: Settings, redactor: Redactor | None = None) -> Attempt[Observation]:
     """The last --observe-window of the trading system's audit and risk events."""
-    from deploy_tool.probes.observe import observe
+    from deploy_tool.probes.observe import FillFields, observe
 
+    fields = FillFields(settings.audit_price_field, settings.audit_fill_price_field, settings.audit_pnl_field)
     return Attempt(lambda: observe(
         settings.audit_dir, settings.risk_events_csv, settings.observe_window, ts_field=settings.audit_ts_field,
         event_field=settings.audit_event_field, status_field=settings.audit_status_field,
-        risk_ts_column=settings.risk_events_ts_column, future_tolerance_s=settings.max_clock_skew_ms / 1000),
-        redactor)
+        risk_ts_column=settings.risk_events_ts_column, future_tolerance_s=settings.max_clock_skew_ms / 1000,
+        fields=fields), redactor)
+
+
+def measure_risk_config(settings: Settings, redactor: Redactor | None = None) -> Attempt[RiskConfig]:
+    """The trading system's risk configuration: --risk-config if given, else GET /config of the admin API."""
+    from deploy_tool.probes.riskconfig import parse_config, read_file
+
+    def measure() -> RiskConfig:
+        if settings.risk_config:
+            return read_file(settings.risk_config)
+        if settings.http_admin_url:
+            from deploy_tool.probes.admin import AdminClient
+
+            with AdminClient(settings.http_admin_url, token=settings.admin_token()) as client:
+                return parse_config(client.get_config(), f"GET {client.shown_url}/config")
+        raise ProbeError("no risk configuration: set --http-admin-url (the system serves GET /config) or "
+                         "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check")
+
+    return Attempt(measure, redactor)
+
+
+def measure_min_order(settings: Settings, inst_id: str, redactor: Redactor | None = None) -> Attempt[MinOrder]:
+    """The exchange's minimum order for one instrument, in the quote currency."""
+    from deploy_tool.probes.okx import probe_min_order
+
+    return Attempt(lambda: probe_min_order(settings.okx_base_url, inst_id), redactor)

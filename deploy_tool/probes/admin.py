@@ -25,9 +25,9 @@ class AdminError(ProbeError):
 class AdminConflict(AdminError):
     """The admin API refused a change because its mode is no longer the expected one (HTTP 409)."""
 
-    def __init__(self, message: str, mode: str | None) -> None:
+    def __init__(self, message: str, mode: Any) -> None:
         super().__init__(message)
-        self.mode = mode
+        self.mode = mode  # what the server says it holds now (a mode, or an allocation)
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,49 @@ class AdminClient:
         if answer.status != 200:
             raise AdminError(f"{shown}: HTTP {answer.status}: {_error_text(answer.body)}")
         return _mode_object(answer.body, shown)
+
+
+    def get_config(self) -> dict:
+        """GET /config: the system's risk configuration, a JSON object."""
+        answer = self._request("GET", "/config")
+        if answer.status != 200:
+            raise AdminError(f"GET {self.shown_url}/config: HTTP {answer.status} (expected 200): "
+                             f"{_error_text(answer.body)}; serve the risk configuration there, or use --risk-config")
+        if not isinstance(answer.body, dict):
+            raise AdminError(f"GET {self.shown_url}/config: answer is not a JSON object")
+        return answer.body
+
+    def get_allocation(self) -> dict:
+        """GET /allocation; the answer object, whose allocation is a fraction in (0, 1] or null."""
+        answer = self._request("GET", "/allocation")
+        if answer.status != 200:
+            raise AdminError(f"GET {self.shown_url}/allocation: HTTP {answer.status} (expected 200): "
+                             f"{_error_text(answer.body)}")
+        return _allocation_object(answer.body, f"GET {self.shown_url}/allocation")
+
+    def set_allocation(self, allocation: float, expected: float | None, reason: str, actor: str) -> dict:
+        """POST /allocation with compare-and-swap on expected_allocation; AdminConflict on 409."""
+        payload: dict[str, Any] = {"allocation": allocation, "reason": reason, "actor": actor}
+        if expected is not None:
+            payload["expected_allocation"] = expected
+        answer = self._request("POST", "/allocation", payload)
+        shown = f"POST {self.shown_url}/allocation"
+        if answer.status == 409:
+            current = answer.body.get("allocation") if isinstance(answer.body, dict) else None
+            raise AdminConflict(f"{shown}: HTTP 409, allocation is now {current!r}, not {expected!r}: someone "
+                                "changed it meanwhile", current)
+        if answer.status != 200:
+            raise AdminError(f"{shown}: HTTP {answer.status}: {_error_text(answer.body)}")
+        return _allocation_object(answer.body, shown)
+
+
+def _allocation_object(body: Any, shown: str) -> dict:
+    if not isinstance(body, dict):
+        raise AdminError(f"{shown}: answer is not a JSON object")
+    value = body.get("allocation")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
+        raise AdminError(f"{shown}: allocation {value!r} is not a fraction in (0, 1]")
+    return body
 
 
 def _error_text(body: Any) -> str:

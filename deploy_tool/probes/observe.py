@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -84,6 +85,24 @@ class AuditWindow:
     order_failures: int = 0
     risk_blocks: int = 0
     risk_events: int = 0
+    fills: int = 0  # order results with an intended and a fill price
+    unpriced_results: int = 0  # successful order results without them
+    slippage_bps_total: float = 0.0  # adverse slippage, summed over the fills
+    pnl_lines: int = 0
+    pnl_total: float = 0.0  # realized PnL in the quote currency
+
+    @property
+    def mean_slippage_bps(self) -> float | None:
+        return self.slippage_bps_total / self.fills if self.fills else None
+
+
+@dataclass(frozen=True)
+class FillFields:
+    """The names of an order_result's intended price, fill price and realized PnL."""
+
+    price: str = "price"
+    fill_price: str = "fill_price"
+    pnl: str = "pnl"
 
 
 def audit_files_for(audit_dir: str, day: dt.date) -> list[str]:
@@ -109,6 +128,7 @@ def read_audit_window(
     event_field: str = "event",
     status_field: str = "status",
     future_tolerance_s: float = FUTURE_TOLERANCE_S,
+    fields: FillFields = FillFields(),
 ) -> AuditWindow:
     """Count the audit events in [start, now], reading today's file (and the days back to `start`)."""
     result = AuditWindow()
@@ -123,15 +143,44 @@ def read_audit_window(
         for path in paths:
             result.files.append(path)
             covered = _scan_audit(path, start, now, ts_field, event_field, status_field, result,
-                                  future_tolerance_s) or covered
+                                  future_tolerance_s, fields) or covered
         if covered:
             break
         day -= dt.timedelta(days=1)
     return result
 
 
+def _price(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _fill(obj: dict, fields: FillFields, out: AuditWindow) -> None:
+    """Slippage and realized PnL of one successful order result, where it carries them."""
+    intended, filled = _price(obj.get(fields.price)), _price(obj.get(fields.fill_price))
+    if intended is None or filled is None:
+        out.unpriced_results += 1
+    else:
+        move = (filled - intended) / intended * 1e4
+        side = str(obj.get("side", "")).lower()
+        out.slippage_bps_total += -move if side == "sell" else (move if side == "buy" else abs(move))
+        out.fills += 1
+    if fields.pnl in obj:
+        try:
+            pnl = float(obj[fields.pnl])
+        except (TypeError, ValueError):
+            return
+        if math.isfinite(pnl):
+            out.pnl_lines += 1
+            out.pnl_total += pnl
+
+
 def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, event_field: str,
-                status_field: str, out: AuditWindow, future_tolerance_s: float) -> bool:
+                status_field: str, out: AuditWindow, future_tolerance_s: float,
+                fields: FillFields = FillFields()) -> bool:
     """Add one file's window to `out`; True when the file reached back past the window's start."""
     older_seen = 0
     try:
@@ -167,6 +216,8 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
                 out.order_results += 1
                 if str(obj.get(status_field, "")).lower() in FAILED_STATUSES:
                     out.order_failures += 1
+                else:
+                    _fill(obj, fields, out)
             elif event == "risk_block":
                 out.risk_blocks += 1
             elif event == "risk_event":
@@ -254,10 +305,11 @@ class Observation:
 
 def observe(audit_dir: str, risk_events_csv: str, window_s: float, now: dt.datetime | None = None,
             ts_field: str = "ts", event_field: str = "event", status_field: str = "status",
-            risk_ts_column: str = "ts", future_tolerance_s: float = FUTURE_TOLERANCE_S) -> Observation:
+            risk_ts_column: str = "ts", future_tolerance_s: float = FUTURE_TOLERANCE_S,
+            fields: FillFields = FillFields()) -> Observation:
     """Read the last `window_s` seconds of the audit and the risk events."""
     now = now or dt.datetime.now(dt.timezone.utc)
     start = now - dt.timedelta(seconds=window_s)
-    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field, future_tolerance_s)
+    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field, future_tolerance_s, fields)
     risk = read_risk_events(risk_events_csv, start, now, risk_ts_column, future_tolerance_s)
     return Observation(window_s, now, audit_dir, audit, risk)

@@ -252,3 +252,86 @@ def probe_system_status(
             if starts_soon and not_over:
                 blocking.append(event)
     return StatusProbe(url=shown, events=tuple(events), blocking=tuple(blocking), horizon_s=horizon_s)
+
+
+INSTRUMENTS_PATH = "/api/v5/public/instruments"
+TICKER_PATH = "/api/v5/market/ticker"
+
+
+@dataclass(frozen=True)
+class MinOrder:
+    """The smallest order the exchange accepts for one instrument, in the quote currency."""
+
+    inst_id: str
+    inst_type: str
+    min_size: float
+    contract_value: float | None
+    last: float
+    notional: float  # min_size (x contract value) x last price, in the quote currency
+
+    def describe(self) -> str:
+        size = f"{self.min_size:g} contracts x {self.contract_value:g}" if self.contract_value else f"{self.min_size:g}"
+        return f"{self.inst_id}: minimum order {size} at last {self.last:g} = {self.notional:g}"
+
+
+def inst_type_of(inst_id: str) -> str:
+    """OKX's instrument type from the id's shape: BTC-USDT spot, BTC-USDT-SWAP, BTC-USDT-250328 futures."""
+    parts = inst_id.upper().split("-")
+    if len(parts) == 3 and parts[2] == "SWAP":
+        return "SWAP"
+    if len(parts) == 3 and parts[2].isdigit():
+        return "FUTURES"
+    return "SPOT"
+
+
+def _first(session: Any, url: str, timeout: Any, what: str) -> dict:
+    status, body = _get_json(session, url, timeout)
+    shown = mask_url(url) or url
+    if status != 200 or not isinstance(body, dict) or str(body.get("code")) != "0":
+        msg = body.get("msg", "") if isinstance(body, dict) else ""
+        raise ProbeError(f"{shown} answered HTTP {status} code {body.get('code') if isinstance(body, dict) else None!r} "
+                         f"{msg}".rstrip())
+    data = body.get("data")
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise ProbeError(f"{shown}: no {what} in the answer (unknown instrument?)")
+    return data[0]
+
+
+def _positive(item: dict, key: str, shown: str) -> float:
+    try:
+        value = float(item[key])
+    except (KeyError, TypeError, ValueError):
+        raise ProbeError(f"{shown}: {key} {item.get(key)!r} is not a number") from None
+    if not value > 0 or value != value:
+        raise ProbeError(f"{shown}: {key} {item.get(key)!r} is not above 0")
+    return value
+
+
+def probe_min_order(base_url: str, inst_id: str, timeout: Any = DEFAULT_TIMEOUT, session: Any = None) -> MinOrder:
+    """The exchange's minimum order for `inst_id` (instruments' minSz, ctVal) at the ticker's last price."""
+    from deploy_tool.probes.http import DeadlineSession
+
+    root = base_url.rstrip("/")
+    inst_type = inst_type_of(inst_id)
+    own_session = session is None
+    session = session or DeadlineSession()
+    try:
+        url = f"{root}{INSTRUMENTS_PATH}?instType={inst_type}&instId={inst_id}"
+        instrument = _first(session, url, timeout, "instrument")
+        ticker_url = f"{root}{TICKER_PATH}?instId={inst_id}"
+        ticker = _first(session, ticker_url, timeout, "ticker")
+    finally:
+        if own_session:
+            session.close()
+    shown = mask_url(url) or url
+    min_size = _positive(instrument, "minSz", shown)
+    last = _positive(ticker, "last", mask_url(ticker_url) or ticker_url)
+    contract_value = None
+    if inst_type != "SPOT":
+        contract_value = _positive(instrument, "ctVal", shown)
+        quote = inst_id.upper().split("-")[1]
+        in_quote = str(instrument.get("ctValCcy", "")).upper() in (quote, "USD")  # inverse: ctVal is in USD
+        notional = min_size * contract_value * (1 if in_quote else last)
+    else:
+        notional = min_size * last
+    return MinOrder(inst_id, inst_type, min_size, contract_value, last, notional)

@@ -1,0 +1,97 @@
+"""The risk group as users run it: the configuration from the admin API or from the system's own file,
+each limit judged and each missing value failing with the key to set; the minimum-order check."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy_tool.probes.riskconfig import parse_config
+
+RISK_IDS = {"risk_allocation", "risk_single_trade_loss", "risk_daily_loss", "risk_order_notional_cap"}
+
+
+def test_the_sandbox_configuration_passes(run_suite):
+    run = run_suite("-m", "risk")
+    assert run.result.ret == 0, run.output
+    assert run.statuses("risk") == dict.fromkeys(RISK_IDS, "passed")
+    allocation = run.check("risk_allocation")
+    assert allocation["measured"] == 0.005 and allocation["threshold"] == 0.01 and allocation["unit"] == "fraction"
+    assert run.evidence["thresholds"]["max_allocation"] == 0.01
+
+
+@pytest.mark.parametrize("change,check_id,phrase", [
+    ({"allocation": 0.02}, "risk_allocation", "allocation 0.02 (2.00%) in GET"),
+    ({"daily_max_loss_pct": 0.05}, "risk_daily_loss", "daily loss limit 0.05 (5.00%)"),
+    ({"single_trade_max_loss_pct": 2}, "risk_single_trade_loss", "expected a fraction in [0, 1] (0.01 for 1 %), never rescaled"),
+    ({"max_order_notional": 0}, "risk_order_notional_cap", "0 means no cap"),
+    ({"single_trade_max_loss_pct": None}, "risk_single_trade_loss", "single_trade_max_loss_pct is None, not a number"),
+])
+def test_a_loose_or_broken_limit_fails(run_suite, sandbox, change, check_id, phrase):
+    sandbox.admin.config.update(change)
+    run = run_suite("-m", "risk")
+    assert run.result.ret == 1
+    check = run.check(check_id)
+    assert check["status"] == "failed" and phrase in check["message"], check["message"]
+
+
+def test_a_missing_value_names_the_key_to_set(run_suite, sandbox):
+    del sandbox.admin.config["daily_max_loss_pct"]
+    run = run_suite("-m", "risk")
+    message = run.check("risk_daily_loss")["message"]
+    assert run.result.ret == 1 and f'no daily_max_loss_pct in GET {sandbox.admin_url}/config: set "daily_max_loss_pct"' in message
+
+
+@pytest.mark.parametrize("name,text", [
+    ("risk.env", "# the system's .env\nexport ALLOCATION=0.005\nMAX_ORDER_NOTIONAL='50'\n"
+                 "SINGLE_TRADE_MAX_LOSS_PCT=0.01\nDAILY_MAX_LOSS_PCT=\"0.02\"  # strict\n"),
+    ("risk.yaml", "risk:\n  allocation: 0.005\n  max_order_notional: 50\nlimits:\n  single_trade_max_loss_pct: 0.01\n"
+                  "  daily_max_loss_pct: 0.02\n"),
+    ("risk.json", '{"allocation": 0.005, "max_order_notional": 50, "single_trade_max_loss_pct": 0.01, '
+                  '"daily_max_loss_pct": 0.02}'),
+])
+def test_the_configuration_from_the_systems_own_file(run_suite, tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    run = run_suite("-m", "risk", "--risk-config", str(path), sandbox_args=False)
+    assert run.result.ret == 0, run.output
+    assert run.statuses("risk") == dict.fromkeys(RISK_IDS, "passed")
+    assert str(path) in run.check("risk_allocation")["message"]
+
+
+def test_a_dotenv_file_missing_a_key_says_how_to_set_it(run_suite, tmp_path):
+    path = tmp_path / "system.env"
+    path.write_text("ALLOCATION=0.005\nMAX_ORDER_NOTIONAL=50\nSINGLE_TRADE_MAX_LOSS_PCT=0.01\n")
+    run = run_suite("-m", "risk", "--risk-config", str(path), sandbox_args=False)
+    assert run.result.ret == 1
+    assert f"set DAILY_MAX_LOSS_PCT=... in {path}" in run.check("risk_daily_loss")["message"]
+
+
+def test_no_risk_configuration_at_all_fails_closed(run_suite, tmp_path):
+    run = run_suite("-m", "risk", sandbox_args=False)
+    assert run.result.ret == 1
+    assert {c["status"] for c in run.evidence["checks"] if c["marker"] == "risk"} == {"failed"}
+    assert "no risk configuration: set --http-admin-url" in run.check("risk_allocation")["message"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("allocation: [unclosed\n")
+    run = run_suite("-m", "risk", "--risk-config", str(broken), sandbox_args=False)
+    assert "cannot be parsed" in run.check("risk_allocation")["message"]
+
+
+@pytest.mark.parametrize("capital,inst,ok,phrase", [
+    ("10000", "BTC-USDT", True, "capital 10000 x allocation 0.005 = 50; BTC-USDT: minimum order 1e-05 at last 97000 = 0.97"),
+    ("100", "BTC-USDT", False, "= 0.5; BTC-USDT: minimum order 1e-05 at last 97000 = 0.97: the allocation cannot place a single order"),
+    ("500", "ETH-USDT-SWAP", False, "ETH-USDT-SWAP: minimum order 0.01 contracts x 0.1 at last 3500 = 3.5"),
+    (None, "BTC-USDT", False, "set --capital to check that the allocation can buy it"),
+    ("10000", "NOPE-USDT", False, "code '51001' Instrument ID does not exist"),
+])
+def test_the_allocation_must_buy_the_minimum_order(run_suite, capital, inst, ok, phrase):
+    run = run_suite("-m", "risk", "--inst-id", inst, *(["--capital", capital] if capital else []))
+    check = run.check(f"risk_min_order[{inst}]")
+    assert (check["status"] == "passed") is ok and phrase in check["message"], check["message"]
+
+
+def test_values_are_never_rescaled():
+    config = parse_config({"ALLOCATION": "5", "Daily_Max_Loss_Pct": 0.02, "max_order_notional": "nan"}, "x.env")
+    assert "expected a fraction in [0, 1]" in config.problems["allocation"]
+    assert config.values["daily_max_loss_pct"] == 0.02
+    assert "expected a finite number" in config.problems["max_order_notional"]
