@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Collection
 
 from deploy_tool import DeployError
 from deploy_tool.times import iso_utc, utc_now
@@ -42,3 +42,26 @@ def append(audit_dir: str, record: dict[str, Any]) -> str:
     except OSError as exc:
         raise AuditError(f"cannot append to the audit {path}: {exc.strerror}") from None
     return path
+
+
+def read_events(audit_dir: str, events: Collection[str], days: int = 31) -> list[dict[str, Any]]:
+    """gradual-deploy's own audit lines of the given events, oldest first, from its last `days` files.
+    Lines that cannot be read are left out: the audit is evidence, not the state the caller acts on alone."""
+    try:
+        names = sorted(n for n in os.listdir(audit_dir) if is_own_file(n) and n.endswith(".jsonl"))[-days:]
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            with open(os.path.join(audit_dir, name), encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and record.get("event") in events:
+                        found.append(record)
+        except OSError:
+            continue
+    return found

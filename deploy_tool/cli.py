@@ -46,6 +46,8 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
                    and o.name != "observe") + CHANNELS + ("capital", "max_daily_loss"),
 }
+COMMAND_SETTINGS["ramp"] = (*COMMAND_SETTINGS["watch"], "steps", "hold", "max_allocation", "max_evidence_age")
+COMMAND_SETTINGS["status"] = (*COMMAND_SETTINGS["status"], "deploy_audit_dir")
 ALIASES = {"deploy_audit_dir": ("--audit-dir",)}
 
 
@@ -64,7 +66,7 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
     for name in COMMAND_SETTINGS[command]:
         option = BY_NAME[name]
         flags = [option.flag]
-        if name in ALIASES and command in ("switch", "pause"):
+        if name in ALIASES and command in ("switch", "pause", "status"):
             flags = [*ALIASES[name], option.flag]
         if option.parse is on_off:
             parser.add_argument(*flags, dest=f"opt_{name}", action="store_const", const="true", default=None,
@@ -128,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(wa, "watch")
     wa.add_argument("--json", action="store_true", help="one JSON object per round")
 
+    ra = sub.add_parser("ramp", help="raise the allocation step by step, each step held clean under watch",
+                        description="Set the allocation to each of --steps in turn on every channel (compare-and-swap, "
+                                    "read back, audited) and hold it for --hold under the watch rounds; a breach "
+                                    "pauses every channel, sets the allocation back to the first step and exits 1. "
+                                    "Resumes where the channels and the audit say it stopped.")
+    _add_settings(ra, "ramp")
+    ra.add_argument("--plan", action="store_true", help="print the schedule and the minimum time to full allocation")
+    ra.add_argument("--force", action="store_true", help="allow steps above --max-allocation (audited)")
+    ra.add_argument("--json", action="store_true", help="one JSON object per round")
+
     demo = sub.add_parser("demo", help="walk the runbook against an in-process sandbox")
     demo.add_argument("--dir", default="data/demo", help="where the demo's sandbox and evidence go (default: data/demo)")
     return parser
@@ -154,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "watch":
             return cmd_watch(args)
+        if args.command == "ramp":
+            return cmd_ramp(args)
         if args.command == "demo":
             from deploy_tool.commands.demo import run_demo
 
@@ -263,7 +277,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from deploy_tool.modes.change import status
 
     settings = _settings(args)
-    report = status(_channels(settings), settings.evidence_dir, settings.max_evidence_age)
+    report = status(_channels(settings), settings.evidence_dir, settings.max_evidence_age, settings.deploy_audit_dir)
     _print([json.dumps(report)] if args.json else status_lines(report), settings.redactor())
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
@@ -277,3 +291,31 @@ def cmd_watch(args: argparse.Namespace) -> int:
     channels = _channels(settings, pause=True)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
     return watch(cfg, channels, emit=lambda line: print(line, flush=True))
+
+
+def cmd_ramp(args: argparse.Namespace) -> int:
+    from deploy_tool.commands.ramp import RAMP_EVENTS, plan_lines, ramp, resume_point
+    from deploy_tool.commands.watch import WatchConfig
+
+    settings = _settings(args)
+    if settings.steps is None:
+        raise UsageError("ramp needs --steps, e.g. --steps 0.5%,1%,2%,5%")
+    if args.plan:
+        from deploy_tool import audit
+        from deploy_tool.modes.channels import ChannelError, NoChannel, build_channels
+
+        start = None
+        try:
+            known = [v for v in (c.read_allocation() for c in build_channels(settings)) if v is not None]
+            history = audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS)
+            start = resume_point(settings.steps, known[0] if known else None, history)
+        except (NoChannel, ChannelError):
+            pass  # a plan needs no channel; with one it also says where a ramp would resume
+        _print(plan_lines(settings.steps, settings.hold, start), settings.redactor())
+        return EXIT_OK
+    if not settings.database_url and not settings.skip_db_check:
+        raise UsageError("ramp watches the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
+    channels = _channels(settings)
+    cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
+    redactor = cfg.redactor
+    return ramp(cfg, channels, force=args.force, emit=lambda line: print(redactor.scrub(line), flush=True))

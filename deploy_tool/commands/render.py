@@ -52,9 +52,21 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for entry in report["channels"]:
         shown = entry.get("mode") if "error" not in entry else f"UNREADABLE: {entry['error']}"
-        lines.append(f"{entry['channel']:<4} {entry['target']}: {shown if shown is not None else 'no mode yet'}")
+        line = f"{entry['channel']:<4} {entry['target']}: {shown if shown is not None else 'no mode yet'}"
+        if "allocation" in entry:
+            line += f", allocation {_pct(entry['allocation'])}"
+        elif "allocation_error" in entry:
+            line += f", allocation unknown ({entry['allocation_error']})"
+        lines.append(line)
     if not report["agree"]:
         lines.append("WARNING: the channels disagree or one cannot be read")
+    ramp = report.get("ramp")
+    if ramp:
+        what = {"ramp_start": "started", "ramp_step": "set step", "ramp_step_held": "held step",
+                "ramp_abort": "ABORTED at step", "ramp_stopped": "stopped at step", "ramp_done": "complete"}
+        step = f" {ramp['step']}" if "step" in ramp else ""
+        lines.append(f"ramp: {what.get(ramp['event'], ramp['event'])}{step}, allocation "
+                     f"{_pct(ramp.get('allocation'))} ({ramp.get('ts', '?')})")
     evidence = report.get("evidence")
     if evidence:
         verdict = evidence["verdict"] or "none"
@@ -62,3 +74,7 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"evidence: {evidence['path'] or 'none'}: verdict {verdict}, {age}; "
                      f"{'real is open' if evidence['gate_open'] else 'real is closed'}: {evidence['gate']}")
     return lines
+
+
+def _pct(value: Any) -> str:
+    return "none" if value is None else f"{float(value) * 100:g}%"

@@ -115,18 +115,25 @@ def status_line(rnd: RoundResult, consecutive: int, limit: int, remaining_s: flo
             + (f" (+{len(rnd.failures) - 1} more)" if len(rnd.failures) > 1 else "") + f"; {left}")
 
 
-def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], None] = print,
-          sleep: Callable[[float], None] = time.sleep) -> int:
-    """Run rounds until a breach (pause, exit 1), the end of the duration (exit 0) or Ctrl+C (exit 130)."""
+@dataclass
+class Guarded:
+    """How a guarded stretch of rounds ended: held (clean to its end), breach, stopped (Ctrl+C) or ended
+    (a signal or a crash, already paused)."""
+
+    result: str
+    rounds: int
+    last: RoundResult | None = None
+    consecutive: int = 0
+
+
+def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit: Callable[[str], None],
+          sleep: Callable[[float], None] = time.sleep, extra: dict[str, Any] | None = None) -> Guarded:
+    """Run rounds for `duration_s`, or until --failure-limit consecutive rounds fail (a breach, left to the
+    caller to act on). Any end but the duration, a breach or Ctrl+C pauses first. `extra` goes into every
+    round record (the ramp's step)."""
     settings = cfg.settings
-    emit = _scrubbed(emit, cfg.redactor)
-    started = time.monotonic()
-    deadline = started + settings.duration
-    consecutive = 0
-    number = 0
-    cfg.record({"event": "watch_start", "actor": cfg.actor, "interval_s": settings.interval,
-                                 "duration_s": settings.duration, "failure_limit": settings.failure_limit,
-                                 "channels": [c.target for c in channels]})
+    deadline = time.monotonic() + duration_s
+    consecutive = number = 0
     previous = _catch_termination()
     try:
         while True:
@@ -139,31 +146,52 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
                                                                 f"the round crashed: {type(exc).__name__}: {exc}")])
             consecutive = 0 if rnd.ok else consecutive + 1
             remaining = deadline - time.monotonic()
-            record = {"event": "watch_round", "round": number, "ok": rnd.ok, "consecutive_failures": consecutive,
-                      "failures": [c.id for c in rnd.failures], "measurements": rnd.measurements()}
+            record = {"event": "watch_round", **(extra or {}), "round": number, "ok": rnd.ok,
+                      "consecutive_failures": consecutive, "failures": [c.id for c in rnd.failures],
+                      "measurements": rnd.measurements()}
             cfg.record({"actor": cfg.actor, **record})
             emit(json.dumps({"ts": iso_utc(rnd.at), **record}) if cfg.json_lines
                  else status_line(rnd, consecutive, settings.failure_limit, remaining))
             if consecutive >= settings.failure_limit:
-                return _breach(cfg, channels, rnd, consecutive, emit)
+                return Guarded("breach", number, rnd, consecutive)
             if remaining <= 0:
                 break
             sleep(max(0.0, min(settings.interval - (time.monotonic() - round_started), remaining)))
             if time.monotonic() >= deadline:
                 break
     except KeyboardInterrupt:
-        cfg.record({"event": "watch_stopped", "actor": cfg.actor, "rounds": number,
-                    "reason": "Ctrl+C", "mode": "left as it was"})
-        emit(_final(cfg, {"result": "stopped", "rounds": number},
-                    f"watch stopped by Ctrl+C after {number} round(s); the mode was left as it is"))
-        return EXIT_INTERRUPTED
+        return Guarded("stopped", number)
     except BaseException as exc:  # any other end before the duration: stop guarding only once paused
-        return _ended_early(cfg, channels, number, exc)
+        _ended_early(cfg, channels, number, exc)
+        return Guarded("ended", number)
     finally:
         _restore(previous)
-    cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": number, "result": "no breach"})
-    emit(_final(cfg, {"result": "no_breach", "rounds": number},
-                f"watch finished: no breach in {format_duration(settings.duration)} ({number} rounds)"))
+    return Guarded("held", number)
+
+
+def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], None] = print,
+          sleep: Callable[[float], None] = time.sleep) -> int:
+    """Run rounds until a breach (pause, exit 1), the end of the duration (exit 0) or Ctrl+C (exit 130)."""
+    settings = cfg.settings
+    emit = _scrubbed(emit, cfg.redactor)
+    cfg.record({"event": "watch_start", "actor": cfg.actor, "interval_s": settings.interval,
+                "duration_s": settings.duration, "failure_limit": settings.failure_limit,
+                "channels": [c.target for c in channels]})
+    guarded = guard(cfg, channels, settings.duration, emit, sleep)
+    if guarded.result == "breach":
+        assert guarded.last is not None
+        return _breach(cfg, channels, guarded.last, guarded.consecutive, emit)
+    if guarded.result == "ended":
+        return EXIT_BREACH
+    if guarded.result == "stopped":
+        cfg.record({"event": "watch_stopped", "actor": cfg.actor, "rounds": guarded.rounds,
+                    "reason": "Ctrl+C", "mode": "left as it was"})
+        emit(_final(cfg, {"result": "stopped", "rounds": guarded.rounds},
+                    f"watch stopped by Ctrl+C after {guarded.rounds} round(s); the mode was left as it is"))
+        return EXIT_INTERRUPTED
+    cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": guarded.rounds, "result": "no breach"})
+    emit(_final(cfg, {"result": "no_breach", "rounds": guarded.rounds},
+                f"watch finished: no breach in {format_duration(settings.duration)} ({guarded.rounds} rounds)"))
     return EXIT_OK
 
 
@@ -203,42 +231,50 @@ def _final(cfg: WatchConfig, record: dict[str, Any], text: str) -> str:
     return json.dumps({"event": "watch_end", **record}) if cfg.json_lines else text
 
 
+def breach_reason(label: str, rnd: RoundResult, consecutive: int) -> str:
+    return (f"{label}: {consecutive} consecutive failing round(s): "
+            + "; ".join(f"{c.id}: {c.message}" for c in rnd.failures))[:500]
+
+
 def _breach(cfg: WatchConfig, channels: Sequence[Channel], rnd: RoundResult, consecutive: int,
             emit: Callable[[str], None]) -> int:
-    reason = (f"watch: {consecutive} consecutive failing round(s): "
-              + "; ".join(f"{c.id}: {c.message}" for c in rnd.failures))[:500]
+    reason = breach_reason("watch", rnd, consecutive)
     outcome = pause(channels, reason=reason, actor=cfg.actor, audit_dir=cfg.settings.deploy_audit_dir,
                     scrub=cfg.redactor.scrub_data)
-    snapshot = _snapshot(cfg, rnd, outcome, reason)
+    written = snapshot(cfg, rnd, outcome, reason)
     cfg.record({"event": "watch_breach", "actor": cfg.actor, "round": rnd.number,
-                                 "consecutive_failures": consecutive, "failures": [c.id for c in rnd.failures],
-                                 "measurements": rnd.measurements(), "pause": outcome.result,
-                                 "evidence": snapshot})
+                "consecutive_failures": consecutive, "failures": [c.id for c in rnd.failures],
+                "measurements": rnd.measurements(), "pause": outcome.result, "evidence": written})
     if cfg.json_lines:
         emit(json.dumps({"event": "watch_breach", "round": rnd.number, "pause": outcome.as_dict(),
-                         "evidence": snapshot}))
+                         "evidence": written}))
     else:
         emit(f"BREACH after {consecutive} failing round(s): pausing through every channel")
-        for c in outcome.channels:
-            emit(f"  {c.channel} {c.target}: " + (f"{c.before} -> {c.after} confirmed" if c.ok else f"FAILED: {c.error}"))
-        emit(f"pause: {outcome.result.upper()}; evidence snapshot: {snapshot}")
+        emit_channels(emit, outcome.channels)
+        emit(f"pause: {outcome.result.upper()}; evidence snapshot: {written}")
     return EXIT_BREACH
 
 
-def _snapshot(cfg: WatchConfig, rnd: RoundResult, outcome: Outcome, reason: str) -> str | None:
+def emit_channels(emit: Callable[[str], None], results: Sequence[Any]) -> None:
+    for c in results:
+        emit(f"  {c.channel} {c.target}: " + (f"{c.before} -> {c.after} confirmed" if c.ok else f"FAILED: {c.error}"))
+
+
+def snapshot(cfg: WatchConfig, rnd: RoundResult, outcome: Outcome, reason: str, kind: str = "watch-breach",
+             **extra: Any) -> str | None:
     """The breach as a JSON document beside the preflight evidence (never named like one)."""
     directory = Path(cfg.settings.evidence_dir)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"watch-breach-{rnd.at:%Y%m%dT%H%M%SZ}.json"
+        path = directory / f"{kind}-{rnd.at:%Y%m%dT%H%M%SZ}.json"
         n = 1
         while path.exists():
             n += 1
-            path = directory / f"watch-breach-{rnd.at:%Y%m%dT%H%M%SZ}-{n}.json"
+            path = directory / f"{kind}-{rnd.at:%Y%m%dT%H%M%SZ}-{n}.json"
         write_json_atomic(path, cfg.redactor.scrub_data({
-            "schema": "gradual-deploy/watch-breach/1", "at": iso_utc(rnd.at), "round": rnd.number,
+            "schema": f"gradual-deploy/{kind}/1", "at": iso_utc(rnd.at), "round": rnd.number,
             "reason": reason, "measurements": rnd.measurements(), "pause": outcome.as_dict(),
-            "thresholds": cfg.settings.thresholds(WATCHED_GROUPS),
+            "thresholds": cfg.settings.thresholds(WATCHED_GROUPS), **extra,
         }))
         return str(path)
     except OSError:

@@ -173,8 +173,13 @@ def _pause(channels: Sequence[Channel], *, reason: str, actor: str) -> Outcome:
     return Outcome("pause", "paused", result, reason=problems, channels=done)
 
 
-def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_age_s: float) -> dict[str, Any]:
-    """The mode on each channel, whether they agree, and the newest evidence."""
+RAMP_PROGRESS = ("ramp_start", "ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done")
+
+
+def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_age_s: float,
+           audit_dir: str | None = None) -> dict[str, Any]:
+    """The mode and allocation on each channel, whether they agree, the newest evidence, and the ramp's
+    progress from the audit."""
     report: dict[str, Any] = {"channels": []}
     modes = set()
     for channel in channels:
@@ -184,7 +189,15 @@ def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_a
             modes.add(entry["mode"])
         except ChannelError as exc:
             entry["error"] = str(exc)
+        if "error" not in entry:
+            try:
+                entry["allocation"] = channel.read_allocation()
+            except ChannelError as exc:
+                entry["allocation_error"] = str(exc)
         report["channels"].append(entry)
+    if audit_dir:
+        events = audit.read_events(audit_dir, RAMP_PROGRESS)
+        report["ramp"] = events[-1] if events else None
     readable = [c for c in report["channels"] if "error" not in c]
     report["agree"] = len(modes) <= 1 and len(readable) == len(report["channels"])
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol
 from deploy_tool import DeployError
 from deploy_tool.modes.controlfile import (
     ControlFileError,
+    ControlState,
     read_control,
     write_control_atomic,
 )
@@ -39,8 +40,8 @@ class ChannelResult:
 
     channel: str  # "http" or "file"
     target: str  # masked URL or path
-    before: str | None = None
-    after: str | None = None
+    before: Any = None  # a mode, or an allocation
+    after: Any = None
     ok: bool = False
     error: str | None = None
     conflict: bool = False
@@ -67,6 +68,13 @@ class Channel(Protocol):
 
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
         """Change to `mode` if still `expected` (when `cas`), read back; never raises for a channel problem."""
+
+    def read_allocation(self) -> float | None:
+        """The current allocation (None: none set); ChannelError when it cannot be read."""
+
+    def apply_allocation(self, allocation: float, expected: float | None, reason: str, actor: str,
+                         cas: bool = True) -> ChannelResult:
+        """Set the allocation if still `expected` (when `cas`), read back; never raises for a channel problem."""
 
 
 class HttpChannel:
@@ -107,6 +115,44 @@ class HttpChannel:
             result.ok = True
         return result
 
+    def read_allocation(self) -> float | None:
+        try:
+            return self.client.get_allocation().get("allocation")
+        except AdminError as exc:
+            raise ChannelError(str(exc)) from None
+        finally:
+            self.client.close()
+
+    def apply_allocation(self, allocation: float, expected: float | None, reason: str, actor: str,
+                         cas: bool = True) -> ChannelResult:
+        result = ChannelResult(self.name, self.target, before=expected)
+        try:
+            answer = self.client.set_allocation(allocation, expected if cas else None, reason, actor)
+            result.before = answer.get("previous_allocation", expected)
+            seen = self.client.get_allocation()
+        except AdminConflict as exc:
+            result.conflict, result.error, result.after = True, str(exc), exc.mode
+            return result
+        except AdminError as exc:
+            result.error = str(exc)
+            return result
+        finally:
+            self.client.close()
+        result.after, result.version = seen.get("allocation"), seen.get("version")
+        if not same_allocation(seen.get("allocation"), allocation):
+            result.error = (f"acknowledged allocation {allocation:g} but GET /allocation reads "
+                            f"{seen.get('allocation')!r}: the change did not take")
+        else:
+            result.ok = True
+        return result
+
+
+def same_allocation(a: Any, b: Any) -> bool:
+    """Two allocations are the same share of capital (floats compared with a tolerance; None only to None)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(float(a) - float(b)) < 1e-12
+
 
 class FileChannel:
     """The control file, changed under a cross-process lock (filelock) and replaced atomically."""
@@ -124,8 +170,27 @@ class FileChannel:
             raise ChannelError(str(exc)) from None
         return state.mode if state else None
 
+    def read_allocation(self) -> float | None:
+        try:
+            state = read_control(self.path)
+        except ControlFileError as exc:
+            raise ChannelError(str(exc)) from None
+        value = state.extra.get("allocation") if state else None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ChannelError(f"control file {self.path} holds allocation {value!r}, not a fraction")
+        return value
+
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
+        return self._apply("mode", mode, expected, reason, actor, cas)
+
+    def apply_allocation(self, allocation: float, expected: float | None, reason: str, actor: str,
+                         cas: bool = True) -> ChannelResult:
+        return self._apply("allocation", allocation, expected, reason, actor, cas)
+
+    def _apply(self, key: str, value: Any, expected: Any, reason: str, actor: str, cas: bool) -> ChannelResult:
         from filelock import FileLock, Timeout  # 30 ms of imports: only when a file change is made
+
+        mode = value  # what is written under `key` (the name reads as the common case)
 
         result = ChannelResult(self.name, self.target, before=expected)
         # A symlinked control file is written through to its target: replacing the link itself would
@@ -153,51 +218,52 @@ class FileChannel:
             locked = lock_usable = False
             result.note = f"cannot use the lock file {path}.lock ({_why(exc)}): paused without it"
         try:
-            written = self._change(path, mode, expected, reason, actor, cas, result)
+            written = self._change(path, key, mode, expected, reason, actor, cas, result)
             if written is not None and locked:
                 # Read back while still holding the lock: it confirms this write, not whatever a later
                 # (legitimate) change by another process made of the file after we let go.
-                return self._confirm(path, mode, written, result)
+                return self._confirm(path, key, mode, written, result)
         finally:
             if locked:
                 lock.release()
         if written is None:
             return result
         if lock_usable:
-            return self._reassert(lock, path, mode, reason, actor, result)
-        return self._confirm(path, mode, written, result)  # no lock to be had: the best there is
+            return self._reassert(lock, path, key, mode, reason, actor, result)
+        return self._confirm(path, key, mode, written, result)  # no lock to be had: the best there is
 
-    def _change(self, path: str, mode: str, expected: str | None, reason: str, actor: str, cas: bool,
+    def _change(self, path: str, key: str, mode: Any, expected: Any, reason: str, actor: str, cas: bool,
                 result: ChannelResult) -> int | None:
-        """Read, compare, write; the version written, or None with the error in `result`."""
+        """Read, compare, write `key`; the version written, or None with the error in `result`."""
         try:
             state = read_control(path)
         except ControlFileError as exc:
-            if cas:
+            if cas or key != "mode":
                 result.error = str(exc)
                 return None
             state = None  # a pause replaces a broken control file
             result.note = _join(result.note, f"replaced an unreadable control file ({exc})")
-        current = state.mode if state else None
+        if key != "mode" and state is None:
+            result.error = f"{self.path} holds no mode yet: switch to a mode before setting the {key}"
+            return None
+        current = _field(state, key)
         result.before = current
         result.created = not os.path.exists(path)
-        if cas and current != expected:
+        if cas and not (current == expected if key == "mode" else same_allocation(current, expected)):
             result.conflict = True
             result.after = current
             result.error = (f"{self.path} now holds {current!r}, not {expected!r}: someone changed it meanwhile; "
                             "nothing written")
             return None
         version = (state.version if state else 0) + 1
-        doc = {**(state.extra if state else {}), "mode": mode, "updated_at": iso_utc(utc_now()), "actor": actor,
-               "reason": reason, "version": version}
         try:
-            write_control_atomic(path, doc)
+            write_control_atomic(path, _document(state, key, mode, actor, reason, version))
         except OSError as exc:
             result.error = f"cannot write {self.path}: {exc.strerror}"
             return None
         return version
 
-    def _reassert(self, lock: Any, path: str, mode: str, reason: str, actor: str,
+    def _reassert(self, lock: Any, path: str, key: str, mode: Any, reason: str, actor: str,
                   result: ChannelResult) -> ChannelResult:
         """After a write without the lock: take the lock and make sure no writer that held it (a switch
         that read the old mode) replaced ours, writing again if one did; confirm under the lock."""
@@ -212,31 +278,31 @@ class FileChannel:
             return result
         try:
             seen = read_control(path)
-            if seen is not None and seen.mode == mode:
+            if seen is not None and _field(seen, key) == mode:
                 result.note = _join(result.note, f"lock was held elsewhere; wrote {mode} without it, then "
                                                  "confirmed it under the lock")
-                return self._confirm(path, mode, seen.version, result)
-            overwritten = seen.mode if seen else None
+                return self._confirm(path, key, mode, seen.version, result)
+            overwritten = _field(seen, key)
             version = (seen.version if seen else 0) + 1
-            write_control_atomic(path, {**(seen.extra if seen else {}), "mode": mode, "updated_at": iso_utc(utc_now()),
-                                        "actor": actor, "reason": reason, "version": version})
+            write_control_atomic(path, _document(seen, key, mode, actor, reason, version))
+            ours = "the pause" if mode == "paused" else f"our {key}"
             result.note = _join(result.note, f"lock was held elsewhere; a concurrent write of {overwritten!r} "
-                                             f"replaced the pause, which was written again under the lock")
-            return self._confirm(path, mode, version, result)
+                                             f"replaced {ours}, which was written again under the lock")
+            return self._confirm(path, key, mode, version, result)
         except (ControlFileError, OSError) as exc:
             result.error = f"could not re-assert {mode} under the lock: {_why(exc)}"
             return result
         finally:
             lock.release()
 
-    def _confirm(self, path: str, mode: str, version: int, result: ChannelResult) -> ChannelResult:
+    def _confirm(self, path: str, key: str, mode: Any, version: int, result: ChannelResult) -> ChannelResult:
         """Read back; when called under the lock it confirms this write, not a later legitimate change."""
         try:
             seen = read_control(path)
         except ControlFileError as exc:
             result.error = f"read-back failed: {exc}"
             return result
-        result.after = seen.mode if seen else None
+        result.after = _field(seen, key)
         result.version = seen.version if seen else None
         if result.after != mode or result.version != version:
             result.error = f"read back {result.after!r} (version {result.version}) after writing {mode!r} (version {version})"
@@ -247,6 +313,22 @@ class FileChannel:
         else:
             result.ok = True
         return result
+
+
+def _field(state: ControlState | None, key: str) -> Any:
+    if state is None:
+        return None
+    return state.mode if key == "mode" else state.extra.get(key)
+
+
+def _document(state: ControlState | None, key: str, value: Any, actor: str, reason: str, version: int) -> dict:
+    """The control file after setting `key`: every other field kept (a mode write keeps the allocation)."""
+    doc: dict[str, Any] = {**(state.extra if state else {})}
+    doc["mode"] = value if key == "mode" else (state.mode if state else None)
+    if key != "mode":
+        doc[key] = value
+    doc.update(updated_at=iso_utc(utc_now()), actor=actor, reason=reason, version=version)
+    return doc
 
 
 def _why(exc: BaseException) -> str:
@@ -268,6 +350,13 @@ class BrokenChannel:
         raise ChannelError(self.error)
 
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
+        return ChannelResult(self.name, self.target, before=expected, error=self.error)
+
+    def read_allocation(self) -> float | None:
+        raise ChannelError(self.error)
+
+    def apply_allocation(self, allocation: float, expected: float | None, reason: str, actor: str,
+                         cas: bool = True) -> ChannelResult:
         return ChannelResult(self.name, self.target, before=expected, error=self.error)
 
 

@@ -1,0 +1,222 @@
+"""`gradual-deploy ramp`: raise the allocation step by step, each step held clean under watch before the
+next, and back to the first ("stable") step and `paused` on a breach.
+
+Modelled on canary analysis (Argo Rollouts' setWeight / pause / analysis with failureLimit; an abort
+returns to the stable weight), for capital. Every step is a compare-and-swap on each channel's
+allocation with read-back, every step and hold is audited, and the state lives in the channels and the
+audit, not in memory: a ramp that died mid-step resumes by holding that step again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from deploy_tool import audit
+from deploy_tool.commands.watch import (
+    EXIT_BREACH,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    WatchConfig,
+    breach_reason,
+    emit_channels,
+    guard,
+    snapshot,
+)
+from deploy_tool.modes.change import pause
+from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult, same_allocation
+from deploy_tool.modes.gate import evidence_gate
+from deploy_tool.times import format_duration
+
+RAMP_EVENTS = ("ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done", "ramp_refused")
+
+
+def pct(value: float | None) -> str:
+    return "none" if value is None else f"{value * 100:g}%"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a ramp starts: the step to run first, and whether its allocation is already set."""
+
+    index: int  # len(steps): nothing left to do
+    already_set: bool
+    why: str
+
+
+def resume_point(steps: Sequence[float], current: float | None, history: Sequence[dict[str, Any]]) -> Resume:
+    """The next step from the current allocation and the audit: a step whose hold is not recorded as
+    held (the ramp died, or aborted, during it) is held again before the ramp goes on."""
+    if current is None or current < steps[0] - 1e-12:
+        return Resume(0, False, f"allocation {pct(current)}: starting at the first step")
+    for index, step in enumerate(steps):
+        if same_allocation(current, step):
+            last = next((r for r in reversed(history) if same_allocation(r.get("allocation"), step)), None)
+            if last is not None and last.get("event") in ("ramp_step_held", "ramp_done"):
+                return Resume(index + 1, True, f"allocation {pct(step)} was held clean "
+                                               f"({last.get('ts', '?')}): going on from the next step")
+            return Resume(index, True, f"allocation {pct(step)} has no clean hold on record: holding it again")
+        if current < step:
+            return Resume(index, False, f"allocation {pct(current)} lies between steps: going on at {pct(step)}")
+    return Resume(len(steps), True, f"allocation {pct(current)} is at or beyond the last step")
+
+
+def plan_lines(steps: Sequence[float], hold_s: float, start: Resume | None = None) -> list[str]:
+    """The schedule, and the minimum time to full allocation."""
+    first = start.index if start else 0
+    lines = [f"ramp plan: {len(steps)} step(s), each held {format_duration(hold_s)} before the next"]
+    for index, step in enumerate(steps):
+        mark = "done" if index < first else ("now " if index == first else "    ")
+        lines.append(f"  {mark} step {index + 1}: allocation {pct(step)}, hold {format_duration(hold_s)}")
+    left = len(steps) - first
+    if start:
+        lines.append(f"  {start.why}")
+    lines.append(f"minimum time to full allocation {pct(steps[-1])}: {format_duration(left * hold_s) if left else '0s'} "
+                 f"({left} step(s) left; a breach at any step goes back to {pct(steps[0])} and paused)")
+    return lines
+
+
+def _read_allocations(channels: Sequence[Channel]) -> tuple[dict[str, float | None], list[str]]:
+    values: dict[str, float | None] = {}
+    problems = []
+    for channel in channels:
+        try:
+            values[channel.name] = channel.read_allocation()
+        except ChannelError as exc:
+            problems.append(f"{channel.name}: cannot read the allocation: {exc}")
+    return values, problems
+
+
+def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> tuple[str | None, dict[str, float | None]]:
+    """Why the ramp must not start (or None), and each channel's allocation."""
+    settings = cfg.settings
+    assert settings.steps is not None
+    above = [s for s in settings.steps if s > settings.max_allocation + 1e-12]
+    if above and not force:
+        return (f"step(s) {', '.join(pct(s) for s in above)} above --max-allocation {pct(settings.max_allocation)}: "
+                "lower them, or --force (audited)"), {}
+    for channel in channels:
+        try:
+            mode = channel.read()
+        except ChannelError as exc:
+            return f"{channel.name}: cannot read the mode: {exc}", {}
+        if mode != "real":
+            return f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {}
+    gate = evidence_gate(settings.evidence_dir, settings.max_evidence_age, channels=channels)
+    if not gate.ok:
+        return f"evidence gate: {gate.reason}", {}
+    values, problems = _read_allocations(channels)
+    if problems:
+        return "; ".join(problems), {}
+    known = {name: v for name, v in values.items() if v is not None}
+    if len({round(v, 12) for v in known.values()}) > 1:
+        return ("the channels disagree on the allocation (" + ", ".join(f"{n} {pct(v)}" for n, v in known.items())
+                + "): set them equal first"), {}
+    return None, values
+
+
+def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str, float | None], reason: str,
+              actor: str, cas: bool = True) -> list[ChannelResult]:
+    return [c.apply_allocation(allocation, current.get(c.name), reason, actor, cas=cas) for c in channels]
+
+
+def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
+         emit: Callable[[str], None] = print, sleep: Callable[[float], None] | None = None) -> int:
+    """Run the ramp; 0 at full allocation, 1 refused, stopped or aborted (paused, stable allocation), 130 Ctrl+C."""
+    settings = cfg.settings
+    steps = settings.steps
+    assert steps is not None
+    reason, values = preflight(cfg, channels, force)
+    if reason:
+        cfg.record({"event": "ramp_refused", "actor": cfg.actor, "steps": list(steps), "reason": reason})
+        emit(f"ramp: REFUSED: {reason}")
+        return EXIT_BREACH
+    known = [v for v in values.values() if v is not None]
+    start = resume_point(steps, known[0] if known else None, audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS))
+    forced = any(s > settings.max_allocation + 1e-12 for s in steps)
+    cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
+                "start_step": start.index + 1, "resume": start.why, "forced": forced,
+                "channels": [c.target for c in channels]})
+    for line in plan_lines(steps, settings.hold, start):
+        emit(line)
+    extra_sleep = {} if sleep is None else {"sleep": sleep}
+    for index in range(start.index, len(steps)):
+        step = steps[index]
+        label = f"step {index + 1}/{len(steps)} ({pct(step)})"
+        if not (index == start.index and start.already_set):
+            results = _set_step(channels, step, values, f"ramp {label}", cfg.actor)
+            cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": step,
+                        "from": values, "forced": step > settings.max_allocation + 1e-12,
+                        "channels": [r.as_dict() for r in results], "ok": all(r.ok for r in results)})
+            if not all(r.ok for r in results):
+                emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
+                emit_channels(emit, results)
+                cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
+                            "reason": "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)})
+                return EXIT_BREACH
+            emit(f"ramp {label}: allocation {pct(known[0] if known else None)} -> {pct(step)} confirmed on "
+                 + ", ".join(r.channel for r in results) + f"; holding {format_duration(settings.hold)}")
+            values = {c.name: step for c in channels}
+            known = [step]
+        else:
+            missing = [c for c in channels if values.get(c.name) is None]
+            if missing:  # a channel that holds no allocation yet (a control file before its first ramp)
+                results = _set_step(missing, step, values, f"ramp {label}", cfg.actor)
+                cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": step,
+                            "from": values, "channels": [r.as_dict() for r in results],
+                            "ok": all(r.ok for r in results)})
+                if not all(r.ok for r in results):
+                    emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
+                    emit_channels(emit, results)
+                    return EXIT_BREACH
+                values = {c.name: step for c in channels}
+            emit(f"ramp {label}: allocation already {pct(step)}; holding {format_duration(settings.hold)}")
+        guarded = guard(cfg, channels, settings.hold, emit, extra={"ramp_step": index + 1, "allocation": step},
+                        **extra_sleep)
+        if guarded.result == "breach":
+            assert guarded.last is not None
+            return _abort(cfg, channels, steps, index, guarded, emit)
+        if guarded.result == "ended":
+            return EXIT_BREACH
+        if guarded.result == "stopped":
+            cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
+                        "reason": "Ctrl+C", "mode": "left as it was"})
+            emit(f"ramp stopped by Ctrl+C during {label}; allocation and mode left as they are; "
+                 "`gradual-deploy ramp` resumes by holding this step again")
+            return EXIT_INTERRUPTED
+        cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1, "allocation": step,
+                    "rounds": guarded.rounds})
+        emit(f"ramp {label}: held clean for {format_duration(settings.hold)} ({guarded.rounds} rounds)")
+    cfg.record({"event": "ramp_done", "actor": cfg.actor, "allocation": steps[-1]})
+    emit(f"ramp complete: allocation {pct(steps[-1])}" if start.index < len(steps)
+         else f"ramp: nothing to do: {start.why}")
+    return EXIT_OK
+
+
+def _abort(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float], index: int, guarded: Any,
+           emit: Callable[[str], None]) -> int:
+    """A breach: pause through every channel, then the allocation back to the first step, audited."""
+    rnd = guarded.last
+    reason = breach_reason(f"ramp step {index + 1} ({pct(steps[index])})", rnd, guarded.consecutive)
+    outcome = pause(channels, reason=reason, actor=cfg.actor, audit_dir=cfg.settings.deploy_audit_dir,
+                    scrub=cfg.redactor.scrub_data)
+    restored = _set_step(channels, steps[0], {}, f"ramp abort: back to the stable {pct(steps[0])}", cfg.actor,
+                         cas=False)
+    written = snapshot(cfg, rnd, outcome, reason, kind="ramp-abort", step=index + 1, allocation=steps[index],
+                       stable_allocation=steps[0], allocation_restore=[r.as_dict() for r in restored])
+    cfg.record({"event": "ramp_abort", "actor": cfg.actor, "step": index + 1, "allocation": steps[0],
+                "aborted_allocation": steps[index], "round": rnd.number, "failures": [c.id for c in rnd.failures],
+                "measurements": rnd.measurements(), "pause": outcome.result,
+                "restore": "done" if all(r.ok for r in restored) else "failed", "evidence": written})
+    if cfg.json_lines:
+        emit(json.dumps({"event": "ramp_abort", "step": index + 1, "pause": outcome.as_dict(),
+                         "restore": [r.as_dict() for r in restored], "evidence": written}))
+    else:
+        emit(f"RAMP ABORT at step {index + 1} ({pct(steps[index])}) after {guarded.consecutive} failing round(s): "
+             "pausing through every channel and going back to the stable allocation")
+        emit_channels(emit, outcome.channels)
+        emit_channels(emit, restored)
+        emit(f"pause: {outcome.result.upper()}; allocation back to {pct(steps[0])}: "
+             f"{'DONE' if all(r.ok for r in restored) else 'FAILED'}; evidence snapshot: {written}")
+    return EXIT_BREACH
