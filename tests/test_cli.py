@@ -61,7 +61,10 @@ def test_demo_walks_the_runbook_and_exits_0(tmp_path):
     assert "verdict: PASS" in done.stdout
     for line in ("switch paused -> mock: DONE", "switch mock -> real: DONE", "pause: DONE", "BREACH after 1 failing round"):
         assert line in done.stdout
-    assert done.stdout.count(" confirmed (version") == 10, "both channels confirm each of the five changes"
+    assert done.stdout.count(" confirmed (version") == 14, "both channels confirm each of the seven mode changes"
+    assert "ramp step 1/2 (0.5%): held clean" in done.stdout and "ramp step 2/2 (1%): allocation 0.5% -> 1% confirmed" in done.stdout
+    assert "RAMP ABORT at step 2 (1%)" in done.stdout and "allocation back to 0.5%: DONE" in done.stdout
+    assert ": paused, allocation 0.5%" in done.stdout
     assert "demo finished" in done.stdout
     # every step audits into data/demo/audit, watch too (its --deploy-audit-dir), not beside the system's audit
     audit = sorted((tmp_path / "data" / "demo").glob("**/deploy-*.jsonl"))
@@ -69,6 +72,7 @@ def test_demo_walks_the_runbook_and_exits_0(tmp_path):
     changes = sorted((json.loads(x) for f in audit for x in f.read_text().splitlines()), key=lambda c: c["ts"])
     changes = [(c["action"], c["to"], c["result"]) for c in changes if c["event"] == "mode_switch"]
     assert changes == [("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done"),
+                       ("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done"),
                        ("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done")]
     evidence = list((tmp_path / "data" / "demo" / "evidence").glob("preflight-*.json"))
     assert len(evidence) == 1 and json.loads(evidence[0].read_text())["verdict"] == "pass"

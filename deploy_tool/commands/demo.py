@@ -1,7 +1,7 @@
 """`gradual-deploy demo`: the runbook walked end to end against an in-process sandbox.
 
 Each step calls the library function its command calls (`run_preflight`, `switch`, `pause`, `watch`,
-`status`) and prints the command an operator would type for it.
+`ramp`, `status`) and prints the command an operator would type for it.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import os
 import secrets
 import shlex
 import threading
+import time
 from pathlib import Path
 
 from deploy_tool.commands.preflight import run_preflight
+from deploy_tool.commands.ramp import ramp
 from deploy_tool.commands.render import outcome_lines, status_lines
 from deploy_tool.commands.watch import WatchConfig, watch
 from deploy_tool.evidence import actor, host
@@ -105,15 +107,48 @@ def run_demo(base_dir: str) -> int:
             print(f"demo: watch should have paused the sandbox (exit {code}, paused {paused})")
             return 1
 
-        _step(8, "status: every channel agrees")
+        _step(8, "after the investigation: back to mock, then real")
+        if not change("mock", "demo: after the breach") or not change("real", "demo: live again, small"):
+            return _failed(8)
+
+        _step(9, "ramp: raise the allocation 0.5% -> 1%, each step held under watch; losses at 1% abort it")
+        ramp_settings = dataclasses.replace(watch_settings, steps=(0.005, 0.01), hold=3.0, interval=0.5,
+                                            observe_window=2.0)
+        _typed("ramp", "--steps", "0.5%,1%", "--hold", "3s", "--interval", "0.5s", "--observe-window", "2s",
+               *sandbox.observe_args(), "--okx-base-url", sandbox.okx_url, "--database-url", sandbox.database_url,
+               "--evidence-dir", str(evidence_dir), "--deploy-audit-dir", str(audit_dir), *channel_args)
+        print("  (when the allocation reaches 1 %, the sandbox starts losing 0.5 % of capital per fill)", flush=True)
+        time.sleep(2.5)  # the risk burst above ages out of the 2 s window
+        injector = threading.Thread(target=_lose_at, args=(sandbox, 0.01), daemon=True)
+        injector.start()
+        code = ramp(WatchConfig(ramp_settings, actor=who, redactor=ramp_settings.redactor()), channels,
+                    emit=lambda line: print(line, flush=True))
+        back = sandbox.admin.allocation == 0.005 and sandbox.admin.mode == "paused"
+        if code != 1 or not back:
+            print(f"demo: the ramp should have aborted to 0.5 % and paused (exit {code}, "
+                  f"allocation {sandbox.admin.allocation}, mode {sandbox.admin.mode})")
+            return 1
+
+        _step(10, "status: every channel agrees; allocation back at the stable step")
         _typed("status", *channel_args, "--evidence-dir", str(evidence_dir))
-        report = status(channels, str(evidence_dir), settings.max_evidence_age)
+        report = status(channels, str(evidence_dir), settings.max_evidence_age, str(audit_dir))
         print("\n".join(status_lines(report)))
         if not report["ok"]:
-            return _failed(8)
-    print(f"\ndemo finished: preflight passed; mock -> real -> paused by hand and by watch, confirmed on both "
-          f"channels; audit in {audit_dir}")
+            return _failed(10)
+    print(f"\ndemo finished: preflight passed; mock -> real -> paused by hand and by watch; a ramp that advanced "
+          f"once and rolled back to 0.5 % on losses; confirmed on both channels; audit in {audit_dir}")
     return 0
+
+
+def _lose_at(sandbox: Sandbox, allocation: float, timeout_s: float = 30.0) -> None:
+    """Make the sandbox lose money once its allocation reaches `allocation`: the fault the ramp must catch."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sandbox.admin.allocation is not None and abs(sandbox.admin.allocation - allocation) < 1e-12:
+            assert sandbox.system is not None
+            sandbox.system.set_fault("losses")
+            return
+        time.sleep(0.05)
 
 
 def _failed(number: int) -> int:
