@@ -105,6 +105,7 @@ def _doc_from_a_real_run(run_suite):
      "its skipped list names required checks: trades_fresh"),
     (lambda d: d.update(skips_requested=["--skip-db-check"]), "required checks skipped on request: --skip-db-check"),
     (lambda d: d.update(checks=[c for c in d["checks"] if c["marker"] != "backtest"]), "no backtest check ran"),
+    (lambda d: d.update(checks=[c for c in d["checks"] if c["marker"] != "risk"]), "no risk check ran"),
 ])
 def test_forged_evidence_does_not_open_real(run_suite, sandbox, tmp_path, forgery, phrase):
     path, doc = _doc_from_a_real_run(run_suite)

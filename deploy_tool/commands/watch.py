@@ -97,13 +97,14 @@ def status_line(rnd: RoundResult, consecutive: int, limit: int, remaining_s: flo
     parts = []
     for name, label in (("observe_audit_recent", "audit age"), ("observe_risk_events", "risk events"),
                         ("observe_order_failure_rate", "order failures"), ("observe_risk_block_rate", "risk blocks"),
-                        ("observe_signals", "intents"), ("trades_fresh", "trades age"),
+                        ("observe_signals", "intents"), ("observe_slippage", "slippage"),
+                        ("observe_realized_pnl", "loss"), ("trades_fresh", "trades age"),
                         ("okx_public_time_latency", "okx")):
         c = by_id.get(name)
         if c is not None and c.measured is not None:
             if c.unit == "fraction":
                 parts.append(f"{label} {c.measured:.1%}")
-            elif c.unit in ("s", "ms"):
+            elif c.unit in ("s", "ms", "bps"):
                 parts.append(f"{label} {c.measured:.1f} {c.unit}")
             else:
                 parts.append(f"{label} {c.measured}")

@@ -14,7 +14,6 @@ Scrub = Callable[[Any], Any]
 
 from deploy_tool import audit
 from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult
-from deploy_tool.modes.gate import evidence_gate
 from deploy_tool.modes.machine import decide
 from deploy_tool.times import iso_utc
 
@@ -119,6 +118,8 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
             c.ok = True
         return outcome
     if target == "real":
+        from deploy_tool.modes.gate import evidence_gate  # not on the path of `pause`
+
         gate = evidence_gate(evidence_dir, max_evidence_age_s, channels=channels)
         outcome.evidence = gate.path
         if not gate.ok:
@@ -202,6 +203,8 @@ def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_a
     report["agree"] = len(modes) <= 1 and len(readable) == len(report["channels"])
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None
     if evidence_dir:
+        from deploy_tool.modes.gate import evidence_gate  # not on the path of `pause`
+
         gate = evidence_gate(evidence_dir, max_evidence_age_s, channels=channels)
         report["evidence"] = {
             "path": gate.path,
