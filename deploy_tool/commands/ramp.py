@@ -121,6 +121,23 @@ def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str,
     return [c.apply_allocation(allocation, current.get(c.name), reason, actor, cas=cas) for c in channels]
 
 
+def _take_step(cfg: WatchConfig, targets: Sequence[Channel], index: int, step: float,
+               values: dict[str, float | None], label: str, emit: Callable[[str], None]) -> bool:
+    """Set the step's allocation on `targets`, audited; False (ramp stopped, nothing overwritten) unless
+    every one of them confirms."""
+    results = _set_step(targets, step, values, f"ramp {label}", cfg.actor)
+    ok = all(r.ok for r in results)
+    cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": step, "from": values,
+                "forced": step > cfg.settings.max_allocation + 1e-12, "channels": [r.as_dict() for r in results],
+                "ok": ok})
+    if not ok:
+        emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
+        emit_channels(emit, results)
+        cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
+                    "reason": "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)})
+    return ok
+
+
 def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
          emit: Callable[[str], None] = print, sleep: Callable[[float], None] | None = None) -> int:
     """Run the ramp; 0 at full allocation, 1 refused, stopped or aborted (paused, stable allocation), 130 Ctrl+C."""
@@ -145,33 +162,17 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
         step = steps[index]
         label = f"step {index + 1}/{len(steps)} ({pct(step)})"
         if not (index == start.index and start.already_set):
-            results = _set_step(channels, step, values, f"ramp {label}", cfg.actor)
-            cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": step,
-                        "from": values, "forced": step > settings.max_allocation + 1e-12,
-                        "channels": [r.as_dict() for r in results], "ok": all(r.ok for r in results)})
-            if not all(r.ok for r in results):
-                emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
-                emit_channels(emit, results)
-                cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
-                            "reason": "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)})
+            if not _take_step(cfg, channels, index, step, values, label, emit):
                 return EXIT_BREACH
             emit(f"ramp {label}: allocation {pct(known[0] if known else None)} -> {pct(step)} confirmed on "
-                 + ", ".join(r.channel for r in results) + f"; holding {format_duration(settings.hold)}")
-            values = {c.name: step for c in channels}
-            known = [step]
+                 + ", ".join(c.name for c in channels) + f"; holding {format_duration(settings.hold)}")
         else:
+            # a channel that holds no allocation yet (a control file before its first ramp) gets this one
             missing = [c for c in channels if values.get(c.name) is None]
-            if missing:  # a channel that holds no allocation yet (a control file before its first ramp)
-                results = _set_step(missing, step, values, f"ramp {label}", cfg.actor)
-                cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": step,
-                            "from": values, "channels": [r.as_dict() for r in results],
-                            "ok": all(r.ok for r in results)})
-                if not all(r.ok for r in results):
-                    emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
-                    emit_channels(emit, results)
-                    return EXIT_BREACH
-                values = {c.name: step for c in channels}
+            if missing and not _take_step(cfg, missing, index, step, values, label, emit):
+                return EXIT_BREACH
             emit(f"ramp {label}: allocation already {pct(step)}; holding {format_duration(settings.hold)}")
+        values, known = {c.name: step for c in channels}, [step]
         guarded = guard(cfg, channels, settings.hold, emit, extra={"ramp_step": index + 1, "allocation": step},
                         **extra_sleep)
         if guarded.result == "breach":

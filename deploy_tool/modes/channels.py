@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from deploy_tool import DeployError
 from deploy_tool.modes.controlfile import (
@@ -93,27 +93,8 @@ class HttpChannel:
             raise ChannelError(str(exc)) from None
 
     def apply(self, mode: str, expected: str | None, reason: str, actor: str, cas: bool = True) -> ChannelResult:
-        result = ChannelResult(self.name, self.target, before=expected)
-        try:
-            answer = self.client.set_mode(mode, expected if cas else None, reason, actor)
-            result.before = answer.get("previous_mode", expected)
-            seen = self.client.get_mode()
-        except AdminConflict as exc:
-            result.conflict, result.error, result.after = True, str(exc), exc.mode
-            return result
-        except AdminError as exc:
-            result.error = str(exc)
-            return result
-        finally:
-            self.client.close()
-        result.after, result.version = seen["mode"], seen.get("version")
-        if answer.get("mode") != mode:
-            result.error = f"POST /mode answered mode {answer.get('mode')!r}, not {mode!r}"
-        elif seen["mode"] != mode:
-            result.error = f"acknowledged {mode} but GET /mode still reads {seen['mode']!r}: the change did not take"
-        else:
-            result.ok = True
-        return result
+        return self._apply("mode", mode, lambda: self.client.set_mode(mode, expected if cas else None, reason, actor),
+                           self.client.get_mode, expected)
 
     def read_allocation(self) -> float | None:
         try:
@@ -125,11 +106,18 @@ class HttpChannel:
 
     def apply_allocation(self, allocation: float, expected: float | None, reason: str, actor: str,
                          cas: bool = True) -> ChannelResult:
+        return self._apply("allocation", allocation,
+                           lambda: self.client.set_allocation(allocation, expected if cas else None, reason, actor),
+                           self.client.get_allocation, expected)
+
+    def _apply(self, key: str, value: Any, post: Callable[[], dict], get: Callable[[], dict],
+               expected: Any) -> ChannelResult:
+        """POST the change (compare-and-swap in `post`), then GET it back: acknowledged is not done."""
         result = ChannelResult(self.name, self.target, before=expected)
         try:
-            answer = self.client.set_allocation(allocation, expected if cas else None, reason, actor)
-            result.before = answer.get("previous_allocation", expected)
-            seen = self.client.get_allocation()
+            answer = post()
+            result.before = answer.get(f"previous_{key}", expected)
+            seen = get()
         except AdminConflict as exc:
             result.conflict, result.error, result.after = True, str(exc), exc.mode
             return result
@@ -138,10 +126,13 @@ class HttpChannel:
             return result
         finally:
             self.client.close()
-        result.after, result.version = seen.get("allocation"), seen.get("version")
-        if not same_allocation(seen.get("allocation"), allocation):
-            result.error = (f"acknowledged allocation {allocation:g} but GET /allocation reads "
-                            f"{seen.get('allocation')!r}: the change did not take")
+        result.after, result.version = seen.get(key), seen.get("version")
+        same = same_allocation if key == "allocation" else (lambda a, b: a == b)
+        if not same(answer.get(key), value):
+            result.error = f"POST /{key} answered {key} {answer.get(key)!r}, not {value!r}"
+        elif not same(seen.get(key), value):
+            result.error = (f"acknowledged {value} but GET /{key} still reads {seen.get(key)!r}: "
+                            "the change did not take")
         else:
             result.ok = True
         return result
