@@ -78,7 +78,8 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     # A pause goes through whatever channel works: an unusable value for one channel is reported as that
     # channel's failure, never a refusal of the whole pause.
-    tolerate = ("http_admin_url", "control_file") if args.command == "pause" else ()
+    pausing = args.command == "pause" or (args.command == "switch" and args.to == "paused")
+    tolerate = ("http_admin_url", "control_file") if pausing else ()
     try:
         return resolve(COMMAND_SETTINGS[args.command], cli=lambda o: getattr(args, f"opt_{o.name}", None),
                        tolerate=tolerate)

@@ -50,8 +50,12 @@ def test_a_bad_environment_value_for_one_channel_does_not_stop_the_pause(tmp_pat
     assert f"WARNING: pause through http (admin API) FAILED: {variable}" in done.stderr
     (line,) = [json.loads(x) for f in (tmp_path / "audit").glob("*.jsonl") for x in f.read_text().splitlines()]
     assert line["result"] == "partial" and variable in line["channels"][0]["error"]
-    # a switch is no emergency: there the same value is a usage error
+    # a switch is no emergency: there the same value is a usage error; a switch to paused is a pause
     assert _gd("switch", "--to", "mock", "--control-file", str(control), env=env).returncode == 2
+    _running(control)
+    done = _gd("switch", "--to", "paused", "--control-file", str(control), "--audit-dir", str(tmp_path / "audit"),
+               env=env)
+    assert done.returncode == 1 and variable in done.stdout and _mode(control) == "paused"
 
 
 def test_a_bad_channel_alone_is_a_failed_pause_not_a_refusal(tmp_path):
