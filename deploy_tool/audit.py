@@ -6,8 +6,10 @@ The trading system may keep its own audit in the same directory: `is_own_file` t
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 from typing import Any, Collection
 
 from deploy_tool import DeployError
@@ -18,6 +20,18 @@ FILE_PREFIX = "deploy-"
 
 class AuditError(DeployError):
     """The audit line could not be written."""
+
+
+def actor() -> str:
+    """Who runs this: the login name, for the audit and the evidence."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+
+
+def host() -> str:
+    return socket.gethostname()
 
 
 def is_own_file(name: str) -> bool:

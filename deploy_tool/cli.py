@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _actor() -> str:
-    from deploy_tool.evidence import actor, host
+    from deploy_tool.audit import actor, host
 
     return f"{actor()}@{host()}"
 

@@ -8,11 +8,9 @@ is computed from the checks, never taken on trust from a file.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import math
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +25,6 @@ STATUSES = ("passed", "failed", "skipped")
 
 class EvidenceError(DeployError):
     """The evidence cannot be written or read."""
-
-
-def actor() -> str:
-    """Who runs this: the login name, for the evidence and the audit."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
-
-
-def host() -> str:
-    return socket.gethostname()
 
 
 def json_number(value: Any) -> Any:

@@ -29,8 +29,8 @@ from deploy_tool.evidence import (
     reserve_stem,
     write_json_atomic,
 )
-from deploy_tool.evidence import actor as current_actor
-from deploy_tool.evidence import host as current_host
+from deploy_tool.audit import actor as current_actor
+from deploy_tool.audit import host as current_host
 from deploy_tool.redact import Redactor, mask_url
 from deploy_tool.settings import SUITE_OPTIONS, OptionError, Settings, resolve
 from deploy_tool.times import utc_now

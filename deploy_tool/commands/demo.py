@@ -18,7 +18,7 @@ from deploy_tool.commands.preflight import run_preflight
 from deploy_tool.commands.ramp import ramp
 from deploy_tool.commands.render import outcome_lines, status_lines
 from deploy_tool.commands.watch import WatchConfig, watch
-from deploy_tool.evidence import actor, host
+from deploy_tool.audit import actor, host
 from deploy_tool.modes.change import pause, status, switch
 from deploy_tool.modes.channels import build_channels
 from deploy_tool.sandbox import SANDBOX_CAPITAL, Sandbox
