@@ -231,6 +231,8 @@ class Settings:
     # the backtest
     backtest_summary: str = _setting("--backtest-summary", "backtest result JSON", text_value,
                                      "data/backtest_summary.json", env=("BACKTEST_SUMMARY",), group="backtest")
+    strategy: str | None = _setting("--strategy", "check only this strategy of a multi-strategy result (unset: "
+                                    "every strategy)", text_value, None, group="backtest")
     min_sharpe: float = _setting("--min-sharpe", "minimum backtest Sharpe ratio", number, "0.2", group="backtest",
                                  threshold=True, bounds=(-100, 100))
     min_winrate: float = _setting("--min-winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5",

@@ -105,7 +105,8 @@ class RunState:
         path = self.settings.backtest_summary
         attempt = self.summary_attempt
         if attempt is not None and attempt.error is None:
-            return {"backtest_summary": {"path": path, "sha256": attempt.value().sha256}}
+            summary = attempt.value()  # the file read: a results directory resolves to its newest result
+            return {"backtest_summary": {"path": summary.path, "sha256": summary.sha256}}
         try:
             with open(path, "rb") as fh:
                 digest: str | None = hashlib.sha256(fh.read()).hexdigest()

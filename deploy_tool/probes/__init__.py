@@ -81,7 +81,7 @@ def measure_backtest(settings: Settings, redactor: Redactor | None = None) -> At
     """The parsed backtest summary file."""
     from deploy_tool.probes.backtest import load_summary
 
-    return Attempt(lambda: load_summary(settings.backtest_summary), redactor)
+    return Attempt(lambda: load_summary(settings.backtest_summary, settings.strategy), redactor)
 
 
 def measure_observation(settings: Settings, redactor: Redactor | None = None) -> Attempt[Observation]:

@@ -115,8 +115,12 @@ def _strategy(obj: Any, name: str, fallback_time: tuple[dt.datetime | None, str]
     )
 
 
-def load_summary(path: str) -> Summary:
-    """Read and validate the summary; ProbeError when the file as a whole is unusable."""
+def load_summary(path: str, strategy: str | None = None) -> Summary:
+    """Read and validate the summary: this tool's own format or freqtrade's result (its JSON, its `.zip`,
+    or a results directory whose `.last_result.json` names the newest). `strategy` picks one strategy.
+    ProbeError when the file as a whole is unusable."""
+    if os.path.isdir(path):
+        path = _latest_result(path)
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -128,11 +132,15 @@ def load_summary(path: str) -> Summary:
         ) from None
     except OSError as exc:
         raise ProbeError(f"backtest summary {path} cannot be read: {exc.strerror}") from None
+    text = _zipped_result(path, data) if path.lower().endswith(".zip") else data
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProbeError(f"backtest summary {path} is not valid JSON: {exc}") from None
     fallback: tuple[dt.datetime | None, str] = (mtime, "file mtime")
+    if _is_freqtrade(doc):
+        return Summary(path=path, sha256=hashlib.sha256(data).hexdigest(),
+                       strategies=_freqtrade(doc, path, fallback, strategy))
     if isinstance(doc, dict) and "strategies" in doc:
         if "generated_at" in doc:
             try:
@@ -159,4 +167,123 @@ def load_summary(path: str) -> Summary:
             name = f"{name}-{index}"
         seen.add(name)
         strategies.append(_strategy(entry, name, fallback))
-    return Summary(path=path, sha256=hashlib.sha256(data).hexdigest(), strategies=tuple(strategies))
+    return Summary(path=path, sha256=hashlib.sha256(data).hexdigest(),
+                   strategies=_pick_strategy(tuple(strategies), strategy, path))
+
+
+def _pick_strategy(strategies: tuple[Strategy, ...], wanted: str | None, path: str) -> tuple[Strategy, ...]:
+    if wanted is None:
+        return strategies
+    chosen = tuple(s for s in strategies if s.name == wanted)
+    if not chosen:
+        raise ProbeError(f"strategy {wanted!r} is not in {path}: it holds {', '.join(s.name for s in strategies)}; "
+                         "set --strategy to one of them")
+    return chosen
+
+
+# --- freqtrade's result files -------------------------------------------------------------------------
+
+# freqtrade names the drawdown three ways over its versions: the account's, the relative one, the legacy one.
+FREQTRADE_DRAWDOWN = ("max_drawdown_account", "max_relative_drawdown", "max_drawdown")
+# When the backtest ran: the run's end (epoch seconds, or a date string in older files), else the meta file's
+# start, else the end of the data it ran over (epoch ms).
+FREQTRADE_TIMES = ("backtest_run_end_ts", "backtest_run_start_ts")
+
+
+def _is_freqtrade(doc: Any) -> bool:
+    return (isinstance(doc, dict) and isinstance(doc.get("strategy"), dict)
+            and ("strategy_comparison" in doc or "metadata" in doc)
+            and all(isinstance(v, dict) for v in doc["strategy"].values()))
+
+
+def _latest_result(directory: str) -> str:
+    """The result `.last_result.json` in a freqtrade results directory names."""
+    marker = os.path.join(directory, ".last_result.json")
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            name = json.load(fh).get("latest_backtest")
+    except FileNotFoundError:
+        raise ProbeError(f"backtest summary {directory} is a directory without .last_result.json: point "
+                         "--backtest-summary at a result file, or at freqtrade's backtest_results directory") from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ProbeError(f"{marker} cannot be read: {exc}") from None
+    if not isinstance(name, str) or not name or os.sep in name or name.startswith(".."):
+        raise ProbeError(f"{marker} names no result file (latest_backtest {name!r})")
+    return os.path.join(directory, name)
+
+
+def _zipped_result(path: str, data: bytes) -> bytes:
+    """The result JSON inside freqtrade's `.zip`: `<stem>.json` beside its config and strategy files."""
+    import io
+    import zipfile
+
+    stem = os.path.basename(path)[: -len(".zip")]
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = archive.namelist()
+            if f"{stem}.json" in names:
+                return archive.read(f"{stem}.json")
+            results = [n for n in names if n.endswith(".json") and not n.endswith(("_config.json", ".meta.json"))
+                       and not n.startswith(f"{stem}_")]
+            if len(results) == 1:
+                return archive.read(results[0])
+    except (zipfile.BadZipFile, OSError, KeyError) as exc:
+        raise ProbeError(f"backtest summary {path} is not a readable zip: {exc}") from None
+    raise ProbeError(f"backtest summary {path} holds no {stem}.json (members: {', '.join(names[:8])})")
+
+
+def _meta(path: str) -> dict[str, Any]:
+    """freqtrade's `<stem>.meta.json` beside the result, by strategy; empty when there is none."""
+    stem = path[: -len(".zip")] if path.lower().endswith(".zip") else path[: -len(".json")]
+    try:
+        with open(f"{stem}.meta.json", encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _freqtrade_time(stats: dict, meta: dict, fallback: tuple[dt.datetime | None, str]) -> tuple[dt.datetime | None, str]:
+    for key in FREQTRADE_TIMES:
+        if stats.get(key) not in (None, "", 0):
+            try:
+                return parse_timestamp(stats[key]), f"freqtrade {key}"
+            except (ValueError, OverflowError, OSError):
+                continue
+    if meta.get("backtest_start_time") not in (None, "", 0):
+        try:
+            return parse_timestamp(meta["backtest_start_time"]), "freqtrade meta backtest_start_time"
+        except (ValueError, OverflowError, OSError):
+            pass
+    if stats.get("backtest_end_ts") not in (None, "", 0):
+        try:
+            return parse_timestamp(stats["backtest_end_ts"]), "freqtrade backtest_end_ts (end of the data)"
+        except (ValueError, OverflowError, OSError):
+            pass
+    return fallback
+
+
+def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
+               wanted: str | None) -> tuple[Strategy, ...]:
+    """Each strategy of a freqtrade result, its figures under freqtrade's own names."""
+    meta = _meta(path)
+    found = []
+    for name, stats in doc["strategy"].items():
+        entry: dict[str, Any] = {k: stats[k] for k in ("sharpe", "winrate") if k in stats}
+        drawdown = next((k for k in FREQTRADE_DRAWDOWN if k in stats), None)
+        if drawdown is not None:
+            entry["max_drawdown"] = stats[drawdown]
+        if "total_trades" in stats:
+            entry["trades"] = stats["total_trades"]
+        own_meta = meta.get(name)
+        when = _freqtrade_time(stats, own_meta if isinstance(own_meta, dict) else {}, fallback)
+        strategy = _strategy(entry, str(name), when)
+        if strategy.error:
+            missing = [k for k in ("sharpe", "winrate") if k not in stats]
+            hint = (f"; this freqtrade result has no {' or '.join(missing)} (an older freqtrade wrote it): re-run "
+                    "the backtest with a current freqtrade") if missing else ""
+            strategy = Strategy(name=str(name), error=f"{strategy.error}{hint}")
+        found.append(strategy)
+    if not found:
+        raise ProbeError(f"backtest summary {path} (a freqtrade result) holds no strategy")
+    return _pick_strategy(tuple(found), wanted, path)

@@ -1,0 +1,103 @@
+"""Backtest results from freqtrade, read as freqtrade writes them, through the suite as users run it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from freqtrade_results import mark_latest, result, strategy_stats, write_json, write_zip
+
+
+def _backtest(run_suite, summary, *extra):
+    return run_suite("-m", "backtest", "--backtest-summary", str(summary), *extra)
+
+
+def test_a_current_result_is_checked_per_strategy(run_suite, tmp_path):
+    doc = result(("SampleStrategy", strategy_stats("SampleStrategy")),
+                 ("RiskyStrategy", strategy_stats("RiskyStrategy", sharpe=0.1, winrate=0.4)))
+    run = _backtest(run_suite, write_json(tmp_path, "backtest-result-2026-11-24_10-00-00", doc))
+    statuses = run.statuses("backtest")
+    assert statuses["backtest_sharpe[SampleStrategy]"] == "passed"
+    assert statuses["backtest_winrate[SampleStrategy]"] == "passed"
+    assert statuses["backtest_max_drawdown[SampleStrategy]"] == "passed"
+    assert statuses["backtest_fresh[SampleStrategy]"] == "passed"
+    assert statuses["backtest_sharpe[RiskyStrategy]"] == "failed" and statuses["backtest_winrate[RiskyStrategy]"] == "failed"
+    drawdown = run.check("backtest_max_drawdown[SampleStrategy]")
+    assert drawdown["measured"] == 0.031, "max_drawdown_account comes first"
+    assert "freqtrade backtest_run_end_ts" in run.check("backtest_fresh[SampleStrategy]")["message"]
+    picked = _backtest(run_suite, write_json(tmp_path, "backtest-result-2026-11-24_10-00-00", doc),
+                       "--strategy", "SampleStrategy")
+    assert picked.result.ret == 0 and all("[SampleStrategy]" in cid for cid in picked.statuses("backtest"))
+
+
+def test_an_older_result_without_sharpe_or_winrate_fails_by_name(run_suite, tmp_path):
+    stats = strategy_stats("StrategyTestV2", sharpe=None, winrate=None, run_end="2020-10-01 18:01:00+00:00",
+                           drawdown={"max_drawdown": 0.21, "max_drawdown_account": 0.087})
+    run = _backtest(run_suite, write_json(tmp_path, "backtest-result", result(("StrategyTestV2", stats))))
+    assert run.result.ret == 1
+    check = run.check("backtest_summary_valid[StrategyTestV2]")
+    assert check["status"] == "failed"
+    assert "sharpe missing" in check["message"] and "winrate missing" in check["message"]
+    assert "this freqtrade result has no sharpe or winrate (an older freqtrade wrote it)" in check["message"]
+    assert run.statuses("backtest")["backtest_sharpe[StrategyTestV2]"] == "failed"
+
+
+@pytest.mark.parametrize("drawdown,expected", [
+    ({"max_relative_drawdown": 0.04, "max_drawdown": 0.2}, 0.04),
+    ({"max_drawdown": 0.045}, 0.045),
+])
+def test_the_drawdown_falls_back_in_freqtrades_order(run_suite, tmp_path, drawdown, expected):
+    doc = result(("S", strategy_stats("S", drawdown=drawdown)))
+    run = _backtest(run_suite, write_json(tmp_path, "r", doc))
+    assert run.check("backtest_max_drawdown[S]")["measured"] == expected
+
+
+def test_age_from_the_run_else_the_meta_file(run_suite, tmp_path):
+    old = strategy_stats("S", run_end=int(time.time()) - 3 * 86400)
+    run = _backtest(run_suite, write_json(tmp_path, "old", result(("S", old))))
+    fresh = run.check("backtest_fresh[S]")
+    assert fresh["status"] == "failed" and "freqtrade backtest_run_end_ts" in fresh["message"]
+    undated = strategy_stats("S")
+    del undated["backtest_run_end_ts"], undated["backtest_run_start_ts"]
+    path = write_json(tmp_path / "meta", "backtest-result", result(("S", undated)),
+                      meta={"S": {"run_id": "430d0271075ef327edbb23088f4db4ebe51a3dbf",
+                                  "backtest_start_time": int(time.time()) - 120}})
+    run = _backtest(run_suite, path)
+    fresh = run.check("backtest_fresh[S]")
+    assert fresh["status"] == "passed" and "freqtrade meta backtest_start_time" in fresh["message"]
+
+
+def test_a_zipped_result_and_a_results_directory(run_suite, tmp_path):
+    results = tmp_path / "backtest_results"
+    write_zip(results, "backtest-result-2026-11-20_08-00-00", result(("S", strategy_stats("S", sharpe=0.05))))
+    newest = write_zip(results, "backtest-result-2026-11-24_08-00-00", result(("S", strategy_stats("S"))))
+    run = _backtest(run_suite, newest)
+    assert run.result.ret == 0 and run.statuses("backtest")["backtest_sharpe[S]"] == "passed"
+    mark_latest(results, newest.name)
+    run = _backtest(run_suite, results)
+    assert run.result.ret == 0
+    assert run.evidence["inputs"]["backtest_summary"]["path"] == str(newest)
+    mark_latest(results, "backtest-result-2026-11-20_08-00-00.zip")
+    assert _backtest(run_suite, results).statuses("backtest")["backtest_sharpe[S]"] == "failed"
+
+
+@pytest.mark.parametrize("setup,phrase", [
+    ("no-marker", "is a directory without .last_result.json"),
+    ("bad-zip", "is not a readable zip"),
+    ("unknown-strategy", "strategy 'Nope' is not in"),
+])
+def test_unusable_freqtrade_inputs_fail_with_the_reason(run_suite, tmp_path, setup, phrase):
+    extra = []
+    if setup == "no-marker":
+        target = tmp_path / "empty"
+        target.mkdir()
+    elif setup == "bad-zip":
+        target = tmp_path / "broken.zip"
+        target.write_bytes(b"PK\x03\x04 not really")
+    else:
+        target = write_json(tmp_path, "r", result(("S", strategy_stats("S"))))
+        extra = ["--strategy", "Nope"]
+    run = _backtest(run_suite, target, *extra)
+    assert run.result.ret == 1
+    assert any(phrase in c["message"] for c in run.evidence["checks"] if c["marker"] == "backtest"), run.output
