@@ -220,6 +220,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     print(f"  control file      : {sandbox.control_file}")
     print(f"  trades feed       : {sandbox.database_url}")
     print(f"  backtest summary  : {sandbox.backtest_summary}")
+    print("  API key (account)  : export " + " ".join(f"{k}={v}" for k, v in sandbox.account_env().items()))
     print("Point the suite at it:")
     print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in sandbox.preflight_args()))
     print("Watch it (in another terminal), and make it misbehave with")

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from deploy_tool.probes.freshness import Freshness
     from deploy_tool.probes.observe import Observation
     from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+    from deploy_tool.probes.okxaccount import Account
     from deploy_tool.probes.riskconfig import RiskConfig
     from deploy_tool.redact import Redactor
     from deploy_tool.settings import Settings
@@ -256,21 +257,62 @@ def risk_order_notional_cap(config: RiskConfig, settings: Settings) -> Criterion
                      else f"per-order notional cap is 0 in {config.source}: 0 means no cap; set a real one")
 
 
-def risk_min_order(min_order: MinOrder, config: RiskConfig, settings: Settings) -> Criterion:
-    """capital x allocation buys at least the exchange's minimum order of the instrument."""
+def risk_min_order(min_order: MinOrder, config: RiskConfig, settings: Settings,
+                   equity: float | None = None) -> Criterion:
+    """capital (else the account's equity) x allocation buys at least the exchange's minimum order."""
     check_id = f"risk_min_order[{min_order.inst_id}]"
     allocation = _risk_value(config, "allocation", check_id, min_order.notional, "quote")
     if isinstance(allocation, Criterion):
         return allocation
-    if settings.capital is None:
+    capital, source = (settings.capital, "capital") if settings.capital is not None else (equity, "account equity")
+    if capital is None:
         return Criterion(check_id, "risk", False, None, min_order.notional, "quote",
-                         f"{min_order.describe()}; set --capital to check that the allocation can buy it")
-    budget = settings.capital * allocation
-    text = (f"capital {settings.capital:g} x allocation {allocation:g} = {budget:g}; {min_order.describe()}")
+                         f"{min_order.describe()}; set --capital (or an API key, for the account's equity) to check "
+                         "that the allocation can buy it")
+    budget = capital * allocation
+    text = (f"{source} {capital:g} x allocation {allocation:g} = {budget:g}; {min_order.describe()}")
     if budget < min_order.notional:
         return Criterion(check_id, "risk", False, budget, min_order.notional, "quote",
                          f"{text}: the allocation cannot place a single order; the system would sit idle in real")
     return Criterion(check_id, "risk", True, budget, min_order.notional, "quote", text)
+
+
+# --- account ------------------------------------------------------------------------------------
+
+
+def account_no_withdraw(account: Account, settings: Settings) -> Criterion:
+    ok = "withdraw" not in account.perm
+    return Criterion("account_no_withdraw", "account", ok, ",".join(account.perm), "no withdraw", None,
+                     f"API key permissions: {','.join(account.perm) or 'none'}" if ok else
+                     f"the API key may withdraw ({','.join(account.perm)}): a trading key must not; make a key "
+                     "with read and trade only")
+
+
+def account_ip_bound(account: Account, settings: Settings) -> Criterion:
+    if account.ip:
+        return Criterion("account_ip_bound", "account", True, account.ip, "bound", None,
+                         f"API key bound to {account.ip}")
+    if settings.allow_unbound_key:
+        return Criterion("account_ip_bound", "account", True, "", "bound", None,
+                         "API key not bound to any IP: allowed by --allow-unbound-key")
+    return Criterion("account_ip_bound", "account", False, "", "bound", None,
+                     "the API key is not bound to any IP address: anyone holding it can trade from anywhere; bind it "
+                     "to this host's IP, or pass --allow-unbound-key")
+
+
+def account_facts(account: Account, settings: Settings) -> Criterion:
+    """What the account is, for the evidence (the runbook advises limited keys or sub-accounts)."""
+    return Criterion("account_facts", "account", True, "sub-account" if account.sub_account else "main account",
+                     None, None, account.describe())
+
+
+def account_equity(account: Account, settings: Settings) -> Criterion:
+    if account.total_eq is None:
+        return Criterion("account_equity", "account", False, None, None, "USD",
+                         "the balance answer holds no totalEq: the account's equity cannot be read")
+    return Criterion("account_equity", "account", True, account.total_eq, None, "USD",
+                     f"total equity {account.total_eq:g} USD" + (f"; allocation budgets use it when --capital is unset"
+                                                                  if settings.capital is None else ""))
 
 
 # --- admin and control --------------------------------------------------------------------------

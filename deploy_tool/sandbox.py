@@ -9,6 +9,7 @@ rehearsals can watch the gate fail. Production targets are real; this is never o
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import json
 import os
 import random
@@ -115,6 +116,60 @@ class ExchangeBehaviour:
                           "lotSz": "0.01", "tickSz": "0.01", "ctVal": "0.1", "ctValCcy": "ETH", "state": "live"},
     })
     last_prices: dict[str, float] = field(default_factory=lambda: {"BTC-USDT": 97000.0, "ETH-USDT-SWAP": 3500.0})
+    # API keys the private endpoints accept: key -> secret, passphrase, demo, and what /account/config says
+    accounts: dict[str, dict] = field(default_factory=dict)
+    ip_whitelisted: bool = True
+
+
+def sandbox_account(key: str, secret: str, passphrase: str, *, demo: bool = False, perm: str = "read_only,trade",
+                    ip: str = "127.0.0.1", uid: str = "4461111111111111", main_uid: str = "4461000000000000",
+                    total_eq: str = "10250.5") -> dict:
+    """One API key of the exchange stand-in, and its account in OKX's shapes."""
+    return {"secret": secret, "passphrase": passphrase, "demo": demo,
+            "config": {"uid": uid, "mainUid": main_uid, "acctLv": "2", "posMode": "net_mode", "perm": perm, "ip": ip,
+                       "label": "gradual-deploy", "level": "Lv1", "autoLoan": False, "greeksType": "PA"},
+            "balance": {"totalEq": total_eq, "adjEq": "", "isoEq": "0", "uTime": str(int(time.time() * 1000)),
+                        "details": [{"ccy": "USDT", "eq": total_eq, "cashBal": total_eq, "availBal": total_eq}]}}
+
+
+def verify_signed(behaviour: "ExchangeBehaviour", method: str, path: str, headers: Any, body: str = "") -> tuple[str, dict | None]:
+    """OKX's checks of a signed request, in its order: ('0', account) or (error code, None)."""
+    key = headers.get("OK-ACCESS-KEY", "")
+    if not key:
+        return "50103", None
+    account = behaviour.accounts.get(key)
+    if account is None:
+        return "50111", None
+    if not headers.get("OK-ACCESS-PASSPHRASE"):
+        return "50104", None
+    if headers.get("OK-ACCESS-PASSPHRASE") != account["passphrase"]:
+        return "50105", None
+    stamp = headers.get("OK-ACCESS-TIMESTAMP", "")
+    try:
+        sent = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return "50102", None
+    if abs((utc_now() - sent).total_seconds()) > 30:
+        return "50102", None
+    if (headers.get("x-simulated-trading") == "1") != account["demo"]:
+        return "50101", None
+    from deploy_tool.probes.okxaccount import sign
+
+    if not hmac.compare_digest(headers.get("OK-ACCESS-SIGN", ""), sign(account["secret"], stamp, method, path, body)):
+        return "50113", None
+    if not behaviour.ip_whitelisted:
+        return "50110", None
+    if "read_only" not in account["config"]["perm"] and "read" not in account["config"]["perm"].split(","):
+        return "50120", None
+    return "0", account
+
+
+OKX_MESSAGES = {"50101": "APIKey does not match current environment.", "50102": "Timestamp request expired.",
+                "50103": "Request header OK-ACCESS-KEY cannot be empty.",
+                "50104": "Request header OK-ACCESS-PASSPHRASE cannot be empty.", "50105": "Request header "
+                "OK-ACCESS-PASSPHRASE incorrect.", "50110": "Your IP is not in linking trusted IP addresses.",
+                "50111": "Invalid OK-ACCESS-KEY.", "50113": "Invalid Sign.",
+                "50120": "API key doesn't have permission to access this."}
 
 
 def maintenance_event(state: str, begin: dt.datetime, end: dt.datetime, title: str = "System upgrade",
@@ -153,6 +208,14 @@ class ExchangeStandIn(_LoopbackService):
                 parts = urlsplit(self.path)
                 if b.garbage:
                     self.send_json(b.http_status, None, raw=b"<html>upstream error</html>")
+                    return
+                if parts.path in ("/api/v5/account/config", "/api/v5/account/balance"):
+                    code, account = verify_signed(b, "GET", self.path, self.headers)
+                    if account is None:
+                        self.send_json(401, {"code": code, "msg": OKX_MESSAGES[code], "data": []})
+                        return
+                    section = "config" if parts.path.endswith("config") else "balance"
+                    self.send_json(200, {"code": "0", "msg": "", "data": [account[section]]})
                     return
                 if parts.path == "/api/v5/public/time":
                     ts = str(int(time.time() * 1000 + b.skew_ms))
@@ -317,6 +380,10 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
     return abs(float(a) - float(b)) < 1e-12
 
+
+SANDBOX_API_KEY = "sandbox-api-key-0001"
+SANDBOX_API_SECRET = "sandbox-api-secret-0001"
+SANDBOX_API_PASSPHRASE = "sandbox-passphrase-0001"
 
 SANDBOX_RISK_CONFIG = {"allocation": 0.005, "max_order_notional": 50, "single_trade_max_loss_pct": 0.01,
                        "daily_max_loss_pct": 0.02}
@@ -521,6 +588,9 @@ class Sandbox:
         self.token = token
         self.token_env = token_env
         self.exchange = ExchangeStandIn(host, okx_port)
+        # A read-and-trade API key bound to loopback, as the runbook advises: the account checks pass with it.
+        self.exchange.behaviour.accounts[SANDBOX_API_KEY] = sandbox_account(
+            SANDBOX_API_KEY, SANDBOX_API_SECRET, SANDBOX_API_PASSPHRASE)
         self.admin = AdminApi(host, admin_port, token=token, mode=mode)
         self.control_file = self.workdir / "control" / "mode.json"
         self.database_path = self.workdir / "trades.db"
@@ -581,6 +651,11 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def account_env(self) -> dict[str, str]:
+        """The environment that hands the sandbox's API key to the account checks (never a real key)."""
+        return {"OKX_API_KEY": SANDBOX_API_KEY, "OKX_API_SECRET": SANDBOX_API_SECRET,
+                "OKX_API_PASSPHRASE": SANDBOX_API_PASSPHRASE}
 
     def preflight_args(self) -> list[str]:
         """The suite's options that point it at this sandbox."""

@@ -264,6 +264,19 @@ class Settings:
                                    "checked against OKX's minimum order size", text_value, None, group="risk")
     skip_risk_check: bool = _on_off("--skip-risk-check", "skip the risk-configuration checks; recorded as skipped "
                                     "on request", group="risk")
+    # the exchange account behind the API key (signed, read only)
+    okx_api_key_env: str = _setting("--okx-api-key-env", "name of the env var holding the OKX API key",
+                                    env_name, "OKX_API_KEY", group="account")
+    okx_api_secret_env: str = _setting("--okx-api-secret-env", "name of the env var holding the OKX API secret",
+                                       env_name, "OKX_API_SECRET", group="account")
+    okx_api_passphrase_env: str = _setting("--okx-api-passphrase-env", "name of the env var holding the OKX API "
+                                           "passphrase", env_name, "OKX_API_PASSPHRASE", group="account")
+    okx_demo: bool = _on_off("--okx-demo", "the key is a demo-trading key: send x-simulated-trading: 1",
+                             group="account")
+    allow_unbound_key: bool = _on_off("--allow-unbound-key", "pass an API key that is not bound to IP addresses",
+                                      group="account")
+    require_account_check: bool = _on_off("--require-account-check", "fail the account checks when no API key "
+                                          "is set, instead of skipping them", group="account")
     # the channels: admin API and control file
     http_admin_url: str | None = _setting("--http-admin-url", "admin API root of the trading system (unset: admin "
                                           "checks skip)", url, None, env=("EXEC_HTTP_ADMIN_URL",), group="admin")

@@ -12,6 +12,8 @@ import pytest
 from deploy_tool.criteria import Criterion
 from deploy_tool.probes import (
     Attempt,
+    NO_API_KEY,
+    measure_account,
     measure_backtest,
     measure_min_order,
     measure_observation,
@@ -25,6 +27,7 @@ from deploy_tool.probes.backtest import Summary
 from deploy_tool.probes.freshness import Freshness
 from deploy_tool.probes.observe import Observation
 from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+from deploy_tool.probes.okxaccount import Account
 from deploy_tool.probes.riskconfig import RiskConfig
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import Settings
@@ -121,6 +124,32 @@ def observation(settings: Settings, redactor: Redactor) -> Attempt[Observation]:
 def risk_config(settings: Settings, redactor: Redactor) -> Attempt[RiskConfig]:
     """The trading system's risk configuration (--risk-config, else GET /config)."""
     return measure_risk_config(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def account_attempt(settings: Settings, redactor: Redactor) -> Attempt[Account] | None:
+    """The account behind the exchange API key, read once; None without a key."""
+    return measure_account(settings, redactor)
+
+
+@pytest.fixture(scope="session")
+def okx_account(settings: Settings, account_attempt: Attempt[Account] | None) -> Attempt[Account]:
+    """The account; the account checks skip without an API key, or fail with --require-account-check."""
+    if account_attempt is None:
+        names = ", ".join((settings.okx_api_key_env, settings.okx_api_secret_env, settings.okx_api_passphrase_env))
+        reason = NO_API_KEY.format(names=names)
+        if settings.require_account_check:
+            pytest.fail(f"{reason} (--require-account-check)", pytrace=False)
+        pytest.skip(f"{reason}; set them, or pass --require-account-check to make this a failure")
+    return account_attempt
+
+
+@pytest.fixture(scope="session")
+def equity(settings: Settings, account_attempt: Attempt[Account] | None) -> float | None:
+    """The account's total equity for the minimum-order check, when --capital is unset and a key can read it."""
+    if settings.capital is not None or account_attempt is None or account_attempt.error is not None:
+        return None
+    return account_attempt.value().total_eq
 
 
 @pytest.fixture

@@ -30,6 +30,6 @@ def test_risk_order_notional_cap(risk_config, settings, check):
     assert criterion.ok, criterion.message
 
 
-def test_risk_min_order(min_order, risk_config, settings, check):
-    criterion = check(criteria.risk_min_order(min_order.value(), risk_config.value(), settings))
+def test_risk_min_order(min_order, risk_config, settings, equity, check):
+    criterion = check(criteria.risk_min_order(min_order.value(), risk_config.value(), settings, equity))
     assert criterion.ok, criterion.message

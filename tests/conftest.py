@@ -110,6 +110,8 @@ class SuiteRun:
 def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox):
     """Run `pytest --pyargs preflight_tests` as a user would, pointed at the sandbox unless told otherwise."""
     monkeypatch.setenv(sandbox.token_env, sandbox.token)
+    for name, value in sandbox.account_env().items():
+        monkeypatch.setenv(name, value)
     for name in ("DATABASE_URL", "OKX_BASE_URL", "BACKTEST_SUMMARY", "EXEC_HTTP_ADMIN_URL", "EXEC_CONTROL_FILE",
                  "EXEC_HTTP_ADMIN_ENABLED", "EXEC_HTTP_HOST", "EXEC_HTTP_PORT"):
         monkeypatch.delenv(name, raising=False)

@@ -26,7 +26,8 @@ def test_preflight_accepts_the_runbooks_command_line(sandbox, tmp_path):
             "--min-sharpe", "0.2", "--min-winrate", "0.5", "--max-drawdown", "0.05",
             "--data-latency-threshold", "5", "--control-file", str(sandbox.control_file),
             "--admin-token-env", sandbox.token_env]
-    env = {"OKX_BASE_URL": sandbox.okx_url, "DATABASE_URL": sandbox.database_url, sandbox.token_env: sandbox.token}
+    env = {"OKX_BASE_URL": sandbox.okx_url, "DATABASE_URL": sandbox.database_url, sandbox.token_env: sandbox.token,
+           **sandbox.account_env()}
     done = _run(seed, tmp_path, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gradual-deploy preflight: verdict PASS (exit 0)" in done.stdout

@@ -81,10 +81,13 @@ def test_no_risk_configuration_at_all_fails_closed(run_suite, tmp_path):
     ("10000", "BTC-USDT", True, "capital 10000 x allocation 0.005 = 50; BTC-USDT: minimum order 1e-05 at last 97000 = 0.97"),
     ("100", "BTC-USDT", False, "= 0.5; BTC-USDT: minimum order 1e-05 at last 97000 = 0.97: the allocation cannot place a single order"),
     ("500", "ETH-USDT-SWAP", False, "ETH-USDT-SWAP: minimum order 0.01 contracts x 0.1 at last 3500 = 3.5"),
-    (None, "BTC-USDT", False, "set --capital to check that the allocation can buy it"),
+    (None, "BTC-USDT", False, "set --capital (or an API key, for the account's equity) to check"),
     ("10000", "NOPE-USDT", False, "code '51001' Instrument ID does not exist"),
 ])
-def test_the_allocation_must_buy_the_minimum_order(run_suite, capital, inst, ok, phrase):
+def test_the_allocation_must_buy_the_minimum_order(run_suite, monkeypatch, capital, inst, ok, phrase):
+    if capital is None:  # and no API key either: nothing tells the budget
+        for name in ("OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"):
+            monkeypatch.delenv(name, raising=False)
     run = run_suite("-m", "risk", "--inst-id", inst, *(["--capital", capital] if capital else []))
     check = run.check(f"risk_min_order[{inst}]")
     assert (check["status"] == "passed") is ok and phrase in check["message"], check["message"]

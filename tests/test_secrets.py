@@ -7,13 +7,14 @@ import json
 import pytest
 
 from deploy_tool.redact import Redactor, mask_url
-from deploy_tool.sandbox import Sandbox
+from deploy_tool.sandbox import Sandbox, sandbox_account
 
 DB_PASSWORD = "CANARY-dbpass-5f1c9e"
 ADMIN_TOKEN = "CANARY-token-a8d2b7"
 API_KEY = "CANARY-apikey-33e0c4"
 API_SECRET = "CANARY-secret-91bb02"
-CANARIES = (DB_PASSWORD, ADMIN_TOKEN, API_KEY, API_SECRET)
+API_PASSPHRASE = "CANARY-passphrase-44d1"
+CANARIES = (DB_PASSWORD, ADMIN_TOKEN, API_KEY, API_SECRET, API_PASSPHRASE)
 
 
 @pytest.fixture
@@ -25,8 +26,12 @@ def canary_world(tmp_path, pg_url, pg_conn, monkeypatch):
     db_url = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{DB_PASSWORD}@")
     monkeypatch.setenv("OKX_API_KEY", API_KEY)
     monkeypatch.setenv("OKX_SECRET_KEY", API_SECRET)
+    monkeypatch.setenv("OKX_API_SECRET", API_SECRET)
+    monkeypatch.setenv("OKX_API_PASSPHRASE", API_PASSPHRASE)
     monkeypatch.setenv("GD_CANARY_TOKEN", ADMIN_TOKEN)
     with Sandbox(tmp_path / "world", token=ADMIN_TOKEN, token_env="GD_CANARY_TOKEN") as box:
+        # the account checks sign real requests with the canary key, secret and passphrase
+        box.exchange.behaviour.accounts[API_KEY] = sandbox_account(API_KEY, API_SECRET, API_PASSPHRASE)
         yield box, db_url
 
 

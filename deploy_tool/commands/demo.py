@@ -43,6 +43,7 @@ def run_demo(base_dir: str) -> int:
     audit_dir = Path(base_dir) / "audit"
     who = f"{actor()}@{host()}"
     with Sandbox(workdir, token=token, token_env=token_env) as sandbox:
+        os.environ.update(sandbox.account_env())  # the sandbox's own API key, for the account checks
         _step(1, "start the sandbox (exchange stand-in, admin API, control file, trades feed, backtest)")
         print(f"  exchange {sandbox.okx_url}, admin API {sandbox.admin_url} (token-protected),")
         print(f"  control file {sandbox.control_file}, trades {sandbox.database_url}")

@@ -6,7 +6,7 @@ measured, so that `gradual-deploy pause` never pays for requests or psycopg2.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar
 
 from deploy_tool import ProbeError
 
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from deploy_tool.probes.freshness import Freshness
     from deploy_tool.probes.observe import Observation
     from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+    from deploy_tool.probes.okxaccount import Account
     from deploy_tool.probes.riskconfig import RiskConfig
     from deploy_tool.redact import Redactor
     from deploy_tool.settings import Settings
@@ -119,3 +120,34 @@ def measure_min_order(settings: Settings, inst_id: str, redactor: Redactor | Non
     from deploy_tool.probes.okx import probe_min_order
 
     return Attempt(lambda: probe_min_order(settings.okx_base_url, inst_id), redactor)
+
+
+NO_API_KEY = "no exchange API key set ({names}): the account checks need a read-only key to check"
+
+
+def measure_account(settings: Settings, redactor: Redactor | None = None,
+                    environ: Mapping[str, str] | None = None) -> Attempt[Account] | None:
+    """The account behind the API key; None when no key is set at all (the checks skip, or fail when
+    --require-account-check)."""
+    import os
+
+    from deploy_tool.probes.okxaccount import Credentials, probe_account
+
+    environ = os.environ if environ is None else environ
+    names = (settings.okx_api_key_env, settings.okx_api_secret_env, settings.okx_api_passphrase_env)
+    try:
+        creds = Credentials.from_environ(environ, *names)
+    except ProbeError as exc:
+        error = str(exc)
+        return Attempt(lambda: _raise(error), redactor)
+    if creds is None:
+        return None
+    if redactor is not None:
+        for secret in (creds.key, creds.secret, creds.passphrase):
+            redactor.add(secret)
+    found = creds
+    return Attempt(lambda: probe_account(settings.okx_base_url, found, settings.okx_demo), redactor)
+
+
+def _raise(error: str) -> Any:
+    raise ProbeError(error)
