@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
     from deploy_tool.probes.okxaccount import Account
     from deploy_tool.probes.riskconfig import RiskConfig
+    from deploy_tool.probes.secretscan import Scan
     from deploy_tool.redact import Redactor
     from deploy_tool.settings import Settings
 
@@ -313,6 +314,23 @@ def account_equity(account: Account, settings: Settings) -> Criterion:
     return Criterion("account_equity", "account", True, account.total_eq, None, "USD",
                      f"total equity {account.total_eq:g} USD" + (f"; allocation budgets use it when --capital is unset"
                                                                   if settings.capital is None else ""))
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+SHOWN_FINDINGS = 10
+
+
+def secrets_not_in_code(found: Scan, settings: Settings) -> Criterion:
+    count = len(found.findings)
+    if count == 0:
+        return Criterion("secrets_not_in_code", "secrets", True, 0, 0, "findings",
+                         f"no hard-coded secret in {found.files} file(s) under {found.root}")
+    listed = "; ".join(f.describe() for f in found.findings[:SHOWN_FINDINGS])
+    more = f" (+{count - SHOWN_FINDINGS} more)" if count > SHOWN_FINDINGS else ""
+    return Criterion("secrets_not_in_code", "secrets", False, count, 0, "findings",
+                     f"{count} hard-coded secret(s) under {found.root}: {listed}{more}: move them into environment "
+                     "variables or config.yaml, and rotate every key that was ever committed")
 
 
 # --- admin and control --------------------------------------------------------------------------

@@ -598,6 +598,7 @@ class Sandbox:
         self.audit_dir = self.workdir / "audit"
         self.risk_events_csv = self.workdir / "risk_events.csv"
         self.evidence_dir = self.workdir / "evidence"
+        self.source_dir = self.workdir / "src"
         self.system: TradingSystemSim | None = None
         self._initial_mode = mode
         self._feed_interval = feed_interval
@@ -618,6 +619,11 @@ class Sandbox:
 
     def start(self) -> "Sandbox":
         write_backtest_summary(self.backtest_summary)
+        # The simulated system's source, for the secrets check: its key comes from the environment.
+        (self.source_dir / "strategies").mkdir(parents=True, exist_ok=True)
+        (self.source_dir / "strategies" / "momentum.py").write_text(
+            "import os\n\nAPI_KEY = os.environ['OKX_API_KEY']  # never hard-coded\n\n\n"
+            "def signal(bar):\n    return bar.close > bar.open\n", encoding="utf-8")
         if not self.control_file.exists():
             write_control_atomic(str(self.control_file), {
                 "mode": self._initial_mode, "updated_at": iso_utc(utc_now()), "actor": "sandbox",
@@ -666,6 +672,7 @@ class Sandbox:
             "--http-admin-url", self.admin_url,
             "--admin-token-env", self.token_env,
             "--control-file", str(self.control_file),
+            "--scan-path", str(self.source_dir),
         ]
 
     def observe_args(self) -> list[str]:

@@ -277,6 +277,9 @@ class Settings:
                                       group="account")
     require_account_check: bool = _on_off("--require-account-check", "fail the account checks when no API key "
                                           "is set, instead of skipping them", group="account")
+    # keys not in code
+    scan_path: str | None = _setting("--scan-path", "the trading system's source, scanned for hard-coded keys "
+                                     "(unset: the secrets check skips)", text_value, None, group="secrets")
     # the channels: admin API and control file
     http_admin_url: str | None = _setting("--http-admin-url", "admin API root of the trading system (unset: admin "
                                           "checks skip)", url, None, env=("EXEC_HTTP_ADMIN_URL",), group="admin")

@@ -18,6 +18,7 @@ from deploy_tool.probes import (
     measure_min_order,
     measure_observation,
     measure_risk_config,
+    measure_secrets,
     measure_status,
     measure_time,
     measure_trades,
@@ -29,6 +30,7 @@ from deploy_tool.probes.observe import Observation
 from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
 from deploy_tool.probes.okxaccount import Account
 from deploy_tool.probes.riskconfig import RiskConfig
+from deploy_tool.probes.secretscan import Scan
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import Settings
 from preflight_tests.plugin import CRITERION_KEY, RunState, state_of
@@ -156,6 +158,14 @@ def equity(settings: Settings, account_attempt: Attempt[Account] | None) -> floa
 def min_order(settings: Settings, redactor: Redactor, inst_id: str) -> Attempt[MinOrder]:
     """The exchange's minimum order for the instrument."""
     return measure_min_order(settings, inst_id, redactor)
+
+
+@pytest.fixture(scope="session")
+def secret_scan(settings: Settings, redactor: Redactor) -> Attempt[Scan]:
+    """The scan of --scan-path; the secrets check skips, with the reason, without one."""
+    if not settings.scan_path:
+        pytest.skip("no --scan-path: set it to the trading system's source to check that no key is hard-coded")
+    return measure_secrets(settings, redactor)
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,7 @@ MARKERS = {
     "backtest": "needs the backtest summary (go-live thresholds)",
     "risk": "needs the trading system's risk configuration (allocation, loss limits, order cap)",
     "account": "needs an exchange API key: the key's permissions and the account (skips without a key)",
+    "secrets": "scans the trading system's source for hard-coded keys (skips without --scan-path)",
     "admin": "needs the trading system's admin HTTP API (skips when unconfigured)",
     "control": "needs the control file (skips when unconfigured)",
     "observe": "the watch period: reads the trading system's audit and risk events (only with -m observe or --observe)",

@@ -15,7 +15,7 @@ EXPECTED_IDS = {
     "backtest_winrate[sandbox-momentum]", "backtest_max_drawdown[sandbox-momentum]",
     "backtest_fresh[sandbox-momentum]",
     "risk_allocation", "risk_single_trade_loss", "risk_daily_loss", "risk_order_notional_cap",
-    "account_no_withdraw", "account_ip_bound", "account_facts", "account_equity",
+    "account_no_withdraw", "account_ip_bound", "account_facts", "account_equity", "secrets_not_in_code",
     "admin_health", "admin_mode", "control_file_valid", "control_dir_writable",
 }
 

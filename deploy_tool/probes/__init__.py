@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
     from deploy_tool.probes.okxaccount import Account
     from deploy_tool.probes.riskconfig import RiskConfig
+    from deploy_tool.probes.secretscan import Scan
     from deploy_tool.redact import Redactor
     from deploy_tool.settings import Settings
 
@@ -151,3 +152,12 @@ def measure_account(settings: Settings, redactor: Redactor | None = None,
 
 def _raise(error: str) -> Any:
     raise ProbeError(error)
+
+
+def measure_secrets(settings: Settings, redactor: Redactor | None = None) -> Attempt[Scan]:
+    """Hard-coded secrets under --scan-path."""
+    from deploy_tool.probes.secretscan import scan
+
+    path = settings.scan_path
+    assert path is not None
+    return Attempt(lambda: scan(path), redactor)

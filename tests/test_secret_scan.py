@@ -1,0 +1,48 @@
+"""The secrets check: hard-coded keys in the trading system's source fail it, named by file and line,
+never by value; keys where the runbook says they belong (.env, config.yaml) do not."""
+
+from __future__ import annotations
+
+import json
+
+HEX_KEY = "4A1F7C2E9B3D5F8A0C6E2B4D7F9A1C3E"
+PASSWORD = "CANARY-hunter2-hunter2"
+
+
+def _source(tmp_path):
+    root = tmp_path / "trading-system"
+    (root / "strategies").mkdir(parents=True)
+    (root / "strategies" / "momentum.py").write_text("def signal(bar):\n    return bar.close > bar.open\n")
+    (root / ".env").write_text(f"OKX_API_SECRET={HEX_KEY}\n")  # where keys belong: not scanned
+    (root / "config.yaml").write_text(f"okx:\n  secret_key: {HEX_KEY}\n")
+    (root / ".venv").mkdir()
+    (root / ".venv" / "vendored.py").write_text(f'secret_key = "{HEX_KEY}"\n')
+    return root
+
+
+def test_clean_source_passes(run_suite, tmp_path):
+    root = _source(tmp_path)
+    run = run_suite("-m", "secrets", "--scan-path", str(root))
+    assert run.result.ret == 0, run.output
+    check = run.check("secrets_not_in_code")
+    assert check["status"] == "passed" and "no hard-coded secret in 1 file(s)" in check["message"]
+
+
+def test_a_hard_coded_key_fails_by_file_and_line_never_by_value(run_suite, tmp_path):
+    root = _source(tmp_path)
+    (root / "exchange.py").write_text(f'import os\n\nsecret_key = "{HEX_KEY}"\npassword = "{PASSWORD}"\n')
+    run = run_suite("-m", "secrets", "--scan-path", str(root), "-vv")
+    assert run.result.ret == 1
+    message = run.check("secrets_not_in_code")["message"]
+    assert "exchange.py:3 (Hex High Entropy String)" in message and "exchange.py:4 (Secret Keyword)" in message
+    assert "rotate every key" in message
+    for text in (run.output, run.html, json.dumps(run.evidence)):
+        assert HEX_KEY not in text and PASSWORD not in text
+
+
+def test_without_a_path_the_check_skips_and_a_wrong_path_fails(run_suite, tmp_path):
+    run = run_suite("-m", "secrets", sandbox_args=False)
+    assert run.statuses("secrets") == {"secrets_not_in_code": "skipped"}
+    assert "no --scan-path" in run.evidence["skipped"][0]["reason"]
+    wrong = run_suite("-m", "secrets", "--scan-path", str(tmp_path / "nope"))
+    assert wrong.result.ret == 1 and "is not a directory" in wrong.check("secrets_not_in_code")["message"]
