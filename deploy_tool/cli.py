@@ -40,11 +40,11 @@ See `pytest --pyargs preflight_tests --help` (group "gradual-deploy") for all of
 CHANNELS = ("http_admin_url", "control_file", "admin_token_env")
 # The settings each command takes from the table; switch and pause call their audit dir --audit-dir.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "switch": (*CHANNELS, "evidence_dir", "max_evidence_age", "deploy_audit_dir"),
-    "pause": (*CHANNELS, "deploy_audit_dir"),
+    "switch": (*CHANNELS, "evidence_dir", "max_evidence_age", "deploy_audit_dir", "notify"),
+    "pause": (*CHANNELS, "deploy_audit_dir", "notify"),
     "status": (*CHANNELS, "evidence_dir", "max_evidence_age"),
     "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
-                   and o.name != "observe") + CHANNELS + ("capital", "max_daily_loss"),
+                   and o.name != "observe") + CHANNELS + ("capital", "max_daily_loss", "notify"),
 }
 COMMAND_SETTINGS["ramp"] = (*COMMAND_SETTINGS["watch"], "steps", "hold", "max_allocation", "max_evidence_age")
 COMMAND_SETTINGS["status"] = (*COMMAND_SETTINGS["status"], "deploy_audit_dir")
@@ -72,7 +72,8 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
             parser.add_argument(*flags, dest=f"opt_{name}", action="store_const", const="true", default=None,
                                 help=option.help_text())
         else:
-            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE", help=option.help_text())
+            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE", help=option.help_text(),
+                                action="append" if option.repeat else "store")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -271,6 +272,20 @@ def cmd_change(args: argparse.Namespace) -> int:
                          audit_dir=settings.deploy_audit_dir, scrub=redactor.scrub_data)
     _print([json.dumps(outcome.as_dict())] if args.json else outcome_lines(outcome), redactor)
     _print(warning_lines(outcome), redactor, sys.stderr)
+    if settings.notify and outcome.target == "paused":  # told after the pause, never before or instead
+        sys.stdout.flush()
+        from deploy_tool import audit
+        from deploy_tool.notify import tell
+
+        def record(entry: dict) -> None:
+            try:
+                audit.append(settings.deploy_audit_dir, {"actor": actor, **entry})
+            except audit.AuditError as exc:
+                _print([f"gradual-deploy: WARNING: {exc}"], redactor, sys.stderr)
+
+        tell(settings.notify, "pause", f"gradual-deploy: pause {outcome.result.upper()} ({actor})",
+             [*outcome_lines(outcome), *warning_lines(outcome)], redactor.scrub, record,
+             lambda line: _print([line], redactor, sys.stderr))
     return EXIT_OK if outcome.ok else EXIT_FAILED
 
 

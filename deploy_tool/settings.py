@@ -123,6 +123,14 @@ def steps(text: str) -> tuple[float, ...]:
     return values
 
 
+def notify_urls(text: str) -> tuple[str, ...]:
+    found = tuple(part for part in text.replace(",", " ").split() if part)
+    if not found or not all("://" in url for url in found):
+        raise ValueError("notification URLs as apprise reads them, e.g. json://host/hook, slack://..., "
+                         "tgram://..., mailto://...")
+    return found
+
+
 def on_off(text: str) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
@@ -145,6 +153,7 @@ class Option:
     threshold: bool = False
     flag_only: bool = False
     bounds: tuple[float, float] | None = None  # (low, high); low is excluded when it is 0 for a positive kind
+    repeat: bool = False  # the flag may be given more than once; the values are joined
 
     @property
     def name(self) -> str:
@@ -187,8 +196,8 @@ class Option:
 
 def _setting(flag: str, help: str, parse: Callable[[str], Any], default: str | None = None, *,
              env: tuple[str, ...] = (), group: str, threshold: bool = False, flag_only: bool = False,
-             bounds: tuple[float, float] | None = None) -> Any:
-    option = Option(flag, help, parse, default, env, group, threshold, flag_only, bounds)
+             bounds: tuple[float, float] | None = None, repeat: bool = False) -> Any:
+    option = Option(flag, help, parse, default, env, group, threshold, flag_only, bounds, repeat)
     return field(metadata={"option": option})
 
 
@@ -280,6 +289,10 @@ class Settings:
     # keys not in code
     scan_path: str | None = _setting("--scan-path", "the trading system's source, scanned for hard-coded keys "
                                      "(unset: the secrets check skips)", text_value, None, group="secrets")
+    # telling someone
+    notify: tuple[str, ...] | None = _setting("--notify", "where to tell someone (apprise URL: json://host/hook, "
+                                              "slack://..., tgram://..., mailto://...); repeatable", notify_urls,
+                                              None, env=("GD_NOTIFY_URLS",), group="notify", repeat=True)
     # the channels: admin API and control file
     http_admin_url: str | None = _setting("--http-admin-url", "admin API root of the trading system (unset: admin "
                                           "checks skip)", url, None, env=("EXEC_HTTP_ADMIN_URL",), group="admin")
@@ -367,6 +380,8 @@ class Settings:
             if option.parse in (url, database_url):
                 redactor.add_url(getattr(self, option.name))
         redactor.add(self.admin_token(environ))
+        for target in self.notify or ():  # a webhook URL is a credential: whoever has it can post
+            redactor.add(target)
         return redactor
 
     def thresholds(self, groups: Collection[str]) -> dict[str, Any]:
@@ -450,6 +465,8 @@ def resolve(
 def _resolve_one(option: Option, cli: Callable[[Option], Any], ini: Callable[[Option], Any], ini_source: str,
                  environ: Mapping[str, str]) -> Any:
     raw, source = cli(option), "the command line"
+    if isinstance(raw, list):  # a repeated flag
+        raw = ",".join(raw)
     if raw is None:
         raw, source = _from_env(option, environ)
     if raw is None and not option.flag_only:
@@ -463,7 +480,8 @@ def _resolve_one(option: Option, cli: Callable[[Option], Any], ini: Callable[[Op
     try:
         return option.read(str(raw))
     except (ValueError, OverflowError) as exc:
-        shown = str((mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
+        shown = "***" if option.parse is notify_urls else str(
+            (mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         where = source.removeprefix("environment variable ") if source.startswith("environment") else option.flag
         raise OptionError(

@@ -186,7 +186,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(option.flag, action="store_const", const="true", dest=f"gd_{option.name}", default=None,
                             help=option.help_text())
             continue
-        group.addoption(option.flag, dest=f"gd_{option.name}", default=None, metavar="VALUE", help=option.help_text())
+        group.addoption(option.flag, dest=f"gd_{option.name}", default=None, metavar="VALUE", help=option.help_text(),
+                        action="append" if option.repeat else "store")
         parser.addini(option.name, option.help_text().replace("%%", "%"), default=None)
 
 
@@ -372,8 +373,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Any:
 def _write_json(state: RunState) -> None:
     if state.written:
         return
-    write_json_atomic(state.stem.with_suffix(".json"), state.redactor.scrub_data(state.evidence().to_json()))
+    doc = state.evidence().to_json()
+    delivery = _tell_failure(state, doc)
+    if delivery is not None:
+        doc["notify"] = delivery
+    write_json_atomic(state.stem.with_suffix(".json"), state.redactor.scrub_data(doc))
     state.written = True
+
+
+def _tell_failure(state: RunState, doc: dict[str, Any]) -> dict[str, Any] | None:
+    """A failing gate tells the --notify targets which checks failed and where the evidence is."""
+    if doc["verdict"] == "pass" or not state.settings.notify:
+        return None
+    from deploy_tool.notify import send
+
+    failed = [f"{c['id']}: {c['message']}" for c in doc["checks"] if c["status"] == "failed"]
+    lines = [f"{len(failed)} check(s) failed" if failed else "no check passed", *failed[:10],
+             f"evidence: {state.stem.with_suffix('.json')}"]
+    delivery = send(state.settings.notify, state.redactor.scrub(f"gradual-deploy preflight: FAIL ({doc['host']})"),
+                    state.redactor.scrub("\n".join(lines)))
+    return delivery.as_dict()
 
 
 def _scrub_file(path: Path, redactor: Redactor) -> None:

@@ -20,6 +20,7 @@ from deploy_tool.commands.watch import (
     EXIT_OK,
     WatchConfig,
     breach_reason,
+    channel_lines,
     emit_channels,
     guard,
     snapshot,
@@ -220,4 +221,7 @@ def _abort(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float]
         emit_channels(emit, restored)
         emit(f"pause: {outcome.result.upper()}; allocation back to {pct(steps[0])}: "
              f"{'DONE' if all(r.ok for r in restored) else 'FAILED'}; evidence snapshot: {written}")
+    cfg.tell("ramp abort", f"gradual-deploy ramp: ABORT at {pct(steps[index])}, pause {outcome.result.upper()}",
+             [reason, *channel_lines(outcome.channels), *channel_lines(restored),
+              f"allocation back to {pct(steps[0])}; evidence snapshot: {written}"])
     return EXIT_BREACH

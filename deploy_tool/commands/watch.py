@@ -57,6 +57,14 @@ class WatchConfig:
             self.warn(self.redactor.scrub(f"gradual-deploy watch: WARNING: {exc}; still watching"))
 
 
+    def tell(self, about: str, title: str, lines: Sequence[str]) -> None:
+        """Notify the --notify targets, bounded, after the fact; the delivery goes to the audit."""
+        from deploy_tool.notify import tell
+
+        tell(self.settings.notify, about, title, lines, self.redactor.scrub, self.record,
+             lambda line: self.warn(self.redactor.scrub(line)))
+
+
 class Terminated(BaseException):
     """The process was told to stop (SIGTERM, SIGHUP): not a clean end, so the watch pauses first."""
 
@@ -221,6 +229,11 @@ def _ended_early(cfg: WatchConfig, channels: Sequence[Channel], rounds: int, exc
         cfg.warn(cfg.redactor.scrub(f"gradual-deploy watch: {reason}: pause {outcome.result.upper()}"))
     except Exception:
         pass  # stderr may be gone too; the audit has it
+    try:
+        cfg.tell("watch ended", f"gradual-deploy: watch ended early, pause {outcome.result.upper()}",
+                 [reason, *channel_lines(outcome.channels)])
+    except Exception:
+        pass
     return EXIT_BREACH
 
 
@@ -253,12 +266,19 @@ def _breach(cfg: WatchConfig, channels: Sequence[Channel], rnd: RoundResult, con
         emit(f"BREACH after {consecutive} failing round(s): pausing through every channel")
         emit_channels(emit, outcome.channels)
         emit(f"pause: {outcome.result.upper()}; evidence snapshot: {written}")
+    cfg.tell("watch breach", f"gradual-deploy watch: BREACH, pause {outcome.result.upper()}",
+             [reason, *channel_lines(outcome.channels), f"evidence snapshot: {written}"])
     return EXIT_BREACH
 
 
+def channel_lines(results: Sequence[Any]) -> list[str]:
+    return [f"  {c.channel} {c.target}: " + (f"{c.before} -> {c.after} confirmed" if c.ok else f"FAILED: {c.error}")
+            for c in results]
+
+
 def emit_channels(emit: Callable[[str], None], results: Sequence[Any]) -> None:
-    for c in results:
-        emit(f"  {c.channel} {c.target}: " + (f"{c.before} -> {c.after} confirmed" if c.ok else f"FAILED: {c.error}"))
+    for line in channel_lines(results):
+        emit(line)
 
 
 def snapshot(cfg: WatchConfig, rnd: RoundResult, outcome: Outcome, reason: str, kind: str = "watch-breach",
