@@ -312,7 +312,7 @@ def account_equity(account: Account, settings: Settings) -> Criterion:
         return Criterion("account_equity", "account", False, None, None, "USD",
                          "the balance answer holds no totalEq: the account's equity cannot be read")
     return Criterion("account_equity", "account", True, account.total_eq, None, "USD",
-                     f"total equity {account.total_eq:g} USD" + (f"; allocation budgets use it when --capital is unset"
+                     f"total equity {account.total_eq:g} USD" + ("; allocation budgets use it when --capital is unset"
                                                                   if settings.capital is None else ""))
 
 

@@ -20,6 +20,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+from deploy_tool import ProbeError
+from deploy_tool.redact import mask_url
+
 _LOCAL = threading.local()  # the connections the calling thread's current call uses
 
 
@@ -109,3 +112,36 @@ class DeadlineSession(requests.Session):
             response.close()
             raise DeadlineExceeded(f"no complete answer within {deadline_s:g} s")
         return response
+
+
+def get_json(session: DeadlineSession, url: str, timeout: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(HTTP status, parsed JSON body) of one GET within the deadline; ProbeError saying what went wrong,
+    the URL masked."""
+    try:
+        response = session.call("GET", url, connect_s=timeout[0], deadline_s=timeout[1],
+                                headers=headers or {"Accept": "application/json"})
+    except requests.Timeout:
+        raise ProbeError(f"no complete answer from {mask_url(url)} within {timeout[1]:g} s") from None
+    except requests.RequestException as exc:
+        raise ProbeError(f"cannot reach {mask_url(url)}: {_short(exc)}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        snippet = response.text[:80].replace("\n", " ")
+        raise ProbeError(
+            f"{mask_url(url)} answered HTTP {response.status_code} with non-JSON body {snippet!r}"
+        ) from None
+    return response.status_code, body
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost reason of a requests error, without the urllib3 pool noise."""
+    reason = exc
+    while reason.__context__ is not None and reason.__context__ is not reason:
+        reason = reason.__context__
+    text = str(reason) or type(reason).__name__
+    if "Connection refused" in str(exc):
+        return "connection refused"
+    if "Name or service not known" in str(exc) or "Temporary failure in name resolution" in str(exc):
+        return "host name does not resolve (no network or wrong --okx-base-url)"
+    return text[:200]

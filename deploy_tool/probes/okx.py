@@ -81,44 +81,11 @@ class TimeProbe:
         return statistics.median(s.skew_ms for s in self.good if s.skew_ms is not None)
 
 
-def _get_json(session: Any, url: str, timeout: Any) -> tuple[int, Any]:
-    import requests
-
-    try:
-        response = session.call("GET", url, connect_s=timeout[0], deadline_s=timeout[1],
-                                headers={"Accept": "application/json"})
-    except requests.Timeout:
-        raise ProbeError(f"no complete answer from {mask_url(url)} within {timeout[1]:g} s") from None
-    except requests.RequestException as exc:
-        raise ProbeError(f"cannot reach {mask_url(url)}: {_short(exc)}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        snippet = response.text[:80].replace("\n", " ")
-        raise ProbeError(
-            f"{mask_url(url)} answered HTTP {response.status_code} with non-JSON body {snippet!r}"
-        ) from None
-    return response.status_code, body
-
-
-def _short(exc: BaseException) -> str:
-    """The innermost reason of a requests error, without the urllib3 pool noise."""
-    reason = exc
-    while reason.__context__ is not None and reason.__context__ is not reason:
-        reason = reason.__context__
-    text = str(reason) or type(reason).__name__
-    if "Connection refused" in str(exc):
-        return "connection refused"
-    if "Name or service not known" in str(exc) or "Temporary failure in name resolution" in str(exc):
-        return "host name does not resolve (no network or wrong --okx-base-url)"
-    return text[:200]
-
-
 def probe_public_time(
     base_url: str, samples: int = 3, timeout: Any = DEFAULT_TIMEOUT, session: Any = None
 ) -> TimeProbe:
     """Call GET /api/v5/public/time `samples` times; time each call and compare the clocks."""
-    from deploy_tool.probes.http import DeadlineSession
+    from deploy_tool.probes.http import DeadlineSession, get_json
 
     url = base_url.rstrip("/") + TIME_PATH
     own_session = session is None
@@ -129,7 +96,7 @@ def probe_public_time(
             wall_before = time.time()
             started = time.perf_counter()
             try:
-                status, body = _get_json(session, url, timeout)
+                status, body = get_json(session, url, timeout)
             except ProbeError as exc:
                 latency = (time.perf_counter() - started) * 1000
                 results.append(TimeSample(latency_ms=latency, error=str(exc)))
@@ -210,13 +177,13 @@ def probe_system_status(
     session: Any = None,
 ) -> StatusProbe:
     """GET /api/v5/system/status and find maintenance ongoing or beginning within the horizon."""
-    from deploy_tool.probes.http import DeadlineSession
+    from deploy_tool.probes.http import DeadlineSession, get_json
 
     url = base_url.rstrip("/") + STATUS_PATH
     own_session = session is None
     session = session or DeadlineSession()
     try:
-        status, body = _get_json(session, url, timeout)
+        status, body = get_json(session, url, timeout)
     finally:
         if own_session:
             session.close()
@@ -285,7 +252,9 @@ def inst_type_of(inst_id: str) -> str:
 
 
 def _first(session: Any, url: str, timeout: Any, what: str) -> dict:
-    status, body = _get_json(session, url, timeout)
+    from deploy_tool.probes.http import get_json
+
+    status, body = get_json(session, url, timeout)
     shown = mask_url(url) or url
     if status != 200 or not isinstance(body, dict) or str(body.get("code")) != "0":
         msg = body.get("msg", "") if isinstance(body, dict) else ""

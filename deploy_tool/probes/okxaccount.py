@@ -85,30 +85,18 @@ def headers(creds: Credentials, method: str, request_path: str, body: str = "", 
 def signed_get(base_url: str, request_path: str, creds: Credentials, demo: bool = False,
                timeout: Any = TIMEOUT) -> list[dict]:
     """The `data` of a signed GET; ProbeError with OKX's code and what to do."""
-    import requests
-
-    from deploy_tool.probes.http import DeadlineSession
+    from deploy_tool.probes.http import DeadlineSession, get_json
 
     url = base_url.rstrip("/") + request_path
     shown = mask_url(url) or url
     with DeadlineSession() as session:
-        try:
-            response = session.call("GET", url, connect_s=timeout[0], deadline_s=timeout[1],
-                                    headers=headers(creds, "GET", request_path, demo=demo))
-        except requests.Timeout:
-            raise ProbeError(f"no complete answer from {shown} within {timeout[1]:g} s") from None
-        except requests.RequestException as exc:
-            raise ProbeError(f"cannot reach {shown}: {type(exc).__name__}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        raise ProbeError(f"{shown} answered HTTP {response.status_code} with a non-JSON body") from None
+        status, body = get_json(session, url, timeout, headers(creds, "GET", request_path, demo=demo))
     code = str(body.get("code")) if isinstance(body, dict) else None
     if code in ERRORS:
         raise ProbeError(f"{shown}: OKX error {code} ({str(body.get('msg', ''))[:80]}): {ERRORS[code]}")
-    if response.status_code != 200 or code != "0" or not isinstance(body.get("data"), list) or not body["data"]:
+    if status != 200 or code != "0" or not isinstance(body.get("data"), list) or not body["data"]:
         msg = body.get("msg", "") if isinstance(body, dict) else ""
-        raise ProbeError(f"{shown} answered HTTP {response.status_code} code {code!r} {msg}".rstrip())
+        raise ProbeError(f"{shown} answered HTTP {status} code {code!r} {msg}".rstrip())
     return body["data"]
 
 
