@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any, Collection
 
-from deploy_tool import DeployError
+from deploy_tool import DeployError, fileops
 from deploy_tool.times import iso_utc, utc_now
 
 FILE_PREFIX = "deploy-"
@@ -40,19 +40,14 @@ def is_own_file(name: str) -> bool:
 
 
 def append(audit_dir: str, record: dict[str, Any]) -> str:
-    """Append one line (one write, O_APPEND, fsync'd) and return the file's path."""
+    """Append one line (one write, O_APPEND, fsync'd; under a lock on Windows) and return the file's path."""
     now = utc_now()
     line = {"ts": iso_utc(now), **record}
     data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
     path = os.path.join(audit_dir, f"{FILE_PREFIX}{now:%Y-%m-%d}.jsonl")
     try:
         os.makedirs(audit_dir, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fileops.append(path, data)
     except OSError as exc:
         raise AuditError(f"cannot append to the audit {path}: {exc.strerror}") from None
     return path

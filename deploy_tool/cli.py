@@ -153,8 +153,18 @@ def _actor() -> str:
     return f"{actor()}@{host()}"
 
 
+def _printable_anywhere() -> None:
+    """A Windows console or a redirected stream may be cp1252: a path or reason it cannot encode (an
+    operator's home folder named in Chinese) is printed escaped instead of ending the command with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _printable_anywhere()
     # `preflight` hands everything after it to pytest, including -h.
     if argv[:1] == ["preflight"]:
         return cmd_preflight(argv[1:])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy_tool import DeployError
+from deploy_tool import DeployError, fileops
 from deploy_tool.times import iso_utc, parse_timestamp
 
 SCHEMA = "gradual-deploy/preflight-evidence/1"
@@ -198,7 +198,7 @@ def write_json_atomic(path: Path, doc: Any) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fileops.replace(tmp, path)
 
 
 def _stamp(path: Path) -> dt.datetime | None:
@@ -243,4 +243,14 @@ def newest(evidence_dir: str | os.PathLike) -> Found | None:
                 when = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
         if best is None or when > best[0]:
             best = (when, found)
+    # A run claims its name (the .html) when it starts and writes the JSON when it ends. A claimed name
+    # without JSON, started after the newest evidence finished, is a run that was killed (kill -9, a
+    # Windows timeout backstop, a power cut), crashed, or is still running: that is the newest answer.
+    for html in directory.glob("preflight-*.html"):
+        started = _stamp(html)
+        if started is None or html.with_suffix(".json").exists():
+            continue
+        if best is None or started >= best[0].replace(microsecond=0):  # names hold whole seconds: fail closed
+            best = (started, Found(html, None, f"was started at {iso_utc(started)} and never finished: the run "
+                                               "was killed, crashed or is still running"))
     return best[1] if best else None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, cast
 from urllib.parse import parse_qs, urlsplit
 
-from deploy_tool import MODES
+from deploy_tool import MODES, fileops
 from deploy_tool.modes.controlfile import write_control_atomic
 from deploy_tool.times import iso_utc, utc_now
 
@@ -555,7 +555,7 @@ def request_fault(workdir: str | os.PathLike, fault: str) -> Path:
     path = Path(workdir) / "misbehave.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"fault": fault, "at": iso_utc(utc_now())}), encoding="utf-8")
-    os.replace(tmp, path)
+    fileops.replace(tmp, path)
     return path
 
 

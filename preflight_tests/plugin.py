@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import deploy_tool
-from deploy_tool import ProbeError
+from deploy_tool import ProbeError, fileops
 from deploy_tool.criteria import Criterion
 from deploy_tool.evidence import (
     REQUIRED_GROUPS,
@@ -56,6 +57,13 @@ PENDING = "pending"  # collected, not yet passed: what a check is until its call
 # Backstop for a probe that hangs despite its own timeouts; "signal" fails the test and keeps the
 # session alive, so the evidence is still written ("thread" would kill the process).
 BACKSTOP_TIMEOUT_S = 60.0
+
+
+def backstop_method() -> str:
+    """pytest-timeout's method for the backstop. Windows has no SIGALRM: there only "thread" exists, which
+    ends the whole process on a timeout; the run then leaves no JSON, and the gate refuses it as a run
+    that never finished."""
+    return "thread" if fileops.WINDOWS or not hasattr(signal, "SIGALRM") else "signal"
 
 
 @dataclass
@@ -256,7 +264,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker in SKIP_FLAGS and getattr(settings, f"skip_{marker}_check"):
             item.add_marker(pytest.mark.skip(reason=f"skipped on request: {SKIP_FLAGS[marker]}"))
         if item.get_closest_marker("timeout") is None and not _timeout_configured(config):
-            item.add_marker(pytest.mark.timeout(BACKSTOP_TIMEOUT_S, method="signal"))
+            item.add_marker(pytest.mark.timeout(BACKSTOP_TIMEOUT_S, method=backstop_method()))
         kept.append(item)
     # The runbook's order: exchange, data, backtest, then the admin API and the control file.
     rank = {name: index for index, name in enumerate(MARKERS)}
@@ -404,7 +412,7 @@ def _scrub_file(path: Path, redactor: Redactor) -> None:
     if redactor.contains_secret(text):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(redactor.scrub(text), encoding="utf-8")
-        os.replace(tmp, path)
+        fileops.replace(tmp, path)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

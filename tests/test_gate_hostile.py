@@ -157,3 +157,31 @@ def test_malformed_newest_evidence_is_refused_with_the_reason(run_suite, sandbox
     assert "Traceback" not in status.stdout + status.stderr
     assert f"file {sandbox.control_file}: real" not in status.stdout and "real is closed" in status.stdout
     assert f"file {sandbox.control_file}: mock" in status.stdout
+
+
+def test_a_killed_run_after_a_pass_keeps_real_closed(run_suite, sandbox, tmp_path):
+    """kill -9 (or Windows' thread timeout backstop, which ends the process) during a newer run: the older
+    pass must not stand in for the run that never finished."""
+    passed = run_suite()
+    assert passed.evidence["verdict"] == "pass", passed.output
+    sandbox.exchange.behaviour.delay_ms = 4000  # the next run hangs on the exchange
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "--pyargs", "preflight_tests", "-p", "no:cacheprovider",
+                             *sandbox.preflight_args(), "--evidence-dir", str(passed.evidence_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, sandbox.token_env: sandbox.token or ""})
+    deadline = time.monotonic() + 20
+    while len(list(passed.evidence_dir.glob("preflight-*.html"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.2)  # a different second from the passed run's, and well inside the hanging check
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert len(list(passed.evidence_dir.glob("preflight-*.json"))) == 1  # the killed run wrote none
+    sandbox.exchange.behaviour.delay_ms = 0
+
+    done, audit = _switch_real(sandbox, passed.evidence_dir, tmp_path)
+    _refused(done, audit, "never finished: the run was killed, crashed or is still running")
+    # A run that then finishes is the newest again.
+    rerun = run_suite(evidence_dir=passed.evidence_dir)
+    assert rerun.result.ret == 0, rerun.output
+    done, audit = _switch_real(sandbox, passed.evidence_dir, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -65,6 +65,9 @@ class WatchConfig:
              lambda line: self.warn(self.redactor.scrub(line)))
 
 
+TERMINATING_SIGNALS = ("SIGTERM", "SIGHUP", "SIGBREAK")  # each where the platform has it
+
+
 class Terminated(BaseException):
     """The process was told to stop (SIGTERM, SIGHUP): not a clean end, so the watch pauses first."""
 
@@ -205,10 +208,11 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
 
 
 def _catch_termination() -> dict[int, Any]:
-    """Turn SIGTERM and SIGHUP into `Terminated` (main thread only); the handlers they had before."""
+    """Turn SIGTERM and SIGHUP (POSIX), SIGBREAK (Windows: Ctrl+Break, or the console window closed) into
+    `Terminated` (main thread only); the handlers they had before."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    numbers = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # no SIGHUP on Windows
+    numbers = [getattr(signal, name) for name in TERMINATING_SIGNALS if hasattr(signal, name)]
     return {number: signal.signal(number, _raise_terminated) for number in numbers}
 
 

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy_tool import MODES, ProbeError
+from deploy_tool import MODES, ProbeError, fileops
 
 PROBE_BYTES = 4096  # more than any control file
 
@@ -116,24 +116,17 @@ def write_control_atomic(path: str, doc: dict) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the trading system may run as another user
+        fileops.set_mode(fd, 0o644)  # mkstemp makes 0600; the trading system may run as another user
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, ensure_ascii=False)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        fileops.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not every platform can open a directory; the rename itself is atomic
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fileops.fsync_directory(directory)  # where the platform can; the rename itself is atomic

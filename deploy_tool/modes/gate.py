@@ -9,11 +9,11 @@ own `skipped` list counts, and its targets must be this deployment's.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from deploy_tool import fileops
 from deploy_tool.evidence import REQUIRED_GROUPS, Evidence, newest
 from deploy_tool.times import format_age, utc_now
 
@@ -65,7 +65,7 @@ def _foreign(evidence: Evidence, channels: Sequence[Channel]) -> str | None:
                                 f"{channel.target}")
         elif channel.name == "file":
             seen = str(evidence.targets.get("control_file") or "")
-            if not seen or os.path.realpath(seen) != os.path.realpath(channel.target):
+            if not seen or not fileops.same_path(seen, channel.target):
                 problems.append(f"it checked the control file {seen or 'not at all'}, this switch writes "
                                 f"{channel.target}")
     return "; ".join(problems) or None
