@@ -353,3 +353,10 @@ def test_github_workflow_has_a_windows_rehearsal() -> None:
     assert job["runs-on"] == "windows-latest"
     assert [s.get("run") for s in job["steps"]][-1] == "gradual-deploy demo"
     assert all(s.get("shell") == "pwsh" for s in job["steps"] if "run" in s)
+
+
+def test_github_rehearsal_job_gets_no_production_secret() -> None:
+    workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
+    job = workflow["jobs"]["rehearsal-windows"]
+    reachable = json.dumps([workflow.get("env", {}), job.get("env", {}), job["steps"]])
+    assert "secrets." not in reachable
