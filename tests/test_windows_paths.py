@@ -86,12 +86,17 @@ def test_replace_waits_out_a_file_held_open_on_windows(windows, tmp_path):
     assert 0.1 < took < 1.5
 
 
-def test_replace_held_for_good_says_why_within_its_bound(windows, tmp_path):
-    target = tmp_path / "mode.json"
+def _held_target(tmp_path: Path) -> tuple[Path, Path]:
+    """A new file and a target that refuses to be replaced (immutable), as a held file does on Windows."""
+    target, source = tmp_path / "mode.json", tmp_path / "new.json"
     target.write_text("{}")
-    source = tmp_path / "new.json"
     source.write_text("{}")
     _immutable(target)
+    return source, target
+
+
+def test_replace_held_for_good_says_why_within_its_bound(windows, tmp_path):
+    source, target = _held_target(tmp_path)
     try:
         started = time.monotonic()
         with pytest.raises(PermissionError, match="held open by another process and Windows cannot replace"):
@@ -102,11 +107,7 @@ def test_replace_held_for_good_says_why_within_its_bound(windows, tmp_path):
 
 
 def test_posix_replace_does_not_retry(tmp_path):
-    target = tmp_path / "mode.json"
-    target.write_text("{}")
-    source = tmp_path / "new.json"
-    source.write_text("{}")
-    _immutable(target)
+    source, target = _held_target(tmp_path)
     try:
         started = time.monotonic()
         with pytest.raises(PermissionError):
