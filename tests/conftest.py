@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -15,6 +19,7 @@ import psycopg2  # noqa: F401
 import requests  # noqa: F401
 
 from deploy_tool.sandbox import Sandbox
+from installs import ROOT, BuiltWheel, make_venv, pip_failure, site_packages, tracked_files, venv_python
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -128,3 +133,80 @@ def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sandbo
         return SuiteRun(result, evidence_dir)
 
     return run
+
+
+# ------------------------------------------------------------------------------------ what a user installs
+
+
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the whole run, the same for every pytest-xdist worker (its base temp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """Make `name` once per run, however many workers ask: a lock, and a marker file written last."""
+    from filelock import FileLock
+
+    folder = _shared_dir(tmp_path_factory) / name
+    done = folder.with_suffix(".done")
+    with FileLock(str(folder.with_suffix(".lock"))):
+        if not done.exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            make(folder)
+            done.write_text("ok")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
+    """The wheel built from this checkout once per run (pip's isolated build, as a user's `pip install .`)."""
+
+    def build(folder: Path) -> None:
+        # From the tracked files alone, as a git-URL install sees them: a stale build/ or egg-info in this
+        # checkout would otherwise put into the wheel what the project's own configuration leaves out.
+        source = folder / "source"
+        for name in tracked_files():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet",
+                               "--disable-pip-version-check", "-w", str(folder), str(source)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, pip_failure("building the wheel", proc)
+
+    folder = _once(tmp_path_factory, "wheel", build)
+    (wheel,) = folder.glob("gradual_deploy-*.whl")
+    return BuiltWheel(wheel, hashlib.sha256(wheel.read_bytes()).hexdigest())
+
+
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltWheel) -> Path:
+    """A fresh venv with the wheel installed the normal way: `pip install <wheel>`, its dependencies
+    resolved from the package index. No editable install, no source tree on sys.path."""
+
+    def install(folder: Path) -> None:
+        venv = make_venv(folder / "venv")
+        proc = subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "--quiet",
+                               "--disable-pip-version-check", str(built_wheel.path)],
+                              capture_output=True, text=True, timeout=900, cwd=folder)
+        assert proc.returncode == 0, pip_failure("pip install of the wheel", proc)
+
+    return _once(tmp_path_factory, "installed", install) / "venv"
+
+
+@pytest.fixture(scope="session")
+def dependencies_only(tmp_path_factory: pytest.TempPathFactory, installed_venv: Path) -> Path:
+    """The installed wheel's dependencies without gradual-deploy itself: a copy of that venv's site-packages
+    less the project's packages, its dist-info (and so its entry points) and pip. See
+    `installs.venv_with_dependencies`."""
+    ours = ("deploy_tool", "preflight_tests", "gradual_deploy-", "pip", "_distutils_hack",
+            "distutils-precedence.pth", "__editable__")
+
+    def copy(folder: Path) -> None:
+        site = site_packages(installed_venv)
+        shutil.copytree(site, folder, dirs_exist_ok=True,
+                        ignore=lambda d, names: [n for n in names if Path(d) == site and n.startswith(ours)])
+
+    return _once(tmp_path_factory, "dependencies", copy)

@@ -1,0 +1,119 @@
+"""What a user installs is what is tested: the wheel and the sdist hold every package and data file, and the
+wheel, installed into a fresh venv with no source tree on sys.path, runs from another directory.
+
+Every other test runs against the editable install of this checkout, which finds any module in the source
+tree whether or not the wheel ships it (a wheel once lacked deploy_tool.commands, .modes and .probes, and
+every command but --version failed for anyone who installed it the normal way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deploy_tool.sandbox import Sandbox
+
+from installs import ROOT, BuiltWheel, tracked_files, venv_python
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_wheel_holds_every_package_and_data_file(built_wheel: BuiltWheel) -> None:
+    shipped = set(zipfile.ZipFile(built_wheel.path).namelist())
+    ours = [p for p in tracked_files() if p.startswith(("deploy_tool/", "preflight_tests/"))]
+    assert ours and any(p.startswith("deploy_tool/commands/") for p in ours)
+    missing = sorted(set(ours) - shipped)
+    assert not missing, f"tracked package files missing from the wheel: {missing}"
+    # Every folder with Python in it is a package with its __init__ (nothing found only by a namespace import).
+    folders = {str(Path(p).parent) for p in ours if p.endswith(".py")}
+    assert all(f"{folder}/__init__.py" in shipped for folder in folders), folders
+    entry_points = zipfile.ZipFile(built_wheel.path).read(
+        next(n for n in shipped if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "gradual-deploy = deploy_tool.cli:main" in entry_points
+    assert "preflight_tests.plugin = preflight_tests.plugin" in entry_points
+
+
+def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sdist,) = tmp_path.glob("gradual_deploy-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        shipped = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    missing = sorted(set(tracked_files()) - shipped)
+    assert not missing, f"tracked files missing from the sdist: {missing}"
+    # The sdist builds the same wheel: every package is found from it alone, not from this checkout.
+    assert "deploy_tool/commands/watch.py" in shipped and "preflight_tests/report.css" in shipped
+
+
+def _clean_env(venv: Path) -> dict[str, str]:
+    """The installed venv first on PATH and nothing of this checkout or the test venv reachable."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")
+           and not k.startswith(("EXEC_", "OKX_", "GD_", "PYTEST_XDIST", "PYTEST_CURRENT"))
+           and k not in ("DATABASE_URL", "BACKTEST_SUMMARY")}
+    env["PATH"] = os.pathsep.join([str(venv_python(venv).parent), "/usr/bin", "/bin"])
+    return env
+
+
+def _run(venv: Path, argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 180):
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_installed_wheel_imports_from_site_packages_only(installed_venv: Path, tmp_path: Path) -> None:
+    env = _clean_env(installed_venv)
+    done = _run(installed_venv, [str(venv_python(installed_venv)), "-c",
+                                 "import sys, deploy_tool, preflight_tests.plugin, deploy_tool.commands.watch, "
+                                 "deploy_tool.modes.change, deploy_tool.probes.okx; "
+                                 "print(deploy_tool.__file__); print(preflight_tests.plugin.__file__); "
+                                 "print(any('__editable__' in p for p in sys.path))"], tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    first, second, editable = done.stdout.splitlines()
+    for path in (first, second):
+        assert Path(path).is_relative_to(installed_venv), path
+        assert not Path(path).is_relative_to(ROOT), path
+    assert editable == "False"
+
+
+def test_the_installed_tool_runs_demo_pause_and_the_suite_from_another_directory(
+        installed_venv: Path, tmp_path: Path) -> None:
+    env = _clean_env(installed_venv)
+    tool = str(venv_python(installed_venv).parent / "gradual-deploy")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    demo = _run(installed_venv, [tool, "demo"], elsewhere, env, timeout=300)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "ModuleNotFoundError" not in demo.stderr and "Traceback" not in demo.stderr
+    assert "pause" in demo.stdout.lower()
+
+    with Sandbox(tmp_path / "box", token="installed-token-7f3a", token_env="GD_INSTALL_TEST_TOKEN", mode="mock") as box:
+        box_env = {**env, box.token_env: box.token or "", **box.account_env()}
+        suite = _run(installed_venv, [str(venv_python(installed_venv)), "-m", "pytest", "--pyargs", "preflight_tests",
+                                      "-p", "no:cacheprovider", *box.preflight_args(),
+                                      "--evidence-dir", str(elsewhere / "evidence")], elsewhere, box_env, timeout=300)
+        # The emergency pause, through both channels of a running (stand-in) system.
+        pause = _run(installed_venv, [tool, "pause", "--http-admin-url", box.admin_url, "--admin-token-env",
+                                      box.token_env, "--control-file", str(box.control_file), "--audit-dir",
+                                      str(elsewhere / "audit"), "--reason", "installed-wheel test"], elsewhere, box_env)
+        assert pause.returncode == 0, pause.stdout + pause.stderr
+        assert box.admin.mode == "paused" and json.loads(box.control_file.read_text())["mode"] == "paused"
+    audit = [json.loads(line) for p in (elsewhere / "audit").glob("deploy-*.jsonl") for line in p.read_text().splitlines()]
+    assert [(a["from"], a["to"], a["result"]) for a in audit] == [("mock", "paused", "done")]
+    assert box.token not in pause.stdout + pause.stderr + (elsewhere / "audit").joinpath(
+        next((elsewhere / "audit").glob("deploy-*.jsonl")).name).read_text()
+    assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
+    (evidence,) = (elsewhere / "evidence").glob("preflight-*.json")
+    doc = json.loads(evidence.read_text())
+    assert doc["verdict"] == "pass"
+    assert doc["tool_version"] and {c["status"] for c in doc["checks"]} <= {"passed", "skipped"}
+    assert sum(c["status"] == "passed" for c in doc["checks"]) >= 10
+    # The suite that ran is the installed one, not this checkout's.
+    assert str(ROOT) not in suite.stdout
