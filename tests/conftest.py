@@ -199,10 +199,10 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltW
 @pytest.fixture(scope="session")
 def dependencies_only(tmp_path_factory: pytest.TempPathFactory, installed_venv: Path) -> Path:
     """The installed wheel's dependencies without gradual-deploy itself: a copy of that venv's site-packages
-    less the project's packages, its dist-info (and so its entry points) and pip. See
+    less the project's packages and its dist-info (and so its entry points). See
     `installs.venv_with_dependencies`."""
-    ours = ("deploy_tool", "preflight_tests", "gradual_deploy-", "pip", "_distutils_hack",
-            "distutils-precedence.pth", "__editable__")
+    ours = ("deploy_tool", "preflight_tests", "gradual_deploy-", "_distutils_hack", "distutils-precedence.pth",
+            "__editable__")
 
     def copy(folder: Path) -> None:
         site = site_packages(installed_venv)

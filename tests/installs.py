@@ -50,18 +50,19 @@ def site_packages(venv: Path) -> Path:
     return site
 
 
-def make_venv(where: Path) -> Path:
+def make_venv(where: Path, with_pip: bool = True) -> Path:
     """A fresh virtual environment from the interpreter under this test run (not from the test venv)."""
     base = getattr(sys, "_base_executable", sys.executable)
-    proc = subprocess.run([base, "-m", "venv", str(where)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([base, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(where)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, pip_failure("creating a venv", proc)
     return where
 
 
 def venv_with_dependencies(where: Path, dependencies: Path) -> Path:
     """A fresh venv that sees gradual-deploy's dependencies, not gradual-deploy: what a CI job's python is
-    before its install step (the dependencies come in by a .pth file, so installing the wheel installs only
-    the wheel, for real, in seconds)."""
-    venv = make_venv(where)
+    before its install step (the dependencies, and pip, come in by a .pth file, so installing the wheel
+    installs only the wheel, for real, into this venv, in seconds)."""
+    venv = make_venv(where, with_pip=False)
     (site_packages(venv) / "gd_dependencies.pth").write_text(str(dependencies) + "\n")
     return venv

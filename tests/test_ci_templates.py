@@ -2,6 +2,12 @@
 shell executor against the sandbox, actionlint lints the GitHub workflow, and the workflow's shell steps run
 against the sandbox the way the runner runs them.
 
+Each job installs gradual-deploy the way the template says, from the wheel built from this checkout and
+pinned by its sha256, into a fresh venv of its own that holds the dependencies but not gradual-deploy and
+sees no editable install: what the job runs is what a user installs. Mutations of the templates that once
+went unnoticed (the account check dropped, `permissions: write-all`, a broken PowerShell install line, an
+unpinned action, a secret given to every step) each fail a test here.
+
 The tools come from tests/ci-tools/package.json (`npm ci --prefix tests/ci-tools`, which .ci/run does). On a
 machine without Node.js the tests skip and say so; with Node.js but without the installed tools they skip,
 except under CI=true, where a missing install is a broken setup and fails.
@@ -21,12 +27,14 @@ import pytest
 import yaml
 
 from deploy_tool.sandbox import Sandbox
+from installs import BuiltWheel, site_packages, venv_python, venv_with_dependencies
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "ci"
 TOOLS = ROOT / "tests" / "ci-tools" / "node_modules"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-VENV_BIN = Path(sys.executable).parent
+TEST_VENV_BIN = Path(sys.executable).parent
+PINNED = json.loads((ROOT / "tests" / "ci-tools" / "actions.json").read_text())["actions"]
 
 pytestmark = pytest.mark.slow
 
@@ -49,9 +57,12 @@ def ci_box(tmp_path: Path):
         yield box
 
 
-def ci_variables(box: Sandbox) -> dict[str, str]:
-    """What the CI's settings would hold: production endpoints (here the sandbox's) and the secrets."""
+def ci_variables(box: Sandbox, wheel: BuiltWheel) -> dict[str, str]:
+    """What the CI's settings would hold: the pinned wheel, production endpoints (here the sandbox's) and the
+    secrets."""
     return {
+        "GD_WHEEL_URL": wheel.path.as_uri(),
+        "GD_WHEEL_SHA256": wheel.sha256,
         "EXEC_HTTP_ADMIN_URL": box.admin_url,
         "EXEC_HTTP_ADMIN_TOKEN": box.token or "",
         "DATABASE_URL": box.database_url,
@@ -63,18 +74,47 @@ def ci_variables(box: Sandbox) -> dict[str, str]:
     }
 
 
-def _clean_env() -> dict[str, str]:
-    """The runner's own environment: the tool installed (this venv first on PATH), no deployment settings."""
+def _clean_env(venv: Path) -> dict[str, str]:
+    """The runner's own environment: the job's fresh venv first on PATH, no deployment settings, and nothing
+    of the test venv (with its editable install) reachable."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EXEC_", "OKX_", "GD_")) and k not in ("DATABASE_URL", "BACKTEST_SUMMARY", "CI")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+           if not k.startswith(("EXEC_", "OKX_", "GD_", "PYTEST_", "PYTHON")) and k not in (
+               "DATABASE_URL", "BACKTEST_SUMMARY", "CI", "VIRTUAL_ENV")}
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != TEST_VENV_BIN.resolve()]
+    env["PATH"] = os.pathsep.join([str(venv_python(venv).parent), *path])
+    # The job's venv already has every dependency; with no index, a name-only install (`gradual-deploy`,
+    # which anyone could register) fails here instead of fetching whatever has that name.
+    env["PIP_NO_INDEX"] = "1"
     return env
+
+
+def job_venv(where: Path, dependencies: Path) -> Path:
+    """A job's python before its install step: the dependencies, and no gradual-deploy anywhere."""
+    venv = venv_with_dependencies(where, dependencies)
+    assert not list(site_packages(venv).glob("gradual_deploy-*.dist-info"))
+    return venv
+
+
+def installed_from(venv: Path, wheel: BuiltWheel) -> bool:
+    """gradual-deploy is installed in `venv`, from exactly that wheel (pip records the URL it came from)."""
+    found = list(site_packages(venv).glob("gradual_deploy-*.dist-info"))
+    if not found:
+        return False
+    direct = json.loads((found[0] / "direct_url.json").read_text())
+    return direct["url"] == wheel.path.as_uri() and direct.get("archive_info", {}).get("hash") == f"sha256={wheel.sha256}"
+
+
+@pytest.fixture
+def pinned(built_wheel: BuiltWheel, dependencies_only: Path) -> tuple[BuiltWheel, Path]:
+    return built_wheel, dependencies_only
 
 
 # ------------------------------------------------------------------------------------------------ GitLab
 
 
 class GitlabRun:
+    venv: Path
+
     def __init__(self, project: Path, proc: subprocess.CompletedProcess) -> None:
         self.project = project
         self.proc = proc
@@ -88,8 +128,11 @@ class GitlabRun:
         return self.project / ".gitlab-ci-local" / "artifacts" / job
 
 
-def run_gitlab(tmp_path: Path, variables: dict[str, str], template: str | None = None) -> GitlabRun:
+def run_gitlab(tmp_path: Path, variables: dict[str, str], dependencies: Path, template: str | None = None,
+               manual: tuple[str, ...] = ("deploy",)) -> GitlabRun:
+    """The pipeline under gitlab-ci-local; `manual` jobs are started as a person would start them."""
     tool = _tool(TOOLS / ".bin" / "gitlab-ci-local", "gitlab-ci-local")
+    venv = job_venv(tmp_path / "job-venv", dependencies)
     project = tmp_path / "repo"
     project.mkdir()
     (project / ".gitlab-ci.yml").write_text(template or (EXAMPLES / "gitlab-ci.yml").read_text())
@@ -100,19 +143,26 @@ def run_gitlab(tmp_path: Path, variables: dict[str, str], template: str | None =
     argv = [str(tool), "--force-shell-executor", "--shell-isolation", "--no-color"]
     for name, value in variables.items():
         argv += ["--variable", f"{name}={value}"]
-    proc = subprocess.run(argv, cwd=project, env=_clean_env(), capture_output=True, text=True, timeout=240)
-    return GitlabRun(project, proc)
+    for job in manual:
+        argv += ["--manual", job]
+    proc = subprocess.run(argv, cwd=project, env=_clean_env(venv), capture_output=True, text=True, timeout=240)
+    run = GitlabRun(project, proc)
+    run.venv = venv
+    return run
 
 
-def test_gitlab_pipeline_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: Sandbox) -> None:
-    run = run_gitlab(tmp_path, ci_variables(ci_box))
+def test_gitlab_pipeline_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+    wheel, dependencies = pinned
+    run = run_gitlab(tmp_path, ci_variables(ci_box, wheel), dependencies)
 
     assert run.proc.returncode == 0, run.output
     preflight, deploy = run.log("preflight"), run.log("deploy")
     assert preflight is not None and "passed" in preflight, run.output
     assert deploy is not None and "switch mock -> real: DONE" in deploy, run.output
-    # The deploy job really switched the system, through the admin API the gate checked.
+    # The deploy job really switched the system, through the admin API the gate checked, with the tool the
+    # install step put into the job's venv from the pinned wheel.
     assert ci_box.admin.mode == "real"
+    assert installed_from(run.venv, wheel)
     # The evidence is an artifact: HTML, JSON (verdict pass) and the JUnit XML for the Tests tab.
     kept = run.artifacts("preflight") / "evidence"
     evidence = [json.loads(p.read_text()) for p in kept.glob("preflight-*.json")]
@@ -131,9 +181,11 @@ def test_gitlab_pipeline_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: S
             assert secret not in text
 
 
-def test_gitlab_pipeline_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path: Path, ci_box: Sandbox) -> None:
+def test_gitlab_pipeline_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path: Path, ci_box: Sandbox,
+                                                                      pinned) -> None:
+    wheel, dependencies = pinned
     # A threshold from a CI variable that the sandbox's backtest (Sharpe about 1.4) does not meet.
-    run = run_gitlab(tmp_path, {**ci_variables(ci_box), "GD_MIN_SHARPE": "99"})
+    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_MIN_SHARPE": "99"}, dependencies)
 
     assert run.proc.returncode != 0, run.output
     assert "FAIL  preflight" in run.output or "FAIL preflight" in re.sub(r"\s+", " ", run.output), run.output
@@ -148,12 +200,15 @@ def test_gitlab_pipeline_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path:
 
 
 def test_gitlab_deploy_job_refuses_a_failed_gate_even_when_someone_lets_it_through(tmp_path: Path,
-                                                                                   ci_box: Sandbox) -> None:
-    """Hostile: `allow_failure: true` on the gate lets the deploy job run; the JSON verdict still stops it."""
+                                                                                   ci_box: Sandbox, pinned) -> None:
+    """Hostile: `allow_failure: true` on the gate and an automatic deploy job (`GD_DEPLOY_WHEN: on_success`)
+    let the deploy job run; the JSON verdict still stops it."""
+    wheel, dependencies = pinned
     template = (EXAMPLES / "gitlab-ci.yml").read_text()
     loosened = template.replace("preflight:\n  stage: gate\n", "preflight:\n  stage: gate\n  allow_failure: true\n")
     assert loosened != template
-    run = run_gitlab(tmp_path, {**ci_variables(ci_box), "GD_MIN_SHARPE": "99"}, template=loosened)
+    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_MIN_SHARPE": "99", "GD_DEPLOY_WHEN": "on_success"},
+                     dependencies, template=loosened, manual=())
 
     deploy = run.log("deploy")
     assert deploy is not None, "with allow_failure the deploy job should have run: " + run.output
@@ -175,22 +230,22 @@ def actionlint(workflow_text: str, tmp_path: Path) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+GITHUB = (EXAMPLES / "github-actions.yml").read_text()
+GITLAB = (EXAMPLES / "gitlab-ci.yml").read_text()
+
+
 def test_github_workflow_passes_actionlint(tmp_path: Path) -> None:
-    assert actionlint((EXAMPLES / "github-actions.yml").read_text(), tmp_path) == []
+    assert actionlint(GITHUB, tmp_path) == []
 
 
 @pytest.mark.parametrize("breakage, finding", [
-    # The linter is real: a typo in the verdict the deploy job depends on, a job that needs a missing job,
-    # and an unknown input of a known action are each found.
+    # The linter is real: a typo in the verdict the deploy job depends on, and a job that needs a missing job.
     (("needs.preflight.outputs.verdict ==", "needs.preflight.outputs.verdic =="), "verdic"),
     (("    needs: preflight\n", "    needs: gate\n"), "gate"),
-    (("          retention-days: 90\n          if-no-files-found", "          retention: 90\n          if-no-files-found"),
-     "retention"),
 ])
 def test_actionlint_finds_what_is_broken(tmp_path: Path, breakage: tuple[str, str], finding: str) -> None:
-    text = (EXAMPLES / "github-actions.yml").read_text()
-    assert breakage[0] in text
-    found = actionlint(text.replace(breakage[0], breakage[1], 1), tmp_path)
+    assert breakage[0] in GITHUB
+    found = actionlint(GITHUB.replace(breakage[0], breakage[1], 1), tmp_path)
     assert found and any(finding in item["message"] for item in found), found
 
 
@@ -207,17 +262,179 @@ def test_github_workflow_passes_the_actionlint_binary_when_installed() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+# --------------------------------------------------------------------- GitHub: what the workflow allows
+
+
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+?)@(\S+)(?:\s+#\s*(\S+))?\s*$")
+
+
+def workflow_findings(text: str) -> list[str]:
+    """What makes the workflow unsafe to hand production's secrets: actions not pinned to the commit of the
+    tag beside them, inputs the pinned action does not have, permissions beyond what each job's actions need,
+    and secrets reachable by anything but the step that runs gradual-deploy with them."""
+    findings = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = USES.match(line)
+        if "uses:" in line and not match:
+            findings.append(f"line {number}: cannot read `{line.strip()}`")
+        if not match:
+            continue
+        action, ref, tag = match.groups()
+        known = PINNED.get(action)
+        if known is None:
+            findings.append(f"line {number}: {action} is not one of the reviewed actions (tests/ci-tools/actions.json)")
+        elif not re.fullmatch(r"[0-9a-f]{40}", ref):
+            findings.append(f"line {number}: {action}@{ref} is pinned by a movable ref, not a commit")
+        elif (ref, tag) != (known["commit"], known["tag"]):
+            findings.append(f"line {number}: {action}@{ref} # {tag} is not the reviewed {known['commit']} # {known['tag']}")
+    workflow = yaml.safe_load(text)
+    if workflow.get("permissions") != {}:
+        findings.append(f"workflow permissions {workflow.get('permissions')!r}: give nothing by default ({{}})")
+    if "secrets." in json.dumps(workflow.get("env", {})):
+        findings.append("a secret in the workflow env reaches every step of every job")
+    for name, job in workflow["jobs"].items():
+        steps = job.get("steps", [])
+        needed: dict[str, str] = {}
+        for step in steps:
+            action = str(step.get("uses", "")).split("@")[0]
+            if action in PINNED:
+                needed.update(PINNED[action]["permissions"])
+                unknown = set(step.get("with", {})) - set(PINNED[action]["inputs"])
+                if unknown:
+                    findings.append(f"{name}: {action} has no input(s) {sorted(unknown)}")
+        if job.get("permissions") != needed:
+            findings.append(f"{name}: permissions {job.get('permissions')!r}, its actions need exactly {needed!r}")
+        if "secrets." in json.dumps(job.get("env", {})):
+            findings.append(f"{name}: a secret in the job env reaches every step, third-party actions included")
+        for step in steps:
+            if "secrets." in json.dumps(step) and not str(step.get("run", "")).startswith("gradual-deploy "):
+                findings.append(f"{name}: step {step.get('name') or step.get('uses')!r} gets a secret it does not use")
+    return findings
+
+
+def test_github_workflow_pins_every_action_and_gives_least_permissions() -> None:
+    assert workflow_findings(GITHUB) == []
+
+
+@pytest.mark.parametrize("mutation, finding", [
+    (("permissions: {}  # nothing by default", "permissions: write-all  # nothing by default"), "workflow permissions"),
+    (("      checks: write   #", "      checks: write\n      pull-requests: write   #"), "preflight: permissions"),
+    (("    permissions: {}          #", "    permissions:\n      contents: write\n    #"), "deploy: permissions"),
+    (("actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1  # v7.0.1", "actions/checkout@v7  # v7.0.1"),
+     "movable ref"),
+    (("mikepenz/action-junit-report@d9f48fc87bc235f7e214acf696ca5abc0a986f16  # v6.4.2",
+      "mikepenz/action-junit-report@d9f48fc87bc235f7e214acf696ca5abc0a986f16  # v6.4.1"), "not the reviewed"),
+    (("          retention-days: 90\n          if-no-files-found", "          retention: 90\n          if-no-files-found"),
+     "has no input(s) ['retention']"),
+    (("      EXEC_HTTP_ADMIN_URL: ${{ vars.EXEC_HTTP_ADMIN_URL }}\n    steps:\n      - uses: actions/checkout",
+      "      EXEC_HTTP_ADMIN_URL: ${{ vars.EXEC_HTTP_ADMIN_URL }}\n      DATABASE_URL: ${{ secrets.DATABASE_URL }}\n"
+      "    steps:\n      - uses: actions/checkout"), "secret in the job env"),
+    (("          report_paths: ${{ env.GD_EVIDENCE_DIR }}/junit.xml\n",
+      "          report_paths: ${{ env.GD_EVIDENCE_DIR }}/junit.xml\n          token: ${{ secrets.EXEC_HTTP_ADMIN_TOKEN }}\n"),
+     "gets a secret it does not use"),
+])
+def test_unsafe_workflow_edits_are_found(mutation: tuple[str, str], finding: str) -> None:
+    assert mutation[0] in GITHUB, mutation[0]
+    found = workflow_findings(GITHUB.replace(mutation[0], mutation[1], 1))
+    assert any(finding in f for f in found), found
+
+
+def test_the_pinned_actions_file_is_complete() -> None:
+    used = {m.group(1) for m in map(USES.match, GITHUB.splitlines()) if m}
+    assert used == set(PINNED)
+    for action, known in PINNED.items():
+        assert re.fullmatch(r"[0-9a-f]{40}", known["commit"]) and known["inputs"], action
+
+
+# --------------------------------------------------------------------- both: the gate's command and install
+
+
+def _preflight_command(text: str) -> list[str]:
+    doc = yaml.safe_load(text)
+    if "jobs" in doc:
+        lines = [s["run"] for s in doc["jobs"]["preflight"]["steps"] if str(s.get("run", "")).startswith("gradual-deploy ")]
+    else:
+        lines = [line for line in doc["preflight"]["script"] if isinstance(line, str) and line.startswith("gradual-deploy ")]
+    assert len(lines) == 1, lines
+    return lines[0].split()
+
+
+REQUIRED_GATE_FLAGS = ("--require-account-check", "--evidence-dir", "--junitxml", "--backtest-summary", "--scan-path",
+                       "--max-allocation", "--min-sharpe", "--min-winrate", "--max-drawdown")
+
+
+@pytest.mark.parametrize("text", [GITHUB, GITLAB], ids=["github", "gitlab"])
+def test_the_gate_runs_with_every_required_flag(text: str) -> None:
+    command = _preflight_command(text)
+    assert command[:2] == ["gradual-deploy", "preflight"]
+    missing = [flag for flag in REQUIRED_GATE_FLAGS if flag not in command]
+    assert not missing, missing
+    assert not [a for a in command if a.startswith("--skip-") or a in ("-k", "-m", "--force")], command
+
+
+@pytest.mark.parametrize("text", [GITHUB, GITLAB], ids=["github", "gitlab"])
+def test_the_gate_without_the_account_check_is_found(text: str) -> None:
+    """The mutation itself: without the flag, the gate command is no longer the required one."""
+    loosened = text.replace(" --require-account-check", "")
+    assert loosened != text
+    with pytest.raises(AssertionError):
+        test_the_gate_runs_with_every_required_flag(loosened)
+
+
+def test_gitlab_deploy_job_is_behind_the_production_environment_and_a_person() -> None:
+    doc = yaml.safe_load(GITLAB)
+    deploy = doc["deploy"]
+    assert deploy["environment"] == {"name": "production", "action": "start"}
+    assert doc["preflight"]["environment"] == {"name": "production", "action": "prepare"}
+    assert doc["variables"]["GD_DEPLOY_WHEN"] == "manual"
+    assert deploy["rules"][-1]["when"] == "manual" and deploy["rules"][-1]["allow_failure"] is False
+    assert "when" not in deploy  # only the rules decide
+    assert doc["variables"]["GD_WHEEL_URL"] == "" and doc["variables"]["GD_WHEEL_SHA256"] == ""
+
+
+def test_gitlab_default_pipeline_waits_for_a_person_before_switching(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+    wheel, dependencies = pinned
+    run = run_gitlab(tmp_path, ci_variables(ci_box, wheel), dependencies, manual=())
+    assert run.proc.returncode == 0, run.output
+    assert run.log("preflight") is not None and run.log("deploy") is None, run.output
+    assert ci_box.admin.mode == "mock"
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"GD_WHEEL_SHA256": "0" * 64}, "DO NOT MATCH THE HASHES"),
+    ({"GD_WHEEL_SHA256": ""}, "set the GD_WHEEL_SHA256 variable"),
+    ({"GD_WHEEL_URL": ""}, "set the GD_WHEEL_URL variable"),
+])
+def test_gitlab_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned, change, says) -> None:
+    wheel, dependencies = pinned
+    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), **change}, dependencies)
+    assert run.proc.returncode != 0
+    assert says in (run.log("preflight") or "") + run.output, run.output
+    assert run.log("deploy") is None
+    assert not installed_from(run.venv, wheel) and not list(site_packages(run.venv).glob("gradual_deploy-*"))
+    assert ci_box.admin.mode == "mock"
+
+
+# ------------------------------------------------------------------------------------------------ GitHub
+
+
 class GithubRunner:
     """Runs a workflow's Linux jobs as the runner would, here: `run:` steps in bash -eo pipefail with the
-    env the workflow computes, `if:` and job `needs`/outputs honoured, artifacts passed by upload/download.
-    Only expressions the template uses are understood; anything else fails the test, never passes it."""
+    env the workflow computes (workflow, job, then step level), `if:` and job `needs`/outputs honoured,
+    artifacts passed by upload/download, and each job in a fresh venv of its own that has the dependencies
+    but not gradual-deploy until its install step. Only expressions the template uses are understood;
+    anything else fails the test, never passes it. A `uses:` step must be a reviewed, pinned action."""
 
     EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
-    def __init__(self, workflow: dict, root: Path, context: dict, runner_env: dict[str, str]) -> None:
+    def __init__(self, workflow: dict, root: Path, context: dict, runner_env: dict[str, str],
+                 dependencies: Path) -> None:
         self.workflow, self.root, self.context, self.runner_env = workflow, root, context, runner_env
+        self.dependencies = dependencies
         self.artifacts = root / "artifacts"
         self.jobs: dict[str, dict] = {}
+        self.venvs: dict[str, Path] = {}
+        self.step_envs: dict[str, list[tuple[str, dict[str, str]]]] = {}
 
     def value(self, expr: str, ctx: dict) -> str:
         for alternative in expr.split("||"):
@@ -256,28 +473,34 @@ class GithubRunner:
             return self.jobs[name]
         workdir = self.root / name
         workdir.mkdir()
-        env = {**_clean_env(), **self.runner_env, "GITHUB_RUN_ID": "4242", "GITHUB_ACTOR": "octo-ops"}
+        venv = self.venvs[name] = job_venv(self.root / f"{name}-venv", self.dependencies)
+        env = {**_clean_env(venv), **self.runner_env, "GITHUB_RUN_ID": "4242", "GITHUB_ACTOR": "octo-ops"}
         for scope in (self.workflow.get("env", {}), job.get("env", {})):
             env.update({k: self.expand(v, ctx) for k, v in scope.items()})
         ctx["env"] = env
         failed, log = False, []
+        self.step_envs[name] = []
         for index, step in enumerate(job["steps"]):
             if not self.condition(step.get("if"), ctx, failed):
                 continue
             with_ = {k: self.expand(v, ctx) for k, v in step.get("with", {}).items()}
             if "uses" in step:
-                action = step["uses"].split("@")[0]
+                action, ref = step["uses"].split("@")
+                assert action in PINNED and ref == PINNED[action]["commit"], f"unreviewed action {step['uses']}"
                 if action == "actions/upload-artifact":
                     source = workdir / with_["path"]
-                    assert source.exists() or with_.get("if-no-files-found") != "error", f"nothing at {source}"
-                    if source.exists():
+                    if not source.exists() and with_.get("if-no-files-found") == "error":
+                        log.append(f"upload-artifact: no files were found with the provided path: {with_['path']}")
+                        failed = True  # the action fails the step, as on GitHub
+                    elif source.exists():
                         shutil.copytree(source, self.artifacts / with_["name"])
                 elif action == "actions/download-artifact":
                     shutil.copytree(self.artifacts / with_["name"], workdir / with_["path"])
                 elif action == "mikepenz/action-junit-report":
-                    assert (workdir / with_["report_paths"]).exists(), "no JUnit XML for the test report"
-                else:
-                    assert action in ("actions/checkout", "actions/setup-python"), f"unknown action {action}"
+                    # With its defaults (require_tests: false) a missing report is a warning, not a failure.
+                    found = (workdir / with_["report_paths"]).exists()
+                    assert found or failed, "a job that got this far wrote no JUnit XML for the test report"
+                    log.append("" if found else "action-junit-report: no test results found")
                 continue
             output = workdir / f".output-{index}"
             output.touch()
@@ -285,6 +508,7 @@ class GithubRunner:
                         "GITHUB_OUTPUT": str(output)}
             script = workdir / f".step-{index}.sh"
             script.write_text(self.expand(step["run"], ctx))
+            self.step_envs[name].append((script.read_text(), step_env))
             proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=workdir,
                                   env=step_env, capture_output=True, text=True, timeout=180)
             log.append(proc.stdout + proc.stderr)
@@ -297,24 +521,29 @@ class GithubRunner:
         return self.jobs[name]
 
 
-def run_github(tmp_path: Path, box: Sandbox, variables: dict[str, str]) -> GithubRunner:
-    workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
-    secrets = {k: v for k, v in ci_variables(box).items() if k in (
-        "DATABASE_URL", "EXEC_HTTP_ADMIN_TOKEN", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE")}
-    plain = {k: v for k, v in ci_variables(box).items() if k not in secrets}
+GITHUB_SECRETS = ("DATABASE_URL", "EXEC_HTTP_ADMIN_TOKEN", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE")
+
+
+def run_github(tmp_path: Path, box: Sandbox, pinned: tuple[BuiltWheel, Path], variables: dict[str, str],
+               drop_secrets: tuple[str, ...] = (), text: str = GITHUB) -> GithubRunner:
+    wheel, dependencies = pinned
+    workflow = yaml.safe_load(text)
+    settings = ci_variables(box, wheel)
+    secrets = {k: v for k, v in settings.items() if k in GITHUB_SECRETS and k not in drop_secrets}
+    plain = {k: v for k, v in settings.items() if k not in GITHUB_SECRETS}
     # The exchange root is not a setting the template exposes (production uses OKX's own): here it is the
     # stand-in's, given the way a runner's environment would.
     runner = GithubRunner(workflow, tmp_path / "gh", {
         "secrets": secrets, "vars": {**plain, **variables}, "inputs": {"reason": "first live day"}},
-        runner_env={"OKX_BASE_URL": box.okx_url})
-    (tmp_path / "gh").mkdir()
+        runner_env={"OKX_BASE_URL": box.okx_url}, dependencies=dependencies)
+    (tmp_path / "gh").mkdir(parents=True)
     for job in ("preflight", "deploy"):
         runner.run_job(job)
     return runner
 
 
-def test_github_workflow_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: Sandbox) -> None:
-    runner = run_github(tmp_path, ci_box, {})
+def test_github_workflow_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+    runner = run_github(tmp_path, ci_box, pinned, {})
     preflight, deploy = runner.jobs["preflight"], runner.jobs["deploy"]
 
     assert preflight["result"] == "success", preflight["log"]
@@ -322,6 +551,8 @@ def test_github_workflow_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: S
     assert deploy["result"] == "success", deploy["log"]
     assert "switch mock -> real: DONE" in deploy["log"]
     assert ci_box.admin.mode == "real"
+    # Each job ran the tool its own install step put into its own venv, from the pinned wheel.
+    assert installed_from(runner.venvs["preflight"], pinned[0]) and installed_from(runner.venvs["deploy"], pinned[0])
     kept = runner.artifacts / "go-live-evidence"
     assert list(kept.glob("preflight-*.html")) and (kept / "junit.xml").exists()
     audit = [json.loads(line) for p in (runner.artifacts / "go-live-audit").glob("deploy-*.jsonl")
@@ -332,10 +563,15 @@ def test_github_workflow_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: S
     for text in (preflight["log"], deploy["log"], *(p.read_text() for p in kept.iterdir())):
         for secret in secrets:
             assert secret not in text
+    # The secrets were in the environment of the steps that run gradual-deploy with them, and of no other.
+    holders = {job: [script.split()[:2] for script, env in steps if any(env.get(n) for n in GITHUB_SECRETS)]
+               for job, steps in runner.step_envs.items()}
+    assert holders == {"preflight": [["gradual-deploy", "preflight"]], "deploy": [["gradual-deploy", "switch"]]}
 
 
-def test_github_workflow_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path: Path, ci_box: Sandbox) -> None:
-    runner = run_github(tmp_path, ci_box, {"GD_MAX_DRAWDOWN": "0.001"})
+def test_github_workflow_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path: Path, ci_box: Sandbox,
+                                                                       pinned) -> None:
+    runner = run_github(tmp_path, ci_box, pinned, {"GD_MAX_DRAWDOWN": "0.001"})
 
     assert runner.jobs["preflight"]["result"] == "failure"
     assert runner.jobs["preflight"]["outputs"] == {"verdict": "fail"}
@@ -348,15 +584,118 @@ def test_github_workflow_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path:
     assert [c["id"] for c in evidence[0]["checks"] if c["status"] == "failed"] == ["backtest_max_drawdown[sandbox-momentum]"]
 
 
+def test_github_gate_without_the_exchange_key_fails(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+    """The account checks are required in CI (`--require-account-check`): a job whose OKX key secrets are
+    missing fails the gate instead of skipping them, so no deploy runs."""
+    runner = run_github(tmp_path, ci_box, pinned, {}, drop_secrets=("OKX_API_KEY", "OKX_API_SECRET",
+                                                                    "OKX_API_PASSPHRASE"))
+    assert runner.jobs["preflight"]["result"] == "failure", runner.jobs["preflight"]["log"]
+    assert runner.jobs["deploy"]["result"] == "skipped"
+    assert ci_box.admin.mode == "mock"
+    # ...and the same workflow without the flag would have passed: the flag is what stops it.
+    loosened = GITHUB.replace(" --require-account-check", "")
+    assert loosened != GITHUB
+    other = run_github(tmp_path / "loosened", ci_box, pinned, {},
+                       drop_secrets=("OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE"), text=loosened)
+    assert other.jobs["preflight"]["result"] == "success", other.jobs["preflight"]["log"]
+
+
+def test_github_workflow_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+    runner = run_github(tmp_path, ci_box, pinned, {"GD_WHEEL_SHA256": "f" * 64})
+    assert runner.jobs["preflight"]["result"] == "failure"
+    assert "DO NOT MATCH THE HASHES" in runner.jobs["preflight"]["log"]
+    assert not list(site_packages(runner.venvs["preflight"]).glob("gradual_deploy-*"))
+    assert runner.jobs["deploy"]["result"] == "skipped" and ci_box.admin.mode == "mock"
+
+
 def test_github_workflow_has_a_windows_rehearsal() -> None:
-    job = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())["jobs"]["rehearsal-windows"]
+    job = yaml.safe_load(GITHUB)["jobs"]["rehearsal-windows"]
     assert job["runs-on"] == "windows-latest"
     assert [s.get("run") for s in job["steps"]][-1] == "gradual-deploy demo"
     assert all(s.get("shell") == "pwsh" for s in job["steps"] if "run" in s)
 
 
 def test_github_rehearsal_job_gets_no_production_secret() -> None:
-    workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
+    workflow = yaml.safe_load(GITHUB)
     job = workflow["jobs"]["rehearsal-windows"]
     reachable = json.dumps([workflow.get("env", {}), job.get("env", {}), job["steps"]])
     assert "secrets." not in reachable
+
+
+# ------------------------------------------------------------------------------- the PowerShell install
+
+
+class PwshSubset:
+    """The few PowerShell forms the Windows install step may use, run as pwsh would run them: an
+    `if (-not $env:A -or -not $env:B) { throw "..." }` guard, and a native command whose double-quoted
+    arguments expand `$env:NAME` and `$($env:NAME)`. PowerShell's own variables (`$NAME`, not in env:)
+    expand to nothing, as in pwsh when unset. Anything else is refused, so the test never passes a line it
+    does not understand."""
+
+    GUARD = re.compile(r'if \((-not \$env:\w+(?: -or -not \$env:\w+)*)\) \{ throw "([^"$]*)" \}')
+    TOKEN = re.compile(r'"((?:[^"`])*)"|(\S+)')
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def expand(self, text: str) -> str:
+        text = re.sub(r"\$\(\$env:(\w+)\)", lambda m: self.env.get(m.group(1), ""), text)
+        text = re.sub(r"\$env:(\w+)", lambda m: self.env.get(m.group(1), ""), text)
+        return re.sub(r"\$\{?\w+\}?", "", text)  # a PowerShell variable nobody set
+
+    def run(self, script: str, python: Path) -> subprocess.CompletedProcess:
+        for line in [x.strip() for x in script.strip().splitlines() if x.strip()]:
+            guard = self.GUARD.fullmatch(line)
+            if guard:
+                names = re.findall(r"\$env:(\w+)", guard.group(1))
+                if any(not self.env.get(n) for n in names):
+                    return subprocess.CompletedProcess([], 1, "", guard.group(2))
+                continue
+            assert "$(" not in line.replace("$($env:", "") and ";" not in line and "|" not in line, \
+                f"PowerShell beyond what the test understands: {line}"
+            argv = [self.expand(q if q else bare) for q, bare in self.TOKEN.findall(line)]
+            assert argv[0] == "python", line
+            done = subprocess.run([str(python), *argv[1:]], capture_output=True, text=True, timeout=300,
+                                  env={**_clean_env(python.parent.parent), **self.env})
+            if done.returncode != 0:
+                return done
+        return subprocess.CompletedProcess([], 0, "", "")
+
+
+def _windows_install_step(text: str) -> str:
+    job = yaml.safe_load(text)["jobs"]["rehearsal-windows"]
+    (step,) = [s for s in job["steps"] if "pip install" in str(s.get("run", ""))]
+    assert step["shell"] == "pwsh"
+    return step["run"]
+
+
+def test_windows_install_step_installs_the_pinned_wheel(tmp_path: Path, pinned) -> None:
+    wheel, dependencies = pinned
+    venv = job_venv(tmp_path / "venv", dependencies)
+    env = {"GD_WHEEL_URL": wheel.path.as_uri(), "GD_WHEEL_SHA256": wheel.sha256}
+    done = PwshSubset(env).run(_windows_install_step(GITHUB), venv_python(venv))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert installed_from(venv, wheel)
+
+
+@pytest.mark.parametrize("mutation", [
+    ('$($env:GD_WHEEL_URL)', '$GD_WHEEL_URL'),          # a PowerShell variable, not the environment's
+    ('#sha256=$($env:GD_WHEEL_SHA256)', '#sha256='),     # the pin dropped
+    ('"gradual-deploy @ $($env:GD_WHEEL_URL)#sha256=$($env:GD_WHEEL_SHA256)"', '"gradual-deploy"'),  # by name
+])
+def test_a_broken_windows_install_line_fails(tmp_path: Path, pinned, mutation) -> None:
+    wheel, dependencies = pinned
+    text = GITHUB.replace(mutation[0], mutation[1], 1)
+    assert text != GITHUB
+    venv = job_venv(tmp_path / "venv", dependencies)
+    env = {"GD_WHEEL_URL": wheel.path.as_uri(), "GD_WHEEL_SHA256": wheel.sha256}
+    done = PwshSubset(env).run(_windows_install_step(text), venv_python(venv))
+    assert done.returncode != 0 or not installed_from(venv, wheel)
+
+
+def test_windows_install_step_refuses_an_unset_pin(tmp_path: Path, pinned) -> None:
+    wheel, dependencies = pinned
+    venv = job_venv(tmp_path / "venv", dependencies)
+    done = PwshSubset({"GD_WHEEL_URL": wheel.path.as_uri()}).run(_windows_install_step(GITHUB), venv_python(venv))
+    assert done.returncode == 1 and "set the GD_WHEEL_URL and GD_WHEEL_SHA256 variables" in done.stderr
+    assert not installed_from(venv, wheel)
