@@ -43,6 +43,13 @@ class _JsonHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, keep-alive calls would wait ~40 ms for the
     # client's delayed ACK and the latency check would measure the stand-in, not the network.
     disable_nagle_algorithm = True
+    service: _LoopbackService  # the service this handler answers for (set by `_LoopbackService._serve`)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed:
+            self.service._arrived()  # counted before any delay or fault: "a request is in progress"
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass  # the sandbox is quiet; its state is inspected, not logged
@@ -69,15 +76,35 @@ class _JsonHandler(BaseHTTPRequestHandler):
             pass  # the client gave up, as it should
 
 
+# How often a server's loop looks for a shutdown request. The stdlib's 0.5 s made every stop wait up to
+# half a second per server (a second per test using the sandbox); requests are served at once either way.
+SHUTDOWN_POLL_S = 0.02
+
+
 class _LoopbackService:
     """An HTTP server on its own daemon thread."""
 
     server: _QuietServer
     path_prefix = ""
 
-    def _serve(self, host: str, port: int, handler: type, name: str) -> None:
+    def _serve(self, host: str, port: int, handler: type[_JsonHandler], name: str) -> None:
+        handler.service = self
+        self.requests = 0  # requests received so far, counted as each arrives (before it is answered)
+        self._arrivals = threading.Condition()
         self.server = _QuietServer((host, port), handler)
-        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_S},
+                                        name=name, daemon=True)
+
+    def _arrived(self) -> None:
+        with self._arrivals:
+            self.requests += 1
+            self._arrivals.notify_all()
+
+    def wait_for_requests(self, count: int, timeout: float) -> bool:
+        """Wait until `count` requests in all have arrived (the last may still be in progress: delayed,
+        hanging); whether they did within `timeout` seconds. Lets a test act while a call is in flight."""
+        with self._arrivals:
+            return self._arrivals.wait_for(lambda: self.requests >= count, timeout)
 
     @property
     def url(self) -> str:
@@ -401,6 +428,7 @@ class TradesFeed:
         self.interval = interval
         self.stalled = threading.Event()
         self._stop = threading.Event()
+        self._writing = threading.Lock()  # held by the feed's thread while it decides to write and writes
         conn = sqlite3.connect(self.path)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(
@@ -427,11 +455,23 @@ class TradesFeed:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if not self.stalled.is_set():
-                try:
-                    self.write_one()
-                except sqlite3.Error:
-                    pass  # a locked moment; the next tick writes
+            with self._writing:
+                if not self.stalled.is_set():
+                    try:
+                        self.write_one()
+                    except sqlite3.Error:
+                        pass  # a locked moment; the next tick writes
+
+    def stall(self) -> None:
+        """Stop writing trades; returns once a write already under way has landed, so that the newest
+        trade in the table stays the newest from now on."""
+        self.stalled.set()
+        with self._writing:
+            pass
+
+    def resume(self) -> None:
+        """Write trades again, from the next tick."""
+        self.stalled.clear()
 
     def start(self) -> "TradesFeed":
         self._thread.start()
@@ -478,7 +518,7 @@ class TradingSystemSim:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
         self.fault = fault
         if self.feed is not None:
-            (self.feed.stalled.set if fault == "stall-feed" else self.feed.stalled.clear)()
+            (self.feed.stall if fault == "stall-feed" else self.feed.resume)()
         if fault == "risk-burst":
             now = utc_now()
             with open(self.risk_csv, "a", encoding="utf-8") as fh:

@@ -105,6 +105,6 @@ def test_sandbox_runs_in_the_foreground_and_points_the_suite_at_itself(tmp_path)
 
 def test_an_unknown_fault_is_a_usage_error(tmp_path):
     done = subprocess.run(GD + ["sandbox", "--dir", str(tmp_path), "--misbehave", "meltdown"], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2
     assert "unknown fault 'meltdown': one of none, failing-orders, risk-burst, stall-feed, silence, slippage, losses" in done.stderr

@@ -16,12 +16,34 @@ import pytest
 
 import preflight_tests
 from deploy_tool.modes.channels import FileChannel
+from deploy_tool.times import utc_now
 
 GD = [sys.executable, "-m", "deploy_tool"]
 SUITE_DIR = Path(preflight_tests.__file__).parent
 
 
-def _gd(*args, env=None, cwd=None):
+def _wait_for_a_hanging_check(sandbox, proc, already: int, timeout: float = 60.0) -> None:
+    """Return once the run in `proc` has called the (hanging) exchange: a check is in progress. The
+    exchange had answered `already` requests before the run started."""
+    if not sandbox.exchange.wait_for_requests(already + 1, timeout):
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the run never called the exchange within {timeout:g} s:\n{out}{err}")
+
+
+def _wait_until_past_the_second_of(evidence: Path, timeout: float = 5.0) -> None:
+    """Wait until the UTC clock has left the whole second in the name of `evidence` (preflight-<stamp>...)."""
+    stamp = dt.datetime.strptime(evidence.name[len("preflight-"):][:16], "%Y%m%dT%H%M%SZ")
+    later = stamp.replace(tzinfo=dt.timezone.utc) + dt.timedelta(seconds=1)
+    deadline = time.monotonic() + timeout
+    while utc_now() < later:
+        assert time.monotonic() < deadline, f"the clock did not reach {later} within {timeout:g} s"
+        time.sleep(0.01)
+
+
+def _gd(*args, cwd, env=None):
+    """The command in a process of its own, run from `cwd` (a test's own directory: the defaults under
+    data/ land there, never in the checkout)."""
     return subprocess.run(GD + list(args), capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})}, cwd=cwd)
 
@@ -30,7 +52,7 @@ def _switch_real(sandbox, evidence_dir, tmp_path, *extra):
     """`switch --to real` through the sandbox's control file, from mock; the run and its audit lines."""
     FileChannel(str(sandbox.control_file)).apply("mock", None, "test", "test", cas=False)
     done = _gd("switch", "--to", "real", "--control-file", str(sandbox.control_file), "--evidence-dir",
-               str(evidence_dir), "--audit-dir", str(tmp_path / "audit"), *extra)
+               str(evidence_dir), "--audit-dir", str(tmp_path / "audit"), *extra, cwd=tmp_path)
     audit = [json.loads(line) for f in (tmp_path / "audit").glob("deploy-*.jsonl") for line in f.read_text().splitlines()]
     return done, audit
 
@@ -64,7 +86,7 @@ def test_ctrl_c_during_a_hanging_check_leaves_no_pass(pytester, sandbox, tmp_pat
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--pyargs", "preflight_tests", "-p", "no:cacheprovider",
                              *sandbox.preflight_args(), "--evidence-dir", str(evidence)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    time.sleep(2.0)
+    _wait_for_a_hanging_check(sandbox, proc, already=0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out + err
@@ -120,13 +142,14 @@ def test_evidence_from_another_deployment_does_not_open_real(run_suite, sandbox,
     production = tmp_path / "prod" / "mode.json"
     FileChannel(str(production)).apply("mock", None, "test", "test", cas=False)
     done = _gd("switch", "--to", "real", "--control-file", str(production), "--evidence-dir", str(path.parent),
-               "--audit-dir", str(tmp_path / "audit"))
+               "--audit-dir", str(tmp_path / "audit"), cwd=tmp_path)
     assert done.returncode == 1 and "REFUSED" in done.stdout
     assert f"it checked the control file {sandbox.control_file.resolve()}, this switch writes {production}" in done.stdout
     assert json.loads(production.read_text())["mode"] == "mock"
     # and the admin API: evidence that never checked it does not open a switch through it
     done = _gd("switch", "--to", "real", "--http-admin-url", "http://127.0.0.1:9/other", "--control-file",
-               str(sandbox.control_file), "--evidence-dir", str(path.parent), "--audit-dir", str(tmp_path / "audit"))
+               str(sandbox.control_file), "--evidence-dir", str(path.parent), "--audit-dir", str(tmp_path / "audit"),
+               cwd=tmp_path)
     assert done.returncode == 1
     # the same evidence does open the sandbox's own channels
     done, _ = _switch_real(sandbox, path.parent, tmp_path)
@@ -145,15 +168,14 @@ def test_evidence_from_another_deployment_does_not_open_real(run_suite, sandbox,
     ("[[[[", "cannot be read as evidence"),
 ])
 def test_malformed_newest_evidence_is_refused_with_the_reason(run_suite, sandbox, tmp_path, content, phrase):
-    from deploy_tool.times import iso_utc, utc_now
+    from deploy_tool.times import iso_utc
 
     path, _ = _doc_from_a_real_run(run_suite)  # a good, older evidence must not stand in for the broken newest
     newer = path.parent / f"preflight-{utc_now() + dt.timedelta(seconds=1):%Y%m%dT%H%M%S}Z-9.json"
     newer.write_text(content.replace("NOW", iso_utc(utc_now())))
-    time.sleep(0.01)
     done, audit = _switch_real(sandbox, path.parent, tmp_path)
     _refused(done, audit, f"newest evidence {newer}", phrase)
-    status = _gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(path.parent))
+    status = _gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(path.parent), cwd=tmp_path)
     assert "Traceback" not in status.stdout + status.stderr
     assert f"file {sandbox.control_file}: real" not in status.stdout and "real is closed" in status.stdout
     assert f"file {sandbox.control_file}: mock" in status.stdout
@@ -165,14 +187,15 @@ def test_a_killed_run_after_a_pass_keeps_real_closed(run_suite, sandbox, tmp_pat
     passed = run_suite()
     assert passed.evidence["verdict"] == "pass", passed.output
     sandbox.exchange.behaviour.delay_ms = 4000  # the next run hangs on the exchange
+    already = sandbox.exchange.requests
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "--pyargs", "preflight_tests", "-p", "no:cacheprovider",
                              *sandbox.preflight_args(), "--evidence-dir", str(passed.evidence_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env={**os.environ, sandbox.token_env: sandbox.token or ""})
-    deadline = time.monotonic() + 20
-    while len(list(passed.evidence_dir.glob("preflight-*.html"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.2)  # a different second from the passed run's, and well inside the hanging check
+    # Killed inside a check, with its name claimed. It may have claimed the passed run's second (then as
+    # `-2`): the gate compares whole seconds and fails closed, so no wait for the clock is needed.
+    _wait_for_a_hanging_check(sandbox, proc, already)
+    (killed,) = [p for p in passed.evidence_dir.glob("preflight-*.html") if not p.with_suffix(".json").exists()]
     proc.kill()
     proc.communicate(timeout=30)
     assert len(list(passed.evidence_dir.glob("preflight-*.json"))) == 1  # the killed run wrote none
@@ -180,7 +203,9 @@ def test_a_killed_run_after_a_pass_keeps_real_closed(run_suite, sandbox, tmp_pat
 
     done, audit = _switch_real(sandbox, passed.evidence_dir, tmp_path)
     _refused(done, audit, "never finished: the run was killed, crashed or is still running")
-    # A run that then finishes is the newest again.
+    # A run that then finishes is the newest again, once it finishes in a later second than the killed
+    # run's name (whole seconds, compared failing closed).
+    _wait_until_past_the_second_of(killed)
     rerun = run_suite(evidence_dir=passed.evidence_dir)
     assert rerun.result.ret == 0, rerun.output
     done, audit = _switch_real(sandbox, passed.evidence_dir, tmp_path)

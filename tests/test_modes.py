@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy_tool.cli import main
 from deploy_tool.modes.channels import FileChannel, HttpChannel
 from deploy_tool.modes.gate import evidence_gate
 from deploy_tool.modes.machine import decide
@@ -205,7 +206,8 @@ def test_file_pause_landing_between_read_and_write_is_never_overwritten(sandbox,
 
         def read(self):
             mode = super().read()
-            done = gd("pause", "--control-file", str(sandbox.control_file), "--audit-dir", str(tmp_path / "a"))
+            done = gd("pause", "--control-file", str(sandbox.control_file), "--audit-dir", str(tmp_path / "a"),
+                      cwd=tmp_path)
             assert done.returncode == 0
             return mode
 
@@ -226,24 +228,29 @@ def test_acknowledged_but_unchanged_is_a_failure(world, sandbox):
 
 
 @pytest.mark.parametrize("fault", ["down", "error500", "hang", "garbage"])
-def test_pause_goes_through_the_file_when_the_admin_api_is_broken(world, sandbox, fault, tmp_path):
+def test_pause_goes_through_the_file_when_the_admin_api_is_broken(sandbox, fault, tmp_path, monkeypatch, capsys):
     if fault == "down":
         url = "http://127.0.0.1:9"
     else:
         sandbox.admin.fault = fault
         url = sandbox.admin_url
     FileChannel(str(sandbox.control_file)).apply("real", "paused", "", "t")
+    # In-process, timed from the call: what is bounded is the pause, not the interpreter's start-up (which
+    # a loaded machine stretches; test_pause_imports_nothing_heavy keeps that short).
+    for name in ("EXEC_HTTP_ADMIN_URL", "EXEC_CONTROL_FILE", "EXEC_HTTP_ADMIN_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(sandbox.token_env, sandbox.token)
     started = time.monotonic()
-    done = gd("pause", "--http-admin-url", url, "--control-file", str(sandbox.control_file),
-              "--admin-token-env", sandbox.token_env, "--audit-dir", str(tmp_path / "a"), "--json",
-              env={sandbox.token_env: sandbox.token})
+    rc = main(["pause", "--http-admin-url", url, "--control-file", str(sandbox.control_file),
+               "--admin-token-env", sandbox.token_env, "--audit-dir", str(tmp_path / "a"), "--json"])
     elapsed = time.monotonic() - started
-    assert done.returncode == 0, done.stdout + done.stderr
-    record = json.loads(done.stdout)
+    out, err = capsys.readouterr()
+    assert rc == 0, out + err
+    record = json.loads(out)
     assert record["result"] == "partial"
     http, file = record["channels"]
     assert not http["ok"] and http["error"] and file["ok"] and file["after"] == "paused"
-    assert "FAILED" in done.stderr and "http" in done.stderr
+    assert "FAILED" in err and "http" in err
     assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
     assert elapsed < 3.0, f"pause took {elapsed:.1f} s with the admin API {fault}"
 
@@ -255,19 +262,20 @@ def test_switch_needs_every_channel(world, sandbox):
     assert world.file_mode() == "paused", "nothing changes when a channel cannot even be read"
 
 
-def test_status_reports_disagreement(world, sandbox):
+def test_status_reports_disagreement(world, sandbox, tmp_path):
     done = gd(
         "status", "--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
-        "--admin-token-env", sandbox.token_env, "--json", env={sandbox.token_env: sandbox.token})
+        "--admin-token-env", sandbox.token_env, "--json", env={sandbox.token_env: sandbox.token}, cwd=tmp_path)
     report = json.loads(done.stdout)
     assert done.returncode == 0 and report["agree"] and report["mode"] == "paused"
     sandbox.admin.change({"mode": "mock"})
     done = gd("status", "--http-admin-url", sandbox.admin_url, "--control-file", str(sandbox.control_file),
-              "--admin-token-env", sandbox.token_env, env={sandbox.token_env: sandbox.token})
+              "--admin-token-env", sandbox.token_env, env={sandbox.token_env: sandbox.token}, cwd=tmp_path)
     assert done.returncode == 1
     assert "WARNING: the channels disagree" in done.stdout and "evidence: none" in done.stdout
     write_evidence(Path(sandbox.workdir) / "ev", age_s=90, targets=sandbox_targets(sandbox))
-    done = gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(Path(sandbox.workdir) / "ev"))
+    done = gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(Path(sandbox.workdir) / "ev"),
+              cwd=tmp_path)
     assert done.returncode == 0 and re.search(r"verdict pass, 9\d.\d s old; real is open", done.stdout)
 
 
@@ -277,6 +285,12 @@ def test_twenty_processes_on_one_control_file(tmp_path):
     script = (
         "import sys\n"
         "from deploy_tool.cli import main\n"
+        "from deploy_tool.modes import change, channels\n"
+        # Every pause here waits for the lock, as every switch does, so that every write is made under it
+        # and the version must count them exactly. A pause that gives up on the lock writes a number a
+        # writer under the lock may share (README): that path has its own deterministic test, with the
+        # numbers it writes, in test_pause_hostile.py.
+        "channels.PAUSE_LOCK_TIMEOUT_S = change.PAUSE_JOIN_S = 600.0\n"
         "p, a = sys.argv[1], sys.argv[2]\n"
         "for i in range(5):\n"
         "    for argv in (['switch', '--to', 'mock'], ['pause'], ['switch', '--to', 'mock'], ['switch', '--to', 'real', '--force']):\n"
@@ -298,7 +312,8 @@ def test_twenty_processes_on_one_control_file(tmp_path):
     thread = threading.Thread(target=reader)
     thread.start()
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path), str(tmp_path / "audit")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(20)]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+             for _ in range(20)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     stop.set()
     thread.join()
@@ -307,12 +322,15 @@ def test_twenty_processes_on_one_control_file(tmp_path):
     assert reads[0] > 100
     lines = [json.loads(line) for f in (tmp_path / "audit").glob("*.jsonl") for line in f.read_text().splitlines()]
     assert len(lines) == 20 * 5 * 4, "one audit line per action, none lost"
-    writes = sum(1 for line in lines if line["result"] == "done")  # a pause writes even when already paused
-    # a pause that found the lock busy writes at once and, when a switch replaced it meanwhile, once more
-    writes += sum(1 for line in lines for c in line["channels"] if "written again under the lock" in c.get("note", ""))
     assert {line["result"] for line in lines} <= {"done", "noop", "failed", "refused"}
+    assert not [c for line in lines for c in line["channels"] if "without" in c.get("note", "")]
+    assert {line["result"] for line in lines if line["action"] == "pause"} == {"done"}
+    # One write per action done (a pause writes even when already paused); a failed switch (lock busy for
+    # 2 s, or the mode changed under it) wrote nothing. Each write under the lock took the next number.
+    written = sorted(line["channels"][0]["version"] for line in lines if line["result"] == "done")
     doc = json.loads(path.read_text())
-    assert doc["version"] == 1 + writes, "every write incremented the version exactly once"
+    assert written == list(range(2, 2 + len(written))), "each write its own number, none skipped"
+    assert doc["version"] == 1 + len(written), "every write incremented the version exactly once"
     assert not list(path.parent.glob("*.tmp")), "no temp file left behind"
 
 
@@ -325,7 +343,7 @@ def test_pause_imports_nothing_heavy(tmp_path):
         "heavy = sorted(m for m in ('pytest', '_pytest', 'psycopg2', 'requests', 'urllib3') if m in sys.modules)\n"
         "print('HEAVY', heavy, rc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
 
 

@@ -217,5 +217,5 @@ def test_a_wrong_risk_csv_path_fails_the_suite_and_watch(run_suite, sandbox, tmp
     assert allowed.check("observe_risk_events")["status"] == "passed"
     args = [*sandbox.watch_args(), "--risk-events-csv", wrong, "--interval", "0.5s", "--duration", "30s"]
     done = subprocess.run([sys.executable, "-m", "deploy_tool", "watch", *args], capture_output=True, text=True,
-                          timeout=60, env={**__import__("os").environ, sandbox.token_env: sandbox.token})
+                          timeout=60, env={**__import__("os").environ, sandbox.token_env: sandbox.token}, cwd=tmp_path)
     assert done.returncode == 1 and "observe_risk_events: no risk-events file" in done.stdout

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,25 +66,69 @@ def test_a_bad_channel_alone_is_a_failed_pause_not_a_refusal(tmp_path):
     assert list((tmp_path / "audit").glob("*.jsonl"))
 
 
-def test_a_pause_without_the_lock_is_reasserted_over_a_slow_switch(tmp_path):
+# A switch on a slow disk: one of its fsyncs, while it holds the lock, returns only once a pause has written
+# `paused` without the lock (the pause gives up on the lock after 1 s). A condition, not a duration: the
+# pause's write lands inside the switch's write whatever the machine's load. It prints the version that
+# pause wrote. Call 1 is the temp file's fsync (before the switch's rename), call 2 the directory's (after).
+SLOW_SWITCH = """
+import json, os, sys, time
+control, audit, block_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+real_fsync, calls = os.fsync, [0]
+
+def paused_version():
+    with open(control, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    return doc["version"] if doc["mode"] == "paused" else None
+
+def slow(fd):
+    calls[0] += 1
+    if calls[0] == block_at:
+        print("FSYNC", flush=True)
+        deadline = time.monotonic() + 60
+        while paused_version() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("PAUSED", paused_version(), flush=True)
+    real_fsync(fd)
+
+os.fsync = slow
+from deploy_tool.cli import main
+sys.exit(main(["switch", "--to", "real", "--force", "--control-file", control, "--audit-dir", audit]))
+"""
+
+
+@pytest.mark.parametrize("block_at,lockless,switch_ok,note", [
+    # the switch read `mock` (version 1) under the lock; the pause reads it too and writes 2 without the
+    # lock; the switch then replaces it with its own 2 (the same number: nothing without the lock can
+    # reserve one) and confirms; the pause, under the lock at last, finds `real` and writes 3
+    (1, 2, True, "a concurrent write of 'real' replaced the pause, which was written again under the lock"),
+    # the switch renamed `real` 2 and holds the lock; the pause reads 2 and writes 3 without the lock; the
+    # switch reads back the pause and fails; the pause writes again under the lock, as 4
+    (2, 3, False, "wrote paused without it, then again under the lock (version 4)"),
+], ids=["pause-before-the-switch-rename", "pause-after-the-switch-rename"])
+def test_a_pause_without_the_lock_is_reasserted_over_a_slow_switch(tmp_path, block_at, lockless, switch_ok, note):
     control = _running(tmp_path / "mode.json", "mock")
-    slow_switch = (
-        "import os, sys, time\n"
-        "real_fsync = os.fsync\n"
-        "def slow(fd):\n"
-        "    print('FSYNC', flush=True); time.sleep(2.5); real_fsync(fd)\n"
-        "os.fsync = slow\n"
-        "from deploy_tool.cli import main\n"
-        "sys.exit(main(['switch', '--to', 'real', '--force', '--control-file', sys.argv[1], '--audit-dir', sys.argv[2]]))\n"
-    )
-    switch = subprocess.Popen([sys.executable, "-c", slow_switch, str(control), str(tmp_path / "a")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert json.loads(control.read_text())["version"] == 1
+    switch = subprocess.Popen([sys.executable, "-c", SLOW_SWITCH, str(control), str(tmp_path / "a"), str(block_at)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     assert switch.stdout.readline().strip() == "FSYNC"  # the switch holds the lock, having read `mock`
-    done = _gd("pause", "--control-file", str(control), "--audit-dir", str(tmp_path / "a"))
-    switch.communicate(timeout=30)
-    assert done.returncode == 0 and "pause: DONE" in done.stdout, done.stdout + done.stderr
-    assert "a concurrent write of 'real' replaced the pause, which was written again under the lock" in done.stdout
-    assert _mode(control) == "paused"
+    done = _gd("pause", "--control-file", str(control), "--audit-dir", str(tmp_path / "a"), "--json")
+    out, err = switch.communicate(timeout=60)
+    assert out.splitlines()[0] == f"PAUSED {lockless}", out + err
+    record = json.loads(done.stdout)
+    assert done.returncode == 0 and record["result"] == "done", done.stdout + done.stderr
+    (file,) = record["channels"]
+    assert note in file["note"]
+    # The version: the lockless write numbered what it read plus one; the pause's last write, under the
+    # lock, one more than the file then held.
+    final = json.loads(control.read_text())
+    assert final["mode"] == "paused" and final["version"] == file["version"] == lockless + 1
+    (switched,) = [line["channels"][0] for f in (tmp_path / "a").glob("*.jsonl")
+                   for line in map(json.loads, f.read_text().splitlines()) if line["action"] == "switch"]
+    assert switched["ok"] is switch_ok and (switch.returncode == 0) is switch_ok, out + err
+    if switch_ok:
+        assert switched["version"] == 2
+    else:
+        assert "read back 'paused' (version 3) after writing 'real' (version 2)" in switched["error"]
 
 
 def test_a_symlinked_control_file_is_paused_through_the_link(tmp_path):
@@ -181,35 +226,37 @@ def test_a_pause_on_a_full_disk_says_so(full_disk, tmp_path):
     assert _mode(full_disk / "mode.json") == "real"
 
 
-def _elapsed(*args, env=None):
-    import time
-
-    started = time.monotonic()
-    done = _gd(*args, env=env)
-    return done, time.monotonic() - started
-
-
-def test_a_trickling_admin_api_does_not_hold_pause_status_or_switch(sandbox, tmp_path):
+def test_a_trickling_admin_api_does_not_hold_pause_status_or_switch(sandbox, tmp_path, monkeypatch, capsys):
     sandbox.admin.fault = "trickle"  # answers one header byte every 0.5 s, for 30 s
     control = _running(sandbox.control_file)
-    env = {sandbox.token_env: sandbox.token}
+    for name in ("EXEC_HTTP_ADMIN_URL", "EXEC_CONTROL_FILE", "EXEC_HTTP_ADMIN_ENABLED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(sandbox.token_env, sandbox.token)
     base = ["--http-admin-url", sandbox.admin_url, "--admin-token-env", sandbox.token_env]
-    done, took = _elapsed("pause", *base, "--control-file", str(control), "--audit-dir", str(tmp_path / "a"),
-                          "--json", env=env)
+
+    def elapsed(*args: str) -> tuple[int, str, float]:
+        """The command run in-process, timed from the call: the bound is on the command, not on the
+        interpreter's start-up, which a loaded machine stretches."""
+        from deploy_tool.cli import main
+
+        started = time.monotonic()
+        rc = main(list(args))
+        took = time.monotonic() - started
+        return rc, capsys.readouterr().out, took
+
+    rc, out, took = elapsed("pause", *base, "--control-file", str(control), "--audit-dir", str(tmp_path / "a"), "--json")
     assert took < 3.0, f"pause took {took:.1f} s against a trickling admin API"
-    record = json.loads(done.stdout)
+    record = json.loads(out)
     http, file = record["channels"]
     assert record["result"] == "partial" and "no complete answer within 1 s" in http["error"] and file["ok"]
-    done, took = _elapsed("status", *base, env=env)
-    assert took < 4.0 and done.returncode == 1 and "no complete answer within 2 s" in done.stdout
-    done, took = _elapsed("switch", "--to", "mock", *base, "--control-file", str(control), "--audit-dir",
-                          str(tmp_path / "a"), env=env)
-    assert took < 4.0 and done.returncode == 1 and "no complete answer within 2 s" in done.stdout
+    rc, out, took = elapsed("status", *base)
+    assert took < 4.0 and rc == 1 and "no complete answer within 2 s" in out
+    rc, out, took = elapsed("switch", "--to", "mock", *base, "--control-file", str(control), "--audit-dir",
+                            str(tmp_path / "a"))
+    assert took < 4.0 and rc == 1 and "no complete answer within 2 s" in out
 
 
 def test_a_trickling_exchange_does_not_hold_the_probe(sandbox):
-    import time
-
     from deploy_tool.probes.okx import probe_public_time, probe_system_status
     from deploy_tool import ProbeError
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import time
 
 import pytest
@@ -110,12 +111,20 @@ def test_maintenance_within_horizon_fails(run_suite, sandbox, state, starts_in_h
 
 
 def test_stalled_feed_fails_freshness(run_suite, sandbox):
-    sandbox.feed.stalled.set()
-    time.sleep(1.3)
-    run = run_suite("-m", "db", "--data-latency-threshold", "1")
+    sandbox.feed.stall()  # returns once no write is under way: the newest trade stays the newest
+    conn = sqlite3.connect(sandbox.database_path)
+    try:
+        (newest_ms,) = conn.execute("SELECT max(ts) FROM trades").fetchone()
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while time.time() * 1000 - newest_ms <= 300:  # the feed's own clock: epoch ms
+        assert time.monotonic() < deadline, "the stalled feed's newest trade never aged past 0.3 s"
+        time.sleep(0.01)
+    run = run_suite("-m", "db", "--data-latency-threshold", "0.3")
     _failed_only(run, "trades_fresh")
     check = run.check("trades_fresh")
-    assert check["measured"] >= 1 and check["threshold"] == 1
+    assert check["measured"] > 0.3 and check["threshold"] == 0.3
     assert "the trades feed is stalled or lagging" in check["message"]
 
 

@@ -128,7 +128,8 @@ for i in range(int(sys.argv[3])):
 
 def test_concurrent_audit_appends_on_the_windows_path_lose_no_line(tmp_path):
     audit_dir = tmp_path / "audit"
-    writers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(audit_dir), str(w), "150"]) for w in range(4)]
+    writers = [subprocess.Popen([sys.executable, "-c", APPENDER, str(audit_dir), str(w), "150"], cwd=tmp_path)
+               for w in range(4)]
     assert [w.wait(timeout=120) for w in writers] == [0, 0, 0, 0]
     (log,) = audit_dir.glob("deploy-*.jsonl")
     lines = log.read_bytes().split(b"\n")
@@ -180,7 +181,7 @@ def test_a_run_ended_by_the_windows_backstop_never_opens_real(sandbox, tmp_path)
     FileChannel(str(sandbox.control_file)).apply("mock", None, "test", "test", cas=False)
     done = subprocess.run([sys.executable, "-m", "deploy_tool", "switch", "--to", "real", "--control-file",
                            str(sandbox.control_file), "--evidence-dir", str(evidence), "--audit-dir",
-                           str(tmp_path / "audit")], capture_output=True, text=True, timeout=60)
+                           str(tmp_path / "audit")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 1 and "never finished" in done.stdout, done.stdout + done.stderr
     assert read_control(str(sandbox.control_file)).mode == "mock"
 
@@ -193,7 +194,11 @@ def test_watch_treats_sigbreak_as_termination(monkeypatch):
         assert signal.SIGUSR1 in handlers
         with pytest.raises(watch.Terminated):
             os.kill(os.getpid(), signal.SIGUSR1)
-            time.sleep(1)
+            # The handler raises in the main thread at its next check for signals: at once, or as soon as
+            # that thread runs. Waited for with a deadline; pytest.raises says so if it never came.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
     finally:
         watch._restore(handlers)
 
@@ -204,7 +209,8 @@ def test_a_cp1252_console_prints_a_chinese_path_escaped_not_a_traceback(tmp_path
     control = _running(tmp_path / "风控" / "mode.json")
     done = subprocess.run([sys.executable, "-m", "deploy_tool", command, "--control-file", str(control),
                            "--audit-dir", str(tmp_path / "audit")][: 6 if command == "status" else 8],
-                          capture_output=True, timeout=60, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+                          capture_output=True, timeout=60, env={**os.environ, "PYTHONIOENCODING": "cp1252"},
+                          cwd=tmp_path)
     out = (done.stdout + done.stderr).decode("cp1252")
     assert done.returncode == 0, out
     assert "Traceback" not in out and "\\u98ce\\u63a7" in out

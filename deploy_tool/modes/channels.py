@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 FILE_LOCK_TIMEOUT_S = 2.0
 PAUSE_LOCK_TIMEOUT_S = 1.0
+# How often a writer waiting for the lock tries again: filelock's 50 ms left the lock idle that long at every
+# hand-over between processes.
+LOCK_POLL_S = 0.01
 # After a pause wrote without the lock: how long it waits for the lock to confirm no writer undid it.
 REASSERT_LOCK_TIMEOUT_S = 5.0
 # (connect, whole call) seconds per call; a change is two calls (POST, then GET to read back). A pause
@@ -146,7 +149,16 @@ def same_allocation(a: Any, b: Any) -> bool:
 
 
 class FileChannel:
-    """The control file, changed under a cross-process lock (filelock) and replaced atomically."""
+    """The control file, changed under a cross-process lock (filelock) and replaced atomically.
+
+    The version: a write under the lock is numbered one more than the version it read under the lock, so
+    while every writer takes the lock the version counts the writes. A pause that cannot get the lock
+    within PAUSE_LOCK_TIMEOUT_S writes at once without it, numbered one more than the version it read: a
+    writer holding the lock may use the same number or have passed it (nothing without a lock can know).
+    That pause then takes the lock and writes again under it (`_reassert`), so its last write is numbered
+    under the lock. Strictly increasing for lockless writes is not to be had: a writer that does not wait
+    cannot reserve a number.
+    """
 
     name = "file"
 
@@ -196,7 +208,7 @@ class FileChannel:
         lock = FileLock(path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
         locked = lock_usable = True
         try:
-            lock.acquire()
+            lock.acquire(poll_interval=LOCK_POLL_S)
         except Timeout:
             if cas:
                 result.error = f"{self.path} is locked by another process for more than {FILE_LOCK_TIMEOUT_S:g} s"
@@ -256,12 +268,17 @@ class FileChannel:
 
     def _reassert(self, lock: Any, path: str, key: str, mode: Any, reason: str, actor: str,
                   result: ChannelResult) -> ChannelResult:
-        """After a write without the lock: take the lock and make sure no writer that held it (a switch
-        that read the old mode) replaced ours, writing again if one did; confirm under the lock."""
+        """After a write without the lock: take the lock and write `mode` once more under it, whether or not
+        a writer that held the lock (a switch that read the old mode) replaced ours; confirm under the lock.
+
+        Written again even when ours still stands: without the lock our version was the one we read plus
+        one, a number a concurrent writer under the lock may also have used (or passed). The write under
+        the lock numbers it one more than the file then holds, so a reader that keys on the version sees
+        the pause as a change."""
         from filelock import Timeout
 
         try:
-            lock.acquire(timeout=REASSERT_LOCK_TIMEOUT_S)
+            lock.acquire(timeout=REASSERT_LOCK_TIMEOUT_S, poll_interval=LOCK_POLL_S)
         except Timeout:
             result.error = (f"wrote {mode} without the lock, and {path}.lock is still held after "
                             f"{REASSERT_LOCK_TIMEOUT_S:g} s: a writer that holds it may still replace the pause; "
@@ -269,16 +286,16 @@ class FileChannel:
             return result
         try:
             seen = read_control(path)
-            if seen is not None and _field(seen, key) == mode:
-                result.note = _join(result.note, f"lock was held elsewhere; wrote {mode} without it, then "
-                                                 "confirmed it under the lock")
-                return self._confirm(path, key, mode, seen.version, result)
-            overwritten = _field(seen, key)
             version = (seen.version if seen else 0) + 1
             write_control_atomic(path, _document(seen, key, mode, actor, reason, version))
-            ours = "the pause" if mode == "paused" else f"our {key}"
-            result.note = _join(result.note, f"lock was held elsewhere; a concurrent write of {overwritten!r} "
-                                             f"replaced {ours}, which was written again under the lock")
+            if seen is not None and _field(seen, key) == mode:
+                result.note = _join(result.note, f"lock was held elsewhere; wrote {mode} without it, then again "
+                                                 f"under the lock (version {version})")
+            else:
+                ours = "the pause" if mode == "paused" else f"our {key}"
+                result.note = _join(result.note, f"lock was held elsewhere; a concurrent write of "
+                                                 f"{_field(seen, key)!r} replaced {ours}, which was written again "
+                                                 "under the lock")
             return self._confirm(path, key, mode, version, result)
         except (ControlFileError, OSError) as exc:
             result.error = f"could not re-assert {mode} under the lock: {_why(exc)}"

@@ -1,7 +1,8 @@
 """The control file: the trading system's mode, as a small JSON document on disk.
 
 Reading lives here; writes are atomic (temp file in the same directory, fsync, rename) and happen
-under a cross-process lock (`FileChannel.apply` in `channels.py`).
+under a cross-process lock (`FileChannel.apply` in `channels.py`), except a pause that cannot get the
+lock in time: what that means for the `version` is told in `FileChannel`'s docstring.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def check_directory_writable(path: str) -> str:
 def write_control_atomic(path: str, doc: dict) -> None:
     """Replace the control file in one step: temp file in the same directory, fsync, rename, dir fsync.
 
-    A reader sees the old document or the new one, never a torn one. Callers hold the lock.
+    A reader sees the old document or the new one, never a torn one. Callers hold the lock (a pause that
+    could not get it writes anyway, then again under the lock).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
