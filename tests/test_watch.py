@@ -1,4 +1,8 @@
-"""The observe checks in the suite, and `gradual-deploy watch` against the sandbox as a real process."""
+"""The observe checks in the suite, and `gradual-deploy watch` against the sandbox as a real process: a clean
+end, a breach, the JSON lines, Ctrl+C and the signals, a lost terminal, usage errors and secrets. The loop's
+logic (round counting, cadence, the failure limit, every breach) is tested in-process on a fake clock in
+`test_guard_clock.py`; no test here orders events by sleeping, it waits for what it needs with a deadline.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -20,7 +24,8 @@ OBSERVE_IDS = {"observe_audit_recent", "observe_audit_parseable", "observe_risk_
 
 
 def test_observe_checks_run_only_when_asked(run_suite, sandbox):
-    time.sleep(0.6)  # a few ticks of the simulated trading system
+    for _ in range(3):  # a few ticks of the simulated trading system, beyond the one it starts with
+        sandbox.system.tick()
     plain = run_suite()
     assert not OBSERVE_IDS & set(plain.statuses()), "a go-live preflight has nothing to observe yet"
     observed = run_suite("-m", "observe", *sandbox.observe_args())
@@ -47,6 +52,18 @@ def _watch(sandbox, *extra, **popen):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
+def _first_line(proc, timeout=30.0):
+    """The process's first line of output, awaited at most `timeout` seconds (a hung watch fails the test)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        proc.kill()
+        pytest.fail(f"no line from the watch in {timeout:g} s")
+    return got[0]
+
+
 def _audit(sandbox):
     lines = []
     for path in sorted(sandbox.audit_dir.glob("deploy-*.jsonl")):
@@ -61,31 +78,29 @@ def _to_mock(sandbox):
 
 def test_watch_without_breach_exits_0_and_leaves_the_mode(sandbox):
     _to_mock(sandbox)
-    proc = _watch(sandbox, "--interval", "1s", "--duration", "2.5s")
+    proc = _watch(sandbox, "--interval", "0.2s", "--duration", "1s")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
     rounds = [line for line in out.splitlines() if line.startswith("round ")]
-    assert len(rounds) >= 2 and all(" OK " in r for r in rounds), out
+    # How many rounds fit in a second depends on the machine's load; the exact count on a given cadence is
+    # tested on a fake clock (test_guard_clock.py). Here: every round clean, and printed, audited and counted alike.
+    assert rounds and all(" OK " in r for r in rounds), out
     assert "left" in rounds[0] and "order failures 0.0%" in rounds[0]
-    assert "watch finished: no breach" in out
+    assert f"watch finished: no breach in 1s ({len(rounds)} rounds)" in out
     assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"
     events = [a["event"] for a in _audit(sandbox)]
     assert events[0] == "watch_start" and events.count("watch_round") == len(rounds) and events[-1] == "watch_end"
 
 
-@pytest.mark.parametrize("fault,limit", [("risk-burst", "1"), ("failing-orders", "2"), ("stall-feed", "1")])
-def test_watch_breach_pauses_both_channels(sandbox, fault, limit):
+def test_watch_breach_pauses_both_channels(sandbox):
+    """One breach end to end; each fault and failure limit in-process (test_guard_clock.py)."""
     _to_mock(sandbox)
-    sandbox.system.set_fault(fault)
-    if fault == "stall-feed":
-        time.sleep(1.2)
-    if fault == "failing-orders":
-        time.sleep(1.5)  # enough rejected results to cross 20 %
-    proc = _watch(sandbox, "--interval", "0.5s", "--duration", "60s", "--failure-limit", limit,
+    sandbox.system.set_fault("risk-burst")
+    proc = _watch(sandbox, "--interval", "0.5s", "--duration", "60s", "--failure-limit", "1",
                   "--data-latency-threshold", "1")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, out + err
-    assert f"FAIL ({limit}/{limit})" in out and "BREACH" in out and "pause: DONE" in out
+    assert "FAIL (1/1) observe_risk_events" in out and "BREACH" in out and "pause: DONE" in out
     assert sandbox.admin.mode == "paused"
     assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
     audit = _audit(sandbox)
@@ -98,7 +113,7 @@ def test_watch_breach_pauses_both_channels(sandbox, fault, limit):
 
 
 def test_watch_json_lines(sandbox):
-    proc = _watch(sandbox, "--interval", "0.5s", "--duration", "1s", "--json")
+    proc = _watch(sandbox, "--interval", "0.2s", "--duration", "0.4s", "--json")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     records = [json.loads(line) for line in out.splitlines()]
@@ -109,7 +124,7 @@ def test_watch_json_lines(sandbox):
 def test_ctrl_c_stops_cleanly_and_leaves_the_mode(sandbox):
     _to_mock(sandbox)
     proc = _watch(sandbox, "--interval", "1s", "--duration", "10m")
-    first = proc.stdout.readline()
+    first = _first_line(proc)
     assert first.startswith("round 1"), first
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -148,25 +163,6 @@ def test_watch_output_audit_and_snapshot_hold_no_secret(sandbox, tmp_path):
         assert canary not in text and "CANARY-okxsecret-77aa" not in text and sandbox.token not in text
 
 
-def test_a_round_that_crashes_counts_as_failing(sandbox, monkeypatch, tmp_path):
-    from deploy_tool.commands import watch as watch_mod
-    from deploy_tool.modes.channels import FileChannel as FC
-    from deploy_tool.settings import defaults
-
-    def broken(number, cfg):
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(watch_mod, "run_round", broken)
-    lines: list[str] = []
-    cfg = watch_mod.WatchConfig(defaults(interval=0.1, duration=5, failure_limit=1,
-                                         deploy_audit_dir=str(tmp_path / "audit"), evidence_dir=str(tmp_path / "ev")))
-    code = watch_mod.watch(cfg, [FC(str(sandbox.control_file))], emit=lines.append)
-    assert code == 1
-    assert "the round crashed: RuntimeError: disk on fire" in lines[0]
-    assert json.loads(sandbox.control_file.read_text())["mode"] == "paused"
-    assert json.loads(sandbox.control_file.read_text())["reason"].startswith("watch: 1 consecutive failing")
-
-
 def test_watch_judges_the_same_criteria_as_the_suite(sandbox):
     """One judge per check: a watch round yields exactly the suite's okx, db and observe check ids."""
     import re
@@ -196,7 +192,7 @@ def _paused_on_both(sandbox):
 def test_watch_killed_by_a_signal_pauses_first(sandbox, sig):
     _to_mock(sandbox)
     proc = _watch(sandbox, "--interval", "0.5s", "--duration", "10m")
-    assert proc.stdout.readline().startswith("round 1")
+    assert _first_line(proc).startswith("round 1")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, out + err
@@ -209,27 +205,9 @@ def test_watch_killed_by_a_signal_pauses_first(sandbox, sig):
 def test_watch_whose_output_is_gone_pauses_before_it_ends(sandbox):
     _to_mock(sandbox)
     proc = _watch(sandbox, "--interval", "0.3s", "--duration", "10m")
-    assert proc.stdout.readline().startswith("round 1")
+    assert _first_line(proc).startswith("round 1")
     proc.stdout.close()  # the terminal or the pipe it printed to is gone: the next line cannot be written
     proc.wait(timeout=30)
     assert proc.returncode == 1
     assert _paused_on_both(sandbox)
     assert "BrokenPipeError" in [a for a in _audit(sandbox) if a["event"] == "watch_stopped"][-1]["reason"]
-
-
-def test_watch_goes_on_guarding_when_its_audit_cannot_be_written(sandbox, tmp_path):
-    _to_mock(sandbox)
-    blocked = tmp_path / "not-a-dir"
-    blocked.write_text("a file where the audit directory should be")
-    args = [*sandbox.watch_args(), "--deploy-audit-dir", str(blocked / "audit")]
-    done = subprocess.run(GD + ["watch", *args, "--interval", "0.5s", "--duration", "1.2s"],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, sandbox.token_env: sandbox.token})
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count(" OK ") >= 2 and "watch finished: no breach" in done.stdout
-    assert "WARNING: cannot append to the audit" in done.stderr and "still watching" in done.stderr
-    # and when a breach comes, it still pauses
-    sandbox.system.set_fault("risk-burst")
-    done = subprocess.run(GD + ["watch", *args, "--interval", "0.5s", "--duration", "30s"],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, sandbox.token_env: sandbox.token})
-    assert done.returncode == 1 and "pause: DONE" in done.stdout
-    assert _paused_on_both(sandbox)

@@ -18,6 +18,8 @@ from deploy_tool.commands.watch import (
     EXIT_BREACH,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    SYSTEM_CLOCK,
+    Clock,
     WatchConfig,
     breach_reason,
     channel_lines,
@@ -55,7 +57,8 @@ def resume_point(steps: Sequence[float], current: float | None, history: Sequenc
         if same_allocation(current, step):
             last = next((r for r in reversed(history) if same_allocation(r.get("allocation"), step)), None)
             if last is not None and last.get("event") in ("ramp_step_held", "ramp_done"):
-                return Resume(index + 1, True, f"allocation {pct(step)} was held clean "
+                # The next step is not set yet: it must be taken (set and read back), never assumed.
+                return Resume(index + 1, False, f"allocation {pct(step)} was held clean "
                                                f"({last.get('ts', '?')}): going on from the next step")
             return Resume(index, True, f"allocation {pct(step)} has no clean hold on record: holding it again")
         if current < step:
@@ -140,8 +143,9 @@ def _take_step(cfg: WatchConfig, targets: Sequence[Channel], index: int, step: f
 
 
 def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
-         emit: Callable[[str], None] = print, sleep: Callable[[float], None] | None = None) -> int:
-    """Run the ramp; 0 at full allocation, 1 refused, stopped or aborted (paused, stable allocation), 130 Ctrl+C."""
+         emit: Callable[[str], None] = print, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Run the ramp, each hold timed by `clock`; 0 at full allocation, 1 refused, stopped or aborted (paused,
+    stable allocation), 130 Ctrl+C."""
     settings = cfg.settings
     steps = settings.steps
     assert steps is not None
@@ -158,7 +162,6 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                 "channels": [c.target for c in channels]})
     for line in plan_lines(steps, settings.hold, start):
         emit(line)
-    extra_sleep = {} if sleep is None else {"sleep": sleep}
     for index in range(start.index, len(steps)):
         step = steps[index]
         label = f"step {index + 1}/{len(steps)} ({pct(step)})"
@@ -174,8 +177,8 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                 return EXIT_BREACH
             emit(f"ramp {label}: allocation already {pct(step)}; holding {format_duration(settings.hold)}")
         values, known = {c.name: step for c in channels}, [step]
-        guarded = guard(cfg, channels, settings.hold, emit, extra={"ramp_step": index + 1, "allocation": step},
-                        **extra_sleep)
+        guarded = guard(cfg, channels, settings.hold, emit, clock=clock,
+                        extra={"ramp_step": index + 1, "allocation": step})
         if guarded.result == "breach":
             assert guarded.last is not None
             return _abort(cfg, channels, steps, index, guarded, emit)

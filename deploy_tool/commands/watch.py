@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from deploy_tool import audit
 from deploy_tool.criteria import Criterion, round_criteria
@@ -31,6 +31,29 @@ from deploy_tool.times import format_duration, iso_utc, utc_now
 EXIT_OK, EXIT_BREACH, EXIT_INTERRUPTED = 0, 1, 130
 # The groups whose thresholds a round judges, recorded with a breach.
 WATCHED_GROUPS = ("observe", "db", "okx")
+
+
+class Clock(Protocol):
+    """The watch loop's time: a monotonic reading in seconds, and a wait. Every deadline, remaining time
+    and pause between rounds comes from it, so that a test can pass one whose wait returns at once with
+    the reading moved on, and run a long watch in-process without waiting for it."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock: `time.monotonic` and `time.sleep`."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+SYSTEM_CLOCK: Clock = SystemClock()
 
 
 def _stderr(line: str) -> None:
@@ -138,26 +161,26 @@ class Guarded:
     consecutive: int = 0
 
 
-def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit: Callable[[str], None],
-          sleep: Callable[[float], None] = time.sleep, extra: dict[str, Any] | None = None) -> Guarded:
-    """Run rounds for `duration_s`, or until --failure-limit consecutive rounds fail (a breach, left to the
-    caller to act on). Any end but the duration, a breach or Ctrl+C pauses first. `extra` goes into every
-    round record (the ramp's step)."""
+def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit: Callable[[str], None], *,
+          clock: Clock = SYSTEM_CLOCK, extra: dict[str, Any] | None = None) -> Guarded:
+    """Run rounds for `duration_s` of `clock` time, one every --interval from the start of the last, or until
+    --failure-limit consecutive rounds fail (a breach, left to the caller to act on). Any end but the
+    duration, a breach or Ctrl+C pauses first. `extra` goes into every round record (the ramp's step)."""
     settings = cfg.settings
-    deadline = time.monotonic() + duration_s
+    deadline = clock.monotonic() + duration_s
     consecutive = number = 0
     previous = _catch_termination()
     try:
         while True:
             number += 1
-            round_started = time.monotonic()
+            round_started = clock.monotonic()
             try:
                 rnd = run_round(number, cfg)
             except Exception as exc:  # a round that could not measure is a failing round, never a pass
                 rnd = RoundResult(number, utc_now(), [Criterion("round", "watch", False, None, None, None,
                                                                 f"the round crashed: {type(exc).__name__}: {exc}")])
             consecutive = 0 if rnd.ok else consecutive + 1
-            remaining = deadline - time.monotonic()
+            remaining = deadline - clock.monotonic()
             record = {"event": "watch_round", **(extra or {}), "round": number, "ok": rnd.ok,
                       "consecutive_failures": consecutive, "failures": [c.id for c in rnd.failures],
                       "measurements": rnd.measurements()}
@@ -168,8 +191,8 @@ def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit
                 return Guarded("breach", number, rnd, consecutive)
             if remaining <= 0:
                 break
-            sleep(max(0.0, min(settings.interval - (time.monotonic() - round_started), remaining)))
-            if time.monotonic() >= deadline:
+            clock.sleep(max(0.0, min(settings.interval - (clock.monotonic() - round_started), remaining)))
+            if clock.monotonic() >= deadline:
                 break
     except KeyboardInterrupt:
         return Guarded("stopped", number)
@@ -181,15 +204,15 @@ def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit
     return Guarded("held", number)
 
 
-def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], None] = print,
-          sleep: Callable[[float], None] = time.sleep) -> int:
+def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], None] = print, *,
+          clock: Clock = SYSTEM_CLOCK) -> int:
     """Run rounds until a breach (pause, exit 1), the end of the duration (exit 0) or Ctrl+C (exit 130)."""
     settings = cfg.settings
     emit = _scrubbed(emit, cfg.redactor)
     cfg.record({"event": "watch_start", "actor": cfg.actor, "interval_s": settings.interval,
                 "duration_s": settings.duration, "failure_limit": settings.failure_limit,
                 "channels": [c.target for c in channels]})
-    guarded = guard(cfg, channels, settings.duration, emit, sleep)
+    guarded = guard(cfg, channels, settings.duration, emit, clock=clock)
     if guarded.result == "breach":
         assert guarded.last is not None
         return _breach(cfg, channels, guarded.last, guarded.consecutive, emit)
