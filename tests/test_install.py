@@ -93,12 +93,19 @@ def test_the_installed_tool_runs_demo_pause_and_the_suite_from_another_directory
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "ModuleNotFoundError" not in demo.stderr and "Traceback" not in demo.stderr
     assert "pause" in demo.stdout.lower()
+    # Only an installed wheel (not an editable install) makes pytest mark deploy_tool for rewriting.
+    assert "Warning" not in demo.stdout + demo.stderr, demo.stdout[-3000:]
 
     with Sandbox(tmp_path / "box", token="installed-token-7f3a", token_env="GD_INSTALL_TEST_TOKEN", mode="mock") as box:
         box_env = {**env, box.token_env: box.token or "", **box.account_env()}
         suite = _run(installed_venv, [str(venv_python(installed_venv)), "-m", "pytest", "--pyargs", "preflight_tests",
                                       "-p", "no:cacheprovider", *box.preflight_args(),
                                       "--evidence-dir", str(elsewhere / "evidence")], elsewhere, box_env, timeout=300)
+        # The gate as the CI templates run it: the console script, its own evidence, no warning noise.
+        gate = _run(installed_venv, [tool, "preflight", *box.preflight_args(), "--evidence-dir",
+                                     str(elsewhere / "gate-evidence")], elsewhere, box_env, timeout=300)
+        assert gate.returncode == 0, gate.stdout[-4000:] + gate.stderr[-2000:]
+        assert "PASS" in gate.stdout and "Warning" not in gate.stdout + gate.stderr, gate.stdout[-3000:]
         # The emergency pause, through both channels of a running (stand-in) system.
         pause = _run(installed_venv, [tool, "pause", "--http-admin-url", box.admin_url, "--admin-token-env",
                                       box.token_env, "--control-file", str(box.control_file), "--audit-dir",
