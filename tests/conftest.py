@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -160,8 +161,7 @@ def _once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
+def make_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
     """The wheel built from this checkout once per run (pip's isolated build, as a user's `pip install .`)."""
 
     def build(folder: Path) -> None:
@@ -181,23 +181,21 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
     return BuiltWheel(wheel, hashlib.sha256(wheel.read_bytes()).hexdigest())
 
 
-@pytest.fixture(scope="session")
-def installed_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltWheel) -> Path:
+def make_installed(tmp_path_factory: pytest.TempPathFactory, wheel: BuiltWheel) -> Path:
     """A fresh venv with the wheel installed the normal way: `pip install <wheel>`, its dependencies
     resolved from the package index. No editable install, no source tree on sys.path."""
 
     def install(folder: Path) -> None:
         venv = make_venv(folder / "venv")
         proc = subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "--quiet",
-                               "--disable-pip-version-check", str(built_wheel.path)],
+                               "--disable-pip-version-check", str(wheel.path)],
                               capture_output=True, text=True, timeout=900, cwd=folder)
         assert proc.returncode == 0, pip_failure("pip install of the wheel", proc)
 
     return _once(tmp_path_factory, "installed", install) / "venv"
 
 
-@pytest.fixture(scope="session")
-def dependencies_only(tmp_path_factory: pytest.TempPathFactory, installed_venv: Path) -> Path:
+def make_dependencies(tmp_path_factory: pytest.TempPathFactory, installed: Path) -> Path:
     """The installed wheel's dependencies without gradual-deploy itself: a copy of that venv's site-packages
     less the project's packages and its dist-info (and so its entry points). See
     `installs.venv_with_dependencies`."""
@@ -205,8 +203,61 @@ def dependencies_only(tmp_path_factory: pytest.TempPathFactory, installed_venv: 
             "__editable__")
 
     def copy(folder: Path) -> None:
-        site = site_packages(installed_venv)
+        site = site_packages(installed)
         shutil.copytree(site, folder, dirs_exist_ok=True,
                         ignore=lambda d, names: [n for n in names if Path(d) == site and n.startswith(ours)])
 
     return _once(tmp_path_factory, "dependencies", copy)
+
+
+INSTALL_FIXTURES = {"built_wheel", "installed_venv", "dependencies_only"}
+NEEDS_INSTALL = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests that need the built and installed wheel go last (the same order on every xdist worker), so
+    that the build, started in the background when the session starts, is ready when they run."""
+    late = [item for item in items if INSTALL_FIXTURES & set(getattr(item, "fixturenames", ()))]
+    if late:
+        items[:] = [item for item in items if item not in set(late)] + late
+    config.stash[NEEDS_INSTALL] = bool(late)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _build_the_wheel_in_the_background(request: pytest.FixtureRequest,
+                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One worker (the first to claim it) builds the wheel, installs it and copies its dependencies on a
+    thread while the other tests run. A test that needs them waits on the same lock; a failure here is left
+    for that test to repeat and report."""
+    if not request.config.stash.get(NEEDS_INSTALL, False):
+        return
+    claim = _shared_dir(tmp_path_factory) / "prebuild.claimed"
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+
+    def build() -> None:
+        try:
+            make_dependencies(tmp_path_factory, make_installed(tmp_path_factory, make_wheel(tmp_path_factory)))
+        except BaseException:  # the fixture that needs it builds again and says why
+            pass
+
+    threading.Thread(target=build, name="prebuild-wheel", daemon=True).start()
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> BuiltWheel:
+    return make_wheel(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def installed_venv(tmp_path_factory: pytest.TempPathFactory, built_wheel: BuiltWheel) -> Path:
+    """A fresh venv with the wheel installed by `pip install <wheel>` (see make_installed)."""
+    return make_installed(tmp_path_factory, built_wheel)
+
+
+@pytest.fixture(scope="session")
+def dependencies_only(tmp_path_factory: pytest.TempPathFactory, installed_venv: Path) -> Path:
+    """gradual-deploy's dependencies without gradual-deploy (see make_dependencies)."""
+    return make_dependencies(tmp_path_factory, installed_venv)

@@ -129,18 +129,24 @@ class GitlabRun:
 
 
 def run_gitlab(tmp_path: Path, variables: dict[str, str], dependencies: Path, template: str | None = None,
-               manual: tuple[str, ...] = ("deploy",)) -> GitlabRun:
-    """The pipeline under gitlab-ci-local; `manual` jobs are started as a person would start them."""
+               manual: tuple[str, ...] = ("deploy",), jobs: tuple[str, ...] = (),
+               after: GitlabRun | None = None) -> GitlabRun:
+    """The pipeline under gitlab-ci-local; `manual` jobs are started as a person would start them. With
+    `after` and `jobs`: those jobs run later in the same project, with the artifacts the earlier run kept
+    (a person pressing play on a waiting job), in a fresh venv of their own."""
     tool = _tool(TOOLS / ".bin" / "gitlab-ci-local", "gitlab-ci-local")
-    venv = job_venv(tmp_path / "job-venv", dependencies)
-    project = tmp_path / "repo"
-    project.mkdir()
-    (project / ".gitlab-ci.yml").write_text(template or (EXAMPLES / "gitlab-ci.yml").read_text())
-    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
-    subprocess.run([*git, "init", "-q"], cwd=project, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
-    subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=project, check=True)
-    argv = [str(tool), "--force-shell-executor", "--shell-isolation", "--no-color"]
+    venv = job_venv(tmp_path / f"job-venv-{'-'.join(jobs) or 'pipeline'}", dependencies)
+    if after is not None:
+        project = after.project
+    else:
+        project = tmp_path / "repo"
+        project.mkdir()
+        (project / ".gitlab-ci.yml").write_text(template or (EXAMPLES / "gitlab-ci.yml").read_text())
+        git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+        subprocess.run([*git, "init", "-q"], cwd=project, check=True)
+        subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+        subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=project, check=True)
+    argv = [str(tool), *jobs, "--force-shell-executor", "--shell-isolation", "--no-color"]
     for name, value in variables.items():
         argv += ["--variable", f"{name}={value}"]
     for job in manual:
@@ -151,10 +157,20 @@ def run_gitlab(tmp_path: Path, variables: dict[str, str], dependencies: Path, te
     return run
 
 
-def test_gitlab_pipeline_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switches(tmp_path: Path,
+                                                                                  ci_box: Sandbox, pinned) -> None:
     wheel, dependencies = pinned
-    run = run_gitlab(tmp_path, ci_variables(ci_box, wheel), dependencies)
+    variables = ci_variables(ci_box, wheel)
+    waiting = run_gitlab(tmp_path, variables, dependencies, manual=())
+    # By default the deploy job is manual: the gate passed, and nothing switched until a person starts it.
+    assert waiting.proc.returncode == 0, waiting.output
+    assert waiting.log("preflight") is not None and waiting.log("deploy") is None, waiting.output
+    assert ci_box.admin.mode == "mock"
 
+    run = run_gitlab(tmp_path, variables, dependencies, jobs=("deploy",), manual=("deploy",), after=waiting)
+    run.proc = subprocess.CompletedProcess(run.proc.args, run.proc.returncode | waiting.proc.returncode,
+                                           waiting.proc.stdout + run.proc.stdout, waiting.proc.stderr + run.proc.stderr)
+    run.output = run.proc.stdout + run.proc.stderr
     assert run.proc.returncode == 0, run.output
     preflight, deploy = run.log("preflight"), run.log("deploy")
     assert preflight is not None and "passed" in preflight, run.output
@@ -392,27 +408,35 @@ def test_gitlab_deploy_job_is_behind_the_production_environment_and_a_person() -
     assert doc["variables"]["GD_WHEEL_URL"] == "" and doc["variables"]["GD_WHEEL_SHA256"] == ""
 
 
-def test_gitlab_default_pipeline_waits_for_a_person_before_switching(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
+def test_gitlab_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
     wheel, dependencies = pinned
-    run = run_gitlab(tmp_path, ci_variables(ci_box, wheel), dependencies, manual=())
-    assert run.proc.returncode == 0, run.output
-    assert run.log("preflight") is not None and run.log("deploy") is None, run.output
+    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_WHEEL_SHA256": "0" * 64}, dependencies)
+    assert run.proc.returncode != 0
+    assert "DO NOT MATCH THE HASHES" in (run.log("preflight") or "") + run.output, run.output
+    assert run.log("deploy") is None
+    assert not list(site_packages(run.venv).glob("gradual_deploy-*"))
     assert ci_box.admin.mode == "mock"
+
+
+def _gitlab_install_line() -> str:
+    (line,) = yaml.safe_load(GITLAB)[".install"]
+    assert all(job["script"][0] == [line] for job in (yaml.safe_load(GITLAB)[n] for n in ("preflight", "deploy")))
+    return line
 
 
 @pytest.mark.parametrize("change, says", [
-    ({"GD_WHEEL_SHA256": "0" * 64}, "DO NOT MATCH THE HASHES"),
     ({"GD_WHEEL_SHA256": ""}, "set the GD_WHEEL_SHA256 variable"),
     ({"GD_WHEEL_URL": ""}, "set the GD_WHEEL_URL variable"),
+    ({"GD_WHEEL_SHA256": "abc"}, "DO NOT MATCH THE HASHES"),
 ])
-def test_gitlab_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned, change, says) -> None:
+def test_gitlab_install_line_refuses_a_missing_or_wrong_pin(tmp_path: Path, pinned, change, says) -> None:
+    """The install line both jobs run, as their shell runs it (the pipeline above runs it for real)."""
     wheel, dependencies = pinned
-    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), **change}, dependencies)
-    assert run.proc.returncode != 0
-    assert says in (run.log("preflight") or "") + run.output, run.output
-    assert run.log("deploy") is None
-    assert not installed_from(run.venv, wheel) and not list(site_packages(run.venv).glob("gradual_deploy-*"))
-    assert ci_box.admin.mode == "mock"
+    venv = job_venv(tmp_path / "venv", dependencies)
+    env = {**_clean_env(venv), "GD_WHEEL_URL": wheel.path.as_uri(), "GD_WHEEL_SHA256": wheel.sha256, **change}
+    done = subprocess.run(["sh", "-c", _gitlab_install_line()], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and says in done.stdout + done.stderr, done.stdout + done.stderr
+    assert not list(site_packages(venv).glob("gradual_deploy-*"))
 
 
 # ------------------------------------------------------------------------------------------------ GitHub
