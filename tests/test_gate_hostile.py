@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 import preflight_tests
+from waiting import wait_until
 from deploy_tool.modes.channels import FileChannel
 from deploy_tool.times import utc_now
 
@@ -35,10 +35,7 @@ def _wait_until_past_the_second_of(evidence: Path, timeout: float = 5.0) -> None
     """Wait until the UTC clock has left the whole second in the name of `evidence` (preflight-<stamp>...)."""
     stamp = dt.datetime.strptime(evidence.name[len("preflight-"):][:16], "%Y%m%dT%H%M%SZ")
     later = stamp.replace(tzinfo=dt.timezone.utc) + dt.timedelta(seconds=1)
-    deadline = time.monotonic() + timeout
-    while utc_now() < later:
-        assert time.monotonic() < deadline, f"the clock did not reach {later} within {timeout:g} s"
-        time.sleep(0.01)
+    wait_until(lambda: utc_now() >= later, f"the clock to reach {later}", timeout)
 
 
 def _gd(*args, cwd, env=None):

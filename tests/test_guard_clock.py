@@ -10,11 +10,11 @@ the real clock.
 from __future__ import annotations
 
 import json
-import time
 from typing import Callable
 
 import pytest
 
+from waiting import wait_until
 from deploy_tool.cli import COMMAND_SETTINGS, build_parser
 from deploy_tool.commands import watch as watch_mod
 from deploy_tool.commands.ramp import ramp
@@ -57,15 +57,6 @@ class FakeClock:
         while self.system is not None and self._ticked_to + self.system.interval <= self.now + 1e-9:
             self._ticked_to += self.system.interval
             self.system.tick()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Poll `condition` until it holds; fail, saying `what` was awaited, after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:g} s for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from waiting import wait_until
+
 GD = [sys.executable, "-m", "deploy_tool"]
 
 
@@ -54,18 +56,12 @@ class Receiver:
 
     def wait(self, count: int = 1, timeout: float = 10.0) -> list[dict]:
         """The messages, once `count` have come; fails saying so after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count:
-            assert time.monotonic() < deadline, f"{len(self.messages)} message(s) within {timeout:g} s, expected {count}"
-            time.sleep(0.02)
+        wait_until(lambda: len(self.messages) >= count, f"{count} message(s) (have {len(self.messages)})", timeout)
         return self.messages
 
     def wait_for_arrival(self, timeout: float = 30.0) -> float:
         """When the first POST arrived (monotonic), waiting up to `timeout` seconds for it."""
-        deadline = time.monotonic() + timeout
-        while not self.arrivals:
-            assert time.monotonic() < deadline, f"no notification arrived within {timeout:g} s"
-            time.sleep(0.02)
+        wait_until(lambda: self.arrivals, "a notification to arrive", timeout)
         return self.arrivals[0]
 
 
