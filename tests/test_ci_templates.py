@@ -302,54 +302,124 @@ def test_github_workflow_passes_the_actionlint_binary_when_installed() -> None:
 
 
 USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+?)@(\S+)(?:\s+#\s*(\S+))?\s*$")
+SECRETS = re.compile(r"\bsecrets\b")
+# The install command, exactly: one wheel by URL and sha256, each variable required to be set. Any other
+# text (a fallback to the name, an extra index, a dropped pin) is a finding, not a test that might notice.
+LINUX_INSTALL = ('python -m pip install --quiet "gradual-deploy @ ${GD_WHEEL_URL:?set the GD_WHEEL_URL variable}'
+                 '#sha256=${GD_WHEEL_SHA256:?set the GD_WHEEL_SHA256 variable}"')
+WINDOWS_INSTALL = ('if (-not $env:GD_WHEEL_URL -or -not $env:GD_WHEEL_SHA256) '
+                   '{ throw "set the GD_WHEEL_URL and GD_WHEEL_SHA256 variables" }\n'
+                   'python -m pip install --quiet "gradual-deploy @ $($env:GD_WHEEL_URL)#sha256=$($env:GD_WHEEL_SHA256)"')
+SHELL_OPERATORS = {";", "&&", "||", "|", ">", ">>", "<", "&", "$(", "`"}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def plain_command_findings(where: str, text: str, starts: tuple[str, ...]) -> list[str]:
+    """A command that gets secrets must be that command alone: no second command, pipe or redirection
+    that could hand them on (to $GITHUB_ENV, an artifact, another program)."""
+    import shlex
+
+    try:
+        lexer = shlex.shlex(_one_line(text), posix=True, punctuation_chars=";&|<>`")
+        tokens = list(lexer)
+    except ValueError as exc:
+        return [f"{where}: cannot read the command ({exc})"]
+    findings = []
+    if tuple(tokens[:len(starts)]) != starts:
+        findings.append(f"{where}: does not start with {' '.join(starts)!r}")
+    bad = sorted({t for t in tokens if t in SHELL_OPERATORS or "$(" in t or "`" in t or "GITHUB_ENV" in t
+                  or "GITHUB_OUTPUT" in t})
+    if bad:
+        findings.append(f"{where}: more than one plain command ({bad}): the secrets could be handed on")
+    return findings
 
 
 def workflow_findings(text: str) -> list[str]:
-    """What makes the workflow unsafe to hand production's secrets: actions not pinned to the commit of the
-    tag beside them, inputs the pinned action does not have, permissions beyond what each job's actions need,
-    and secrets reachable by anything but the step that runs gradual-deploy with them."""
+    """What makes the workflow unsafe to hand production's secrets: a trigger other than a person's
+    dispatch, actions not pinned to the reviewed commit of the tag beside them, inputs the pinned action
+    does not have, permissions beyond what each job's actions need, secrets reachable by anything but the
+    one command that runs gradual-deploy with them, an install other than the pinned wheel, a deploy job
+    outside the production environment or not gated on the verdict."""
     findings = []
-    for number, line in enumerate(text.splitlines(), 1):
-        match = USES.match(line)
-        if "uses:" in line and not match:
-            findings.append(f"line {number}: cannot read `{line.strip()}`")
-        if not match:
-            continue
-        action, ref, tag = match.groups()
-        known = PINNED.get(action)
-        if known is None:
-            findings.append(f"line {number}: {action} is not one of the reviewed actions (tests/ci-tools/actions.json)")
-        elif not re.fullmatch(r"[0-9a-f]{40}", ref):
-            findings.append(f"line {number}: {action}@{ref} is pinned by a movable ref, not a commit")
-        elif (ref, tag) != (known["commit"], known["tag"]):
-            findings.append(f"line {number}: {action}@{ref} # {tag} is not the reviewed {known['commit']} # {known['tag']}")
     workflow = yaml.safe_load(text)
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` key as True
+    if set(triggers or {}) != {"workflow_dispatch"}:
+        findings.append(f"triggers {sorted(map(str, triggers or {}))}: only a person's workflow_dispatch starts a go-live")
     if workflow.get("permissions") != {}:
         findings.append(f"workflow permissions {workflow.get('permissions')!r}: give nothing by default ({{}})")
-    if "secrets." in json.dumps(workflow.get("env", {})):
-        findings.append("a secret in the workflow env reaches every step of every job")
+    outside_jobs = {k: v for k, v in workflow.items() if k != "jobs"}
+    if SECRETS.search(json.dumps(outside_jobs, default=str)):
+        findings.append("a secret outside the jobs (workflow env) reaches every step of every job")
+    if re.search(r"\bPIP_", json.dumps(workflow)):
+        findings.append("a PIP_* setting could send the install to another index or skip the hash")
+    lines = text.splitlines()
+    expected_jobs = {"preflight", "deploy", "rehearsal-windows"}
+    if set(workflow["jobs"]) != expected_jobs:
+        findings.append(f"jobs {sorted(workflow['jobs'])}, expected exactly {sorted(expected_jobs)}")
     for name, job in workflow["jobs"].items():
         steps = job.get("steps", [])
         needed: dict[str, str] = {}
-        for step in steps:
-            action = str(step.get("uses", "")).split("@")[0]
-            if action in PINNED:
-                needed.update(PINNED[action]["permissions"])
-                unknown = set(step.get("with", {})) - set(PINNED[action]["inputs"])
+        job_level = {k: v for k, v in job.items() if k != "steps"}
+        if SECRETS.search(json.dumps(job_level, default=str)):
+            findings.append(f"{name}: a secret at job level reaches every step, third-party actions included")
+        for index, step in enumerate(steps):
+            label = f"{name}: step {step.get('name') or step.get('uses') or index!r}"
+            if "uses" in step:
+                action, _, ref = str(step["uses"]).partition("@")
+                known = PINNED.get(action)
+                if known is None:
+                    findings.append(f"{label}: {action} is not one of the reviewed actions (tests/ci-tools/actions.json)")
+                    continue
+                if not re.fullmatch(r"[0-9a-f]{40}", ref):
+                    findings.append(f"{label}: {action}@{ref} is pinned by a movable ref, not a commit")
+                elif ref != known["commit"] or not any(
+                        (m := USES.match(line)) and m.groups() == (action, ref, known["tag"]) for line in lines):
+                    findings.append(f"{label}: {action}@{ref} is not the reviewed {known['commit']} # {known['tag']}")
+                needed.update(known["permissions"])
+                unknown = set(step.get("with", {})) - set(known["inputs"])
                 if unknown:
-                    findings.append(f"{name}: {action} has no input(s) {sorted(unknown)}")
+                    findings.append(f"{label}: {action} has no input(s) {sorted(unknown)}")
+                if action == "actions/checkout" and step.get("with") != {"persist-credentials": False}:
+                    findings.append(f"{label}: checkout of anything but this commit, or with its token kept: "
+                                    f"{step.get('with')!r}")
+            run = str(step.get("run", ""))
+            dumped = json.dumps(step, default=str)
+            if run.startswith("gradual-deploy preflight") or run.startswith("gradual-deploy switch"):
+                findings += plain_command_findings(label, run, tuple(run.split()[:2]))
+                if SECRETS.search(json.dumps({k: v for k, v in step.items() if k != "env"}, default=str)):
+                    findings.append(f"{label}: a secret outside the step's env")
+            elif SECRETS.search(dumped):
+                findings.append(f"{label}: gets a secret it does not use")
+            if "pip" in run:
+                expected = WINDOWS_INSTALL if step.get("shell") == "pwsh" else LINUX_INSTALL
+                if run.strip() != expected and _one_line(run) != expected:
+                    findings.append(f"{label}: installs something other than the pinned wheel: {run.strip()!r}")
         if job.get("permissions") != needed:
             findings.append(f"{name}: permissions {job.get('permissions')!r}, its actions need exactly {needed!r}")
-        if "secrets." in json.dumps(job.get("env", {})):
-            findings.append(f"{name}: a secret in the job env reaches every step, third-party actions included")
-        for step in steps:
-            if "secrets." in json.dumps(step) and not str(step.get("run", "")).startswith("gradual-deploy "):
-                findings.append(f"{name}: step {step.get('name') or step.get('uses')!r} gets a secret it does not use")
+    installs = sum("pip" in str(s.get("run", "")) for j in workflow["jobs"].values() for s in j.get("steps", []))
+    if installs != 3:
+        findings.append(f"{installs} install steps, expected one per job (3)")
+    jobs = workflow["jobs"]
+    if jobs.get("deploy", {}).get("environment") != "production":
+        findings.append("deploy: not in the production environment (its required reviewers approve the switch)")
+    if jobs.get("preflight", {}).get("environment") != "go-live-gate":
+        findings.append("preflight: not in the go-live-gate environment (whose secrets only it reads)")
+    if jobs.get("deploy", {}).get("if") != "needs.preflight.outputs.verdict == 'pass'" or \
+            jobs.get("deploy", {}).get("needs") != "preflight":
+        findings.append("deploy: must need preflight and run only on its verdict pass")
     return findings
 
 
 def test_github_workflow_pins_every_action_and_gives_least_permissions() -> None:
     assert workflow_findings(GITHUB) == []
+
+
+GATE_STEP_END = '--max-allocation "$GD_MAX_ALLOCATION" --require-account-check\n'
+LINUX_INSTALL_YAML = ('          "gradual-deploy @ ${GD_WHEEL_URL:?set the GD_WHEEL_URL variable}#sha256='
+                      '${GD_WHEEL_SHA256:?set the GD_WHEEL_SHA256 variable}"\n')
 
 
 @pytest.mark.parametrize("mutation, finding", [
@@ -360,14 +430,43 @@ def test_github_workflow_pins_every_action_and_gives_least_permissions() -> None
      "movable ref"),
     (("mikepenz/action-junit-report@d9f48fc87bc235f7e214acf696ca5abc0a986f16  # v6.4.2",
       "mikepenz/action-junit-report@d9f48fc87bc235f7e214acf696ca5abc0a986f16  # v6.4.1"), "not the reviewed"),
+    (("      - uses: actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97  # v7.0.0\n        with:\n"
+      '          python-version: "3.11"\n      - name: Install gradual-deploy (the wheel with this sha256, nothing else)\n'
+      "        shell: pwsh",
+      '      - "uses": someone/setup-python@main\n        with:\n          python-version: "3.11"\n'
+      "      - name: Install gradual-deploy (the wheel with this sha256, nothing else)\n        shell: pwsh"),
+     "not one of the reviewed actions"),
     (("          retention-days: 90\n          if-no-files-found", "          retention: 90\n          if-no-files-found"),
      "has no input(s) ['retention']"),
     (("      EXEC_HTTP_ADMIN_URL: ${{ vars.EXEC_HTTP_ADMIN_URL }}\n    steps:\n      - uses: actions/checkout",
       "      EXEC_HTTP_ADMIN_URL: ${{ vars.EXEC_HTTP_ADMIN_URL }}\n      DATABASE_URL: ${{ secrets.DATABASE_URL }}\n"
-      "    steps:\n      - uses: actions/checkout"), "secret in the job env"),
+      "    steps:\n      - uses: actions/checkout"), "a secret at job level"),
     (("          report_paths: ${{ env.GD_EVIDENCE_DIR }}/junit.xml\n",
       "          report_paths: ${{ env.GD_EVIDENCE_DIR }}/junit.xml\n          token: ${{ secrets.EXEC_HTTP_ADMIN_TOKEN }}\n"),
      "gets a secret it does not use"),
+    (("    permissions: {}\n    steps:\n", "    permissions: {}\n    env:\n      ALL: ${{ toJSON(secrets) }}\n"
+      "      KEY: ${{ secrets['OKX_API_SECRET'] }}\n    steps:\n"), "rehearsal-windows: a secret at job level"),
+    (("    environment: production  #", "    #"), "deploy: not in the production environment"),
+    (("    environment: go-live-gate  #", "    #"), "preflight: not in the go-live-gate environment"),
+    (("    if: needs.preflight.outputs.verdict == 'pass'\n", "    if: always()\n"), "run only on its verdict pass"),
+    (("on:\n  workflow_dispatch:\n", "on:\n  push:\n  workflow_dispatch:\n"), "triggers"),
+    (("on:\n  workflow_dispatch:\n", "on:\n  pull_request_target:\n  workflow_dispatch:\n"), "triggers"),
+    (("          persist-credentials: false\n", "          ref: ${{ github.event.pull_request.head.sha }}\n"),
+     "checkout of anything but this commit"),
+    ((GATE_STEP_END, GATE_STEP_END.replace("\n", ' && env | grep -E "^(OKX|EXEC)" >> "${GITHUB_ENV:-/dev/null}"\n')),
+     "more than one plain command"),
+    ((GATE_STEP_END, GATE_STEP_END.replace("\n", ' && env | base64 -w0 > "$GD_EVIDENCE_DIR/.meta"\n')),
+     "more than one plain command"),
+    ((LINUX_INSTALL_YAML, LINUX_INSTALL_YAML.replace(":?set the GD_WHEEL_SHA256 variable", "")),
+     "installs something other than the pinned wheel"),
+    ((LINUX_INSTALL_YAML, LINUX_INSTALL_YAML.replace('"\n', '" || python -m pip install --quiet gradual-deploy\n')),
+     "installs something other than the pinned wheel"),
+    (("python -m pip install --quiet\n", "python -m pip install --quiet --extra-index-url https://pypi.example.invalid/simple\n"),
+     "installs something other than the pinned wheel"),
+    (('#sha256=$($env:GD_WHEEL_SHA256)"\n', '#sha256=$($env:GD_WHEEL_SHA256)"\n          python -m pip install --quiet gradual-deploy\n'),
+     "installs something other than the pinned wheel"),
+    (("  GD_EVIDENCE_DIR: evidence\n", "  GD_EVIDENCE_DIR: evidence\n  PIP_EXTRA_INDEX_URL: https://pypi.example.invalid/simple\n"),
+     "PIP_"),
 ])
 def test_unsafe_workflow_edits_are_found(mutation: tuple[str, str], finding: str) -> None:
     assert mutation[0] in GITHUB, mutation[0]
@@ -417,15 +516,93 @@ def test_the_gate_without_the_account_check_is_found(text: str) -> None:
         test_the_gate_runs_with_every_required_flag(loosened)
 
 
-def test_gitlab_deploy_job_is_behind_the_production_environment_and_a_person() -> None:
-    doc = yaml.safe_load(GITLAB)
-    deploy = doc["deploy"]
-    assert deploy["environment"] == {"name": "production", "action": "start"}
-    assert doc["preflight"]["environment"] == {"name": "production", "action": "prepare"}
-    assert doc["variables"]["GD_DEPLOY_WHEN"] == "manual"
-    assert deploy["rules"][-1]["when"] == "manual" and deploy["rules"][-1]["allow_failure"] is False
-    assert "when" not in deploy  # only the rules decide
-    assert doc["variables"]["GD_WHEEL_URL"] == "" and doc["variables"]["GD_WHEEL_SHA256"] == ""
+GITLAB_INSTALL = LINUX_INSTALL.replace("python -m pip", "python3 -m pip")
+
+
+def pipeline_findings(text: str) -> list[str]:
+    """What makes the GitLab pipeline unsafe: jobs beyond the gate and the deploy (a job naming production
+    gets its variables), a deploy that can start without a person (any rule but the two), an install other
+    than the pinned wheel, PIP_* settings, and gate or switch commands that are more than that command."""
+    doc = yaml.safe_load(text)
+    findings = []
+    reserved = {"stages", "variables", "default", "workflow", "include"}
+    jobs = {k for k in doc if k not in reserved and not k.startswith(".")}
+    if jobs != {"preflight", "deploy"}:
+        findings.append(f"jobs {sorted(jobs)}, expected exactly preflight and deploy")
+    if set(doc) - reserved - jobs != {".install"}:
+        findings.append(f"hidden keys {sorted(set(doc) - reserved - jobs)}: only .install")
+    if re.search(r"\bPIP_", json.dumps(doc)):
+        findings.append("a PIP_* setting could send the install to another index or skip the hash")
+    if doc.get(".install") != [GITLAB_INSTALL]:
+        findings.append(f"installs something other than the pinned wheel: {doc.get('.install')!r}")
+    expected = {
+        "preflight": ({"name": "production", "action": "prepare"}, ("gradual-deploy", "preflight")),
+        "deploy": ({"name": "production", "action": "start"}, ("gradual-deploy", "switch")),
+    }
+    for name, (environment, command) in expected.items():
+        job = doc.get(name, {})
+        if job.get("environment") != environment:
+            findings.append(f"{name}: environment {job.get('environment')!r}, expected {environment!r}")
+        script = job.get("script", [])
+        if len(script) != 2 or script[0] != [GITLAB_INSTALL]:
+            findings.append(f"{name}: its script must be the pinned install, then the one command")
+        else:
+            findings += plain_command_findings(name, script[1], command)
+        for key in ("before_script", "after_script", "image", "services", "variables", "hooks"):
+            if key in job:
+                findings.append(f"{name}: {key} runs or changes something beside the reviewed script")
+    if set(doc.get("default", {})) - {"image"} or "before_script" in doc.get("default", {}):
+        findings.append(f"default {doc.get('default')!r}: only the image")
+    rules = doc.get("deploy", {}).get("rules")
+    if rules != [{"if": '$GD_DEPLOY_WHEN == "on_success"', "when": "on_success"},
+                 {"when": "manual", "allow_failure": False}]:
+        findings.append(f"deploy: rules {rules!r} let it start without a person; only GD_DEPLOY_WHEN=on_success may")
+    if "when" in doc.get("deploy", {}):
+        findings.append("deploy: a job-level `when` beside the rules")
+    if doc.get("variables", {}).get("GD_DEPLOY_WHEN") != "manual":
+        findings.append("GD_DEPLOY_WHEN: manual by default")
+    if doc.get("variables", {}).get("GD_WHEEL_URL") != "" or doc.get("variables", {}).get("GD_WHEEL_SHA256") != "":
+        findings.append("GD_WHEEL_URL and GD_WHEEL_SHA256 have no default: each deployment sets its own pin")
+    return findings
+
+
+def test_gitlab_pipeline_is_the_gate_then_a_person_then_the_switch() -> None:
+    assert pipeline_findings(GITLAB) == []
+
+
+GITLAB_GATE_END = '--max-allocation "$GD_MAX_ALLOCATION" --require-account-check\n'
+
+
+@pytest.mark.parametrize("mutation, finding", [
+    (("  rules:\n    - if: $GD_DEPLOY_WHEN", '  rules:\n    - if: $CI_PIPELINE_SOURCE == "schedule"\n      when: on_success\n'
+      "    - if: $GD_DEPLOY_WHEN"), "start without a person"),
+    (("    - when: manual                         # a person starts it; the pipeline waits, and stays blocked\n"
+      "      allow_failure: false\n", "    - when: on_success\n"), "start without a person"),
+    (('  GD_DEPLOY_WHEN: "manual"', '  GD_DEPLOY_WHEN: "on_success"'), "manual by default"),
+    (("deploy:\n  stage: deploy\n  environment:\n    name: production\n    action: start\n",
+      "deploy:\n  stage: deploy\n"), "deploy: environment"),
+    (("    action: prepare", "    action: start"), "preflight: environment"),
+    (("\ndeploy:\n", "\nnotify:\n  stage: gate\n  environment:\n    name: production\n    action: prepare\n"
+      "  script:\n    - env\n\ndeploy:\n"), "expected exactly preflight and deploy"),
+    (('#sha256=${GD_WHEEL_SHA256:?set the GD_WHEEL_SHA256 variable}"\n',
+      '#sha256=${GD_WHEEL_SHA256:?set the GD_WHEEL_SHA256 variable}" || python3 -m pip install --quiet gradual-deploy\n'),
+     "installs something other than the pinned wheel"),
+    (("default:\n  image: python:3.11-slim\n", "default:\n  image: python:3.11-slim\n  before_script:\n"
+      "    - pip install --quiet gradual-deploy\n"), "default"),
+    ((GITLAB_GATE_END, GITLAB_GATE_END.replace("\n", " | tee gate.log\n")), "more than one plain command"),
+    ((" --require-account-check", ""), None),
+    (('  GD_WHEEL_URL: ""', '  GD_WHEEL_URL: "https://example.invalid/gradual_deploy-0.1.0-py3-none-any.whl"'),
+     "no default"),
+])
+def test_unsafe_pipeline_edits_are_found(mutation: tuple[str, str], finding: str | None) -> None:
+    assert mutation[0] in GITLAB, mutation[0]
+    loosened = GITLAB.replace(mutation[0], mutation[1], 1)
+    if finding is None:  # the account check dropped: the gate's required flags say so
+        with pytest.raises(AssertionError):
+            test_the_gate_runs_with_every_required_flag(loosened)
+        return
+    found = pipeline_findings(loosened)
+    assert any(finding in f for f in found), found
 
 
 def test_gitlab_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
@@ -512,7 +689,9 @@ class GithubRunner:
         needs = job.get("needs", [])
         needs = [needs] if isinstance(needs, str) else needs
         ctx = {**self.context, "needs": {n: self.jobs[n] for n in needs}, "steps": {}}
-        if any(self.jobs[n]["result"] != "success" for n in needs) or not self.condition(job.get("if"), ctx, False):
+        # As on GitHub: a job whose needs did not all succeed is skipped, unless its `if` says always().
+        needs_failed = any(self.jobs[n]["result"] != "success" for n in needs)
+        if (needs_failed and "always()" not in str(job.get("if"))) or not self.condition(job.get("if"), ctx, False):
             self.jobs[name] = {"result": "skipped", "outputs": {}, "log": ""}
             return self.jobs[name]
         workdir = self.root / name
