@@ -40,6 +40,51 @@ def test_the_wheel_holds_every_package_and_data_file(built_wheel: BuiltWheel) ->
     assert "preflight_tests.plugin = preflight_tests.plugin" in entry_points
 
 
+def test_every_tracked_module_outside_the_tests_is_in_the_wheel(built_wheel: BuiltWheel) -> None:
+    """A module added at the top level (not under deploy_tool/ or preflight_tests/) is not shipped either."""
+    shipped = set(zipfile.ZipFile(built_wheel.path).namelist())
+    outside = ("tests/", "bench/", "examples/", ".ci/")
+    modules = [p for p in tracked_files() if p.endswith(".py") and not p.startswith(outside) and p != "conftest.py"]
+    assert not sorted(set(modules) - shipped), sorted(set(modules) - shipped)
+
+
+RESOLVE_IMPORTS = r"""
+import ast, importlib.util, json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+missing = {}
+for path in sorted(root.rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top == "__future__":
+                continue
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except ModuleNotFoundError:
+                found = False
+            if not found:
+                missing.setdefault(name, []).append(f"{path.relative_to(root)}:{node.lineno}")
+print(json.dumps(missing))
+"""
+
+
+def test_every_import_in_the_installed_wheel_resolves(installed_venv: Path, tmp_path: Path) -> None:
+    """Every import statement in the shipped code, the lazy ones inside functions too, finds its module in
+    the venv the wheel was installed into: a package in the wheel or a declared dependency. A dependency
+    dropped from pyproject.toml (python-dotenv, apprise: only some paths import them) fails here."""
+    site = [p for p in (installed_venv / "lib").glob("python*/site-packages")][0]
+    for package in ("deploy_tool", "preflight_tests"):
+        done = _run(installed_venv, [str(venv_python(installed_venv)), "-c", RESOLVE_IMPORTS, str(site / package)],
+                    tmp_path, _clean_env(installed_venv))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {}, f"imports in {package} that the installed wheel cannot resolve"
+
+
 def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path), str(ROOT)],
                           capture_output=True, text=True, timeout=600)
@@ -47,7 +92,7 @@ def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:
     (sdist,) = tmp_path.glob("gradual_deploy-*.tar.gz")
     with tarfile.open(sdist) as tar:
         shipped = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    missing = sorted(set(tracked_files()) - shipped)
+    missing = sorted(set(tracked_files(untracked=False)) - shipped)
     assert not missing, f"tracked files missing from the sdist: {missing}"
     # The sdist builds the same wheel: every package is found from it alone, not from this checkout.
     assert "deploy_tool/commands/watch.py" in shipped and "preflight_tests/report.css" in shipped
