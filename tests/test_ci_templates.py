@@ -605,16 +605,6 @@ def test_unsafe_pipeline_edits_are_found(mutation: tuple[str, str], finding: str
     assert any(finding in f for f in found), found
 
 
-def test_gitlab_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned) -> None:
-    wheel, dependencies = pinned
-    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_WHEEL_SHA256": "0" * 64}, dependencies)
-    assert run.proc.returncode != 0
-    assert "DO NOT MATCH THE HASHES" in (run.log("preflight") or "") + run.output, run.output
-    assert run.log("deploy") is None
-    assert not list(site_packages(run.venv).glob("gradual_deploy-*"))
-    assert ci_box.admin.mode == "mock"
-
-
 def _gitlab_install_line() -> str:
     (line,) = yaml.safe_load(GITLAB)[".install"]
     assert all(job["script"][0] == [line] for job in (yaml.safe_load(GITLAB)[n] for n in ("preflight", "deploy")))
@@ -627,7 +617,8 @@ def _gitlab_install_line() -> str:
     ({"GD_WHEEL_SHA256": "abc"}, "DO NOT MATCH THE HASHES"),
 ])
 def test_gitlab_install_line_refuses_a_missing_or_wrong_pin(tmp_path: Path, pinned, change, says) -> None:
-    """The install line both jobs run, as their shell runs it (the pipeline above runs it for real)."""
+    """The install line both jobs run (the same text, checked above), as their shell runs it; the pipelines
+    above run it for real with a good pin."""
     wheel, dependencies = pinned
     venv = job_venv(tmp_path / "venv", dependencies)
     env = {**_clean_env(venv), "GD_WHEEL_URL": wheel.path.as_uri(), "GD_WHEEL_SHA256": wheel.sha256, **change}

@@ -44,5 +44,5 @@ def test_the_two_commands_and_ci_agree():
     demo, tests = blocks[0], blocks[1]
     assert demo.endswith("gradual-deploy demo")
     # The whole suite, on four pytest-xdist workers (most tests wait on servers and processes, not the CPU).
-    assert tests.endswith(".venv/bin/pytest -n 4")
+    assert tests.endswith(".venv/bin/pytest -n 4 --dist worksteal")
     assert tests in (ROOT / ".ci" / "run").read_text()

@@ -308,6 +308,7 @@ def test_twenty_processes_on_one_control_file(tmp_path):
             except (ValueError, OSError) as exc:
                 bad.append(repr(exc))
             reads[0] += 1
+            stop.wait(0.002)  # sample about 500 times a second, without spinning a core the writers need
 
     thread = threading.Thread(target=reader)
     thread.start()
