@@ -88,7 +88,7 @@ class _LoopbackService:
     path_prefix = ""
 
     def _serve(self, host: str, port: int, handler: type[_JsonHandler], name: str) -> None:
-        handler.service = self
+        handler.service = self  # each service defines its own Handler class, so this is per service
         self.requests = 0  # requests received so far, counted as each arrives (before it is answered)
         self._arrivals = threading.Condition()
         self.server = _QuietServer((host, port), handler)

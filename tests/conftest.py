@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +22,15 @@ import requests  # noqa: F401
 
 from deploy_tool.sandbox import Sandbox
 from installs import ROOT, BuiltWheel, make_venv, pip_failure, site_packages, tracked_files, venv_python
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests press Ctrl+C on child processes (watch, sandbox, a preflight run). A shell that starts a job in
+    the background (`cmd &`, nohup) makes it ignore SIGINT, and an ignored signal stays ignored across exec,
+    so those children would never see the Ctrl+C. With a handler here instead, every child starts with the
+    default, as under a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() == "true"
