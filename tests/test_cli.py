@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from waiting import communicate_or_kill
+
 
 GD = [sys.executable, "-m", "deploy_tool"]
 
@@ -98,7 +100,7 @@ def test_sandbox_runs_in_the_foreground_and_points_the_suite_at_itself(tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=10)
+        out, err = communicate_or_kill(proc, 30, "the sandbox to stop on Ctrl+C")
     assert proc.returncode == 0, err
     assert "sandbox stopped" in out
 

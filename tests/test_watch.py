@@ -16,6 +16,7 @@ import threading
 import pytest
 
 from deploy_tool.modes.channels import FileChannel
+from waiting import communicate_or_kill
 
 GD = [sys.executable, "-m", "deploy_tool"]
 OBSERVE_IDS = {"observe_audit_recent", "observe_audit_parseable", "observe_risk_events",
@@ -127,7 +128,7 @@ def test_ctrl_c_stops_cleanly_and_leaves_the_mode(sandbox):
     first = _first_line(proc)
     assert first.startswith("round 1"), first
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = communicate_or_kill(proc, 30, "watch to stop on Ctrl+C")
     assert proc.returncode == 130, out + err
     assert "watch stopped by Ctrl+C" in out and "Traceback" not in err
     assert sandbox.admin.mode == "mock" and json.loads(sandbox.control_file.read_text())["mode"] == "mock"

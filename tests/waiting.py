@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from typing import Callable
 
@@ -15,3 +16,14 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0
         if time.monotonic() > deadline:
             pytest.fail(f"waited {timeout:g} s for {what}", pytrace=False)
         time.sleep(every)
+
+
+def communicate_or_kill(proc: subprocess.Popen, timeout: float, what: str) -> tuple[str, str]:
+    """The process's output once it has ended; if it has not within `timeout` seconds, kill it (a test
+    never leaves a watch or a sandbox running) and fail, saying `what` was expected."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"{what} within {timeout:g} s; killed it. Output:\n{out}{err}", pytrace=False)
