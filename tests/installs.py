@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,8 +33,6 @@ def tracked_files(untracked: bool = True) -> list[str]:
     proc = subprocess.run(["git", "ls-files", "-z", "--cached", *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
-        import pytest
-
         pytest.skip(f"not a git checkout ({proc.stderr.strip()}): the file lists come from git")
     return sorted({p for p in proc.stdout.split("\0") if p and "/node_modules/" not in p and (ROOT / p).is_file()})
 
@@ -50,6 +50,18 @@ def site_packages(venv: Path) -> Path:
         return venv / "Lib" / "site-packages"
     (site,) = (venv / "lib").glob("python*/site-packages")
     return site
+
+
+def clean_env(venv: Path) -> dict[str, str]:
+    """The environment of a process that must see only `venv`: it first on PATH, the test venv (with its
+    editable install) off it, no Python or pytest settings of this run, no deployment settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EXEC_", "OKX_", "GD_", "PYTEST_", "PYTHON")) and k not in (
+               "DATABASE_URL", "BACKTEST_SUMMARY", "CI", "VIRTUAL_ENV")}
+    test_venv_bin = Path(sys.executable).parent.resolve()
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != test_venv_bin]
+    env["PATH"] = os.pathsep.join([str(venv_python(venv).parent), *path])
+    return env
 
 
 def make_venv(where: Path, with_pip: bool = True) -> Path:

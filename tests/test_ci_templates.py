@@ -20,20 +20,18 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from deploy_tool.sandbox import Sandbox
-from installs import BuiltWheel, site_packages, venv_python, venv_with_dependencies
+from installs import BuiltWheel, clean_env, site_packages, venv_python, venv_with_dependencies
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "ci"
 TOOLS = ROOT / "tests" / "ci-tools" / "node_modules"
 IN_CI = os.environ.get("CI", "").lower() == "true"
-TEST_VENV_BIN = Path(sys.executable).parent
 PINNED = json.loads((ROOT / "tests" / "ci-tools" / "actions.json").read_text())["actions"]
 
 pytestmark = pytest.mark.slow
@@ -77,15 +75,9 @@ def ci_variables(box: Sandbox, wheel: BuiltWheel) -> dict[str, str]:
 def _clean_env(venv: Path) -> dict[str, str]:
     """The runner's own environment: the job's fresh venv first on PATH, no deployment settings, and nothing
     of the test venv (with its editable install) reachable."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("EXEC_", "OKX_", "GD_", "PYTEST_", "PYTHON")) and k not in (
-               "DATABASE_URL", "BACKTEST_SUMMARY", "CI", "VIRTUAL_ENV")}
-    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != TEST_VENV_BIN.resolve()]
-    env["PATH"] = os.pathsep.join([str(venv_python(venv).parent), *path])
     # The job's venv already has every dependency; with no index, a name-only install (`gradual-deploy`,
     # which anyone could register) fails here instead of fetching whatever has that name.
-    env["PIP_NO_INDEX"] = "1"
-    return env
+    return {**clean_env(venv), "PIP_NO_INDEX": "1"}
 
 
 def job_venv(where: Path, dependencies: Path) -> Path:
@@ -113,10 +105,9 @@ def pinned(built_wheel: BuiltWheel, dependencies_only: Path) -> tuple[BuiltWheel
 
 
 class GitlabRun:
-    venv: Path
-
-    def __init__(self, project: Path, proc: subprocess.CompletedProcess) -> None:
+    def __init__(self, project: Path, proc: subprocess.CompletedProcess, venv: Path) -> None:
         self.project = project
+        self.venv = venv  # the jobs' python (gradual-deploy in it only if their install step put it there)
         self.proc = proc
         self.output = proc.stdout + proc.stderr
 
@@ -152,9 +143,7 @@ def run_gitlab(tmp_path: Path, variables: dict[str, str], dependencies: Path, te
     for job in manual:
         argv += ["--manual", job]
     proc = subprocess.run(argv, cwd=project, env=_clean_env(venv), capture_output=True, text=True, timeout=240)
-    run = GitlabRun(project, proc)
-    run.venv = venv
-    return run
+    return GitlabRun(project, proc, venv)
 
 
 def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switches(tmp_path: Path,
@@ -168,9 +157,6 @@ def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switch
     assert ci_box.admin.mode == "mock"
 
     run = run_gitlab(tmp_path, variables, dependencies, jobs=("deploy",), manual=("deploy",), after=waiting)
-    run.proc = subprocess.CompletedProcess(run.proc.args, run.proc.returncode | waiting.proc.returncode,
-                                           waiting.proc.stdout + run.proc.stdout, waiting.proc.stderr + run.proc.stderr)
-    run.output = run.proc.stdout + run.proc.stderr
     assert run.proc.returncode == 0, run.output
     preflight, deploy = run.log("preflight"), run.log("deploy")
     assert preflight is not None and "passed" in preflight, run.output
@@ -192,7 +178,7 @@ def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switch
     assert [(a["to"], a["result"]) for a in audit] == [("real", "done")]
     # The secrets from the CI settings never reach a log or the evidence.
     secrets = [ci_box.token, *ci_box.account_env().values()]
-    for text in (run.output, preflight, deploy, *(p.read_text() for p in kept.iterdir())):
+    for text in (waiting.output, run.output, preflight, deploy, *(p.read_text() for p in kept.iterdir())):
         for secret in secrets:
             assert secret not in text
 

@@ -9,7 +9,6 @@ every command but --version failed for anyone who installed it the normal way).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -20,7 +19,7 @@ import pytest
 
 from deploy_tool.sandbox import Sandbox
 
-from installs import ROOT, BuiltWheel, tracked_files, venv_python
+from installs import ROOT, BuiltWheel, clean_env, tracked_files, venv_python
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +78,8 @@ def test_every_import_in_the_installed_wheel_resolves(installed_venv: Path, tmp_
     dropped from pyproject.toml (python-dotenv, apprise: only some paths import them) fails here."""
     site = [p for p in (installed_venv / "lib").glob("python*/site-packages")][0]
     for package in ("deploy_tool", "preflight_tests"):
-        done = _run(installed_venv, [str(venv_python(installed_venv)), "-c", RESOLVE_IMPORTS, str(site / package)],
-                    tmp_path, _clean_env(installed_venv))
+        done = _run([str(venv_python(installed_venv)), "-c", RESOLVE_IMPORTS, str(site / package)],
+                    tmp_path, clean_env(installed_venv))
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {}, f"imports in {package} that the installed wheel cannot resolve"
 
@@ -99,23 +98,13 @@ def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:
     assert "deploy_tool/commands/watch.py" in shipped and "preflight_tests/report.css" in shipped
 
 
-def _clean_env(venv: Path) -> dict[str, str]:
-    """The installed venv first on PATH and nothing of this checkout or the test venv reachable."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")
-           and not k.startswith(("EXEC_", "OKX_", "GD_", "PYTEST_XDIST", "PYTEST_CURRENT"))
-           and k not in ("DATABASE_URL", "BACKTEST_SUMMARY")}
-    env["PATH"] = os.pathsep.join([str(venv_python(venv).parent), "/usr/bin", "/bin"])
-    return env
-
-
-def _run(venv: Path, argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 180):
+def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 180):
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_the_installed_wheel_imports_from_site_packages_only(installed_venv: Path, tmp_path: Path) -> None:
-    env = _clean_env(installed_venv)
-    done = _run(installed_venv, [str(venv_python(installed_venv)), "-c",
+    env = clean_env(installed_venv)
+    done = _run([str(venv_python(installed_venv)), "-c",
                                  "import sys, deploy_tool, preflight_tests.plugin, deploy_tool.commands.watch, "
                                  "deploy_tool.modes.change, deploy_tool.probes.okx; "
                                  "print(deploy_tool.__file__); print(preflight_tests.plugin.__file__); "
@@ -130,7 +119,7 @@ def test_the_installed_wheel_imports_from_site_packages_only(installed_venv: Pat
 
 def test_the_installed_tool_runs_the_demo_from_another_directory(installed_venv: Path, tmp_path: Path) -> None:
     tool = str(venv_python(installed_venv).parent / "gradual-deploy")
-    demo = _run(installed_venv, [tool, "demo"], tmp_path, _clean_env(installed_venv), timeout=300)
+    demo = _run([tool, "demo"], tmp_path, clean_env(installed_venv), timeout=300)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "ModuleNotFoundError" not in demo.stderr and "Traceback" not in demo.stderr
     assert "demo finished: preflight passed" in demo.stdout, demo.stdout[-3000:]
@@ -140,23 +129,23 @@ def test_the_installed_tool_runs_the_demo_from_another_directory(installed_venv:
 
 def test_the_installed_tool_runs_the_suite_the_gate_and_a_pause_from_another_directory(
         installed_venv: Path, tmp_path: Path) -> None:
-    env = _clean_env(installed_venv)
+    env = clean_env(installed_venv)
     tool = str(venv_python(installed_venv).parent / "gradual-deploy")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
     with Sandbox(tmp_path / "box", token="installed-token-7f3a", token_env="GD_INSTALL_TEST_TOKEN", mode="mock") as box:
         box_env = {**env, box.token_env: box.token or "", **box.account_env()}
-        suite = _run(installed_venv, [str(venv_python(installed_venv)), "-m", "pytest", "--pyargs", "preflight_tests",
+        suite = _run([str(venv_python(installed_venv)), "-m", "pytest", "--pyargs", "preflight_tests",
                                       "-p", "no:cacheprovider", *box.preflight_args(),
                                       "--evidence-dir", str(elsewhere / "evidence")], elsewhere, box_env, timeout=300)
         # The gate as the CI templates run it: the console script, its own evidence, no warning noise.
-        gate = _run(installed_venv, [tool, "preflight", *box.preflight_args(), "--evidence-dir",
+        gate = _run([tool, "preflight", *box.preflight_args(), "--evidence-dir",
                                      str(elsewhere / "gate-evidence")], elsewhere, box_env, timeout=300)
         assert gate.returncode == 0, gate.stdout[-4000:] + gate.stderr[-2000:]
         assert "PASS" in gate.stdout and "Warning" not in gate.stdout + gate.stderr, gate.stdout[-3000:]
         # The emergency pause, through both channels of a running (stand-in) system.
-        pause = _run(installed_venv, [tool, "pause", "--http-admin-url", box.admin_url, "--admin-token-env",
+        pause = _run([tool, "pause", "--http-admin-url", box.admin_url, "--admin-token-env",
                                       box.token_env, "--control-file", str(box.control_file), "--audit-dir",
                                       str(elsewhere / "audit"), "--reason", "installed-wheel test"], elsewhere, box_env)
         assert pause.returncode == 0, pause.stdout + pause.stderr

@@ -8,9 +8,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-_REWRITE_WARNING = "pytest.PytestAssertRewriteWarning"
-
-
 @dataclass(frozen=True)
 class PreflightResult:
     exit_code: int
@@ -40,7 +37,7 @@ def run_preflight(args: Sequence[str]) -> PreflightResult:
          # Installed from a wheel, pytest marks every package of the distribution that registers the plugin
          # for assertion rewriting, deploy_tool included, which this command has already imported; nothing
          # in deploy_tool asserts for a check, so the warning is only noise in the operator's output.
-         "-W", f"ignore:Module already imported so cannot be rewritten; deploy_tool:{_REWRITE_WARNING}",
+         "-W", "ignore:Module already imported so cannot be rewritten; deploy_tool:pytest.PytestAssertRewriteWarning",
          *args],
         plugins=[collector],
     )
