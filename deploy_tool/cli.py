@@ -38,15 +38,19 @@ See `pytest --pyargs preflight_tests --help` (group "gradual-deploy") for all of
 """
 
 CHANNELS = ("http_admin_url", "control_file", "admin_token_env")
+# What the evidence gate compares the evidence with: where it is, its age, the pinned keys, the deployment's
+# exchange and trades database.
+GATE = ("evidence_dir", "max_evidence_age", "trusted_keys", "allow_unsigned", "okx_base_url", "database_url")
 # The settings each command takes from the table; switch and pause call their audit dir --audit-dir.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "switch": (*CHANNELS, "evidence_dir", "max_evidence_age", "deploy_audit_dir", "notify"),
+    "switch": (*CHANNELS, *GATE, "deploy_audit_dir", "notify"),
     "pause": (*CHANNELS, "deploy_audit_dir", "notify"),
-    "status": (*CHANNELS, "evidence_dir", "max_evidence_age"),
+    "status": (*CHANNELS, *GATE),
     "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
                    and o.name != "observe") + CHANNELS + ("capital", "max_daily_loss", "notify"),
 }
-COMMAND_SETTINGS["ramp"] = (*COMMAND_SETTINGS["watch"], "steps", "hold", "max_allocation", "max_evidence_age")
+COMMAND_SETTINGS["ramp"] = (*COMMAND_SETTINGS["watch"], "steps", "hold", "max_allocation", "max_evidence_age",
+                             "trusted_keys", "allow_unsigned")
 COMMAND_SETTINGS["status"] = (*COMMAND_SETTINGS["status"], "deploy_audit_dir")
 ALIASES = {"deploy_audit_dir": ("--audit-dir",)}
 
@@ -142,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--force", action="store_true", help="allow steps above --max-allocation (audited)")
     ra.add_argument("--json", action="store_true", help="one JSON object per round")
 
+    kg = sub.add_parser("keygen", help="make an Ed25519 key pair that signs the evidence",
+                        description="Write a new key pair into --out: signing-key.pem (private, mode 0600; give it to "
+                                    "the preflight job only, e.g. as the CI secret GD_SIGNING_KEY) and "
+                                    "signing-key.pub.pem (append it to the trusted-keys file kept with the trading "
+                                    "system). Never overwrites a key. Exit 0 done, 1 failed.")
+    kg.add_argument("--out", default="data/keys", help="directory for the pair (default: data/keys)")
+
+    ve = sub.add_parser("verify", help="verify an archived evidence offline: signature, subjects, verdict",
+                        description="Check the signature of EVIDENCE (its .intoto.json, or the .json beside it) against "
+                                    "the pinned public keys, and that each --subject file hashes like one of its "
+                                    "subjects; print signer, subjects, verdict, targets and age. Exit 0 only when "
+                                    "all of it verifies and the evidence is a complete pass; 1 otherwise; 2 usage.")
+    ve.add_argument("evidence", metavar="EVIDENCE", help="preflight-<stamp>.intoto.json (or its .json)")
+    ve.add_argument("--subject", action="append", default=[], metavar="PATH",
+                    help="a file or directory to check against the subjects; repeatable")
+    ve.add_argument("--trusted-keys", default=None, metavar="FILE",
+                    help="file of trusted public keys (PEM) [env GD_TRUSTED_KEYS] (default: data/keys/trusted-keys.pem)")
+    ve.add_argument("--json", action="store_true", help="print one JSON object")
+
     demo = sub.add_parser("demo", help="walk the runbook against an in-process sandbox")
     demo.add_argument("--dir", default="data/demo", help="where the demo's sandbox and evidence go (default: data/demo)")
     return parser
@@ -180,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_watch(args)
         if args.command == "ramp":
             return cmd_ramp(args)
+        if args.command == "keygen":
+            return cmd_keygen(args)
+        if args.command == "verify":
+            return cmd_verify(args)
         if args.command == "demo":
             from deploy_tool.commands.demo import run_demo
 
@@ -199,8 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_preflight(pytest_args: list[str]) -> int:
     if pytest_args[:1] in (["-h"], ["--help"]):
         print(PREFLIGHT_HELP)
-    from deploy_tool.commands.preflight import run_preflight
+    from deploy_tool.commands.preflight import foreign_overrides, run_preflight
 
+    overrides = foreign_overrides(pytest_args)
+    if overrides:
+        print(f"gradual-deploy: error: {' '.join(overrides)}: the preflight runs under its own pytest configuration, "
+              "so that no ini, conftest or override changes which checks run; put thresholds and targets in "
+              "options, the environment or the gradual-deploy config (--config FILE)", file=sys.stderr)
+        return EXIT_USAGE
     result = run_preflight(pytest_args)
     if result.verdict is not None:
         print(f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code})")
@@ -234,6 +267,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     print("  API key (account)  : export " + " ".join(f"{k}={v}" for k, v in sandbox.account_env().items()))
     print("Point the suite at it:")
     print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in sandbox.preflight_args()))
+    print("After a pass, go live on it (from mock; the gate checks the signed evidence against these):")
+    print("  gradual-deploy switch --to real " + " ".join(shlex.quote(a) for a in [
+        "--http-admin-url", sandbox.admin_url, "--admin-token-env", args.admin_token_env,
+        "--control-file", str(sandbox.control_file), *sandbox.gate_args()]))
     print("Watch it (in another terminal), and make it misbehave with")
     print(f"  gradual-deploy sandbox --dir {shlex.quote(args.dir)} --misbehave failing-orders")
     print("  gradual-deploy watch --interval 2s --duration 10m " + " ".join(shlex.quote(a) for a in sandbox.watch_args()),
@@ -246,6 +283,29 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     finally:
         sandbox.stop()
     return EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from deploy_tool.attest import write_key_pair
+
+    private, public, kid = write_key_pair(args.out)
+    print(f"key id {kid}")
+    print(f"  private key (secret; the preflight's signer only): {private}")
+    print(f"  public key  (pin it where the gate runs)         : {public}")
+    print("Sign the preflight with it: --signing-key " + shlex.quote(str(private))
+          + " (or its content in GD_SIGNING_KEY, a CI secret).")
+    print("Pin it: append the public key to the trading system's trusted-keys file, e.g.")
+    print(f"  cat {shlex.quote(str(public))} >> data/keys/trusted-keys.pem")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from deploy_tool.commands.verify import report_lines, verify_evidence
+
+    trusted = args.trusted_keys or os.environ.get("GD_TRUSTED_KEYS", "").strip() or BY_NAME["trusted_keys"].default
+    report = verify_evidence(args.evidence, str(trusted), args.subject)
+    _print([json.dumps(report.as_dict())] if args.json else report_lines(report), Redactor.from_environ())
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _channels(settings: Settings, pause: bool = False) -> list:
@@ -277,9 +337,11 @@ def cmd_change(args: argparse.Namespace) -> int:
         outcome = pause(channels, reason=args.reason, actor=actor, audit_dir=settings.deploy_audit_dir,
                         scrub=redactor.scrub_data)
     else:
+        from deploy_tool.modes.gate import GateConfig
+
         outcome = switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
-                         evidence_dir=settings.evidence_dir, max_evidence_age_s=settings.max_evidence_age,
-                         audit_dir=settings.deploy_audit_dir, scrub=redactor.scrub_data)
+                         gate=GateConfig.from_settings(settings), audit_dir=settings.deploy_audit_dir,
+                         scrub=redactor.scrub_data)
     _print([json.dumps(outcome.as_dict())] if args.json else outcome_lines(outcome), redactor)
     _print(warning_lines(outcome), redactor, sys.stderr)
     if settings.notify and outcome.target == "paused":  # told after the pause, never before or instead
@@ -304,7 +366,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from deploy_tool.modes.change import status
 
     settings = _settings(args)
-    report = status(_channels(settings), settings.evidence_dir, settings.max_evidence_age, settings.deploy_audit_dir)
+    from deploy_tool.modes.gate import GateConfig
+
+    report = status(_channels(settings), GateConfig.from_settings(settings), settings.deploy_audit_dir)
     _print([json.dumps(report)] if args.json else status_lines(report), settings.redactor())
     return EXIT_OK if report["ok"] else EXIT_FAILED
 

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool import DeployError, fileops
+from deploy_tool.manifest import ALWAYS
 from deploy_tool.times import iso_utc, parse_timestamp
 
-SCHEMA = "gradual-deploy/preflight-evidence/1"
-REQUIRED_GROUPS = ("okx", "db", "backtest", "risk")
+SCHEMA = "gradual-deploy/preflight-evidence/2"
+OLD_SCHEMAS = ("gradual-deploy/preflight-evidence/1",)
+REQUIRED_GROUPS = ALWAYS  # every run; admin, control, account and secrets when the run was pointed at them
 STATUSES = ("passed", "failed", "skipped")
+ATTESTATION_SUFFIX = ".intoto.json"
 
 
 class EvidenceError(DeployError):
@@ -28,9 +31,10 @@ class EvidenceError(DeployError):
 
 
 def json_number(value: Any) -> Any:
-    """Floats rounded for a person to read; non-finite ones have no JSON spelling and become null."""
-    if isinstance(value, float):
-        return round(value, 3) if math.isfinite(value) else None
+    """A number as measured, never rounded (the HTML formats it for a person); non-finite floats have no
+    JSON spelling and become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -46,15 +50,12 @@ class CheckEntry:
     unit: str | None = None
     message: str = ""
     duration_s: float = 0.0
-
-    @property
-    def required(self) -> bool:
-        return self.marker in REQUIRED_GROUPS
+    required: bool = False  # in the run's manifest: a go-live pass needs it passed
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "marker": self.marker, "required": self.required, "status": self.status,
                 "measured": json_number(self.measured), "threshold": json_number(self.threshold),
-                "unit": self.unit, "message": self.message, "duration_s": round(self.duration_s, 3)}
+                "unit": self.unit, "message": self.message, "duration_s": self.duration_s}
 
     @classmethod
     def from_json(cls, obj: Any) -> CheckEntry:
@@ -71,7 +72,7 @@ class CheckEntry:
         if isinstance(duration, bool) or not isinstance(duration, (int, float)):
             raise EvidenceError(f"check {check_id}: duration_s {duration!r} is not a number")
         return cls(check_id, marker, status, obj.get("measured"), obj.get("threshold"), obj.get("unit"),
-                   str(obj.get("message") or ""), float(duration))
+                   str(obj.get("message") or ""), float(duration), obj.get("required") is True)
 
 
 def verdict(checks: list[CheckEntry]) -> str:
@@ -97,6 +98,14 @@ class Evidence:
     actor: str = ""
     declared_verdict: str | None = None  # what a file read back says; the gate wants it and `verdict` to agree
     declared_skipped: list[dict[str, Any]] = field(default_factory=list)  # its own `skipped` list, read back
+    run_id: str = ""
+    manifest: list[str] = field(default_factory=list)  # the check ids a complete run holds (manifest.required)
+    scope: dict[str, Any] = field(default_factory=dict)  # what the manifest was computed from (manifest.Scope)
+    threshold_sources: dict[str, str] = field(default_factory=dict)
+    subjects: list[dict[str, Any]] = field(default_factory=list)  # in-toto ResourceDescriptors, sha256 digests
+    signed_by: str | None = None  # key id of the signing key, None: unsigned
+    attestation: str | None = None  # file name of the DSSE envelope beside the JSON
+    opens_real: dict[str, Any] = field(default_factory=dict)  # the run's own judgement, for a person; the gate recomputes
 
     @property
     def verdict(self) -> str:
@@ -123,6 +132,14 @@ class Evidence:
                         for c in self.skipped],
             "skips_requested": self.skips_requested,
             "html_report": self.html_report,
+            "run_id": self.run_id,
+            "manifest": self.manifest,
+            "scope": self.scope,
+            "threshold_sources": self.threshold_sources,
+            "subjects": self.subjects,
+            "signed_by": self.signed_by,
+            "attestation": self.attestation,
+            "opens_real": self.opens_real,
         }
 
     @classmethod
@@ -130,6 +147,9 @@ class Evidence:
         """The evidence in a parsed JSON document; EvidenceError naming what is wrong with it."""
         if not isinstance(doc, dict):
             raise EvidenceError(f"holds {type(doc).__name__}, not an evidence object")
+        if doc.get("schema") in OLD_SCHEMAS:
+            raise EvidenceError(f"was written by an older gradual-deploy (schema {doc.get('schema')}, unsigned, "
+                                "no manifest): it cannot open real; re-run the preflight")
         if doc.get("schema") != SCHEMA:
             raise EvidenceError(f"schema {doc.get('schema')!r} is not {SCHEMA!r}")
         times: dict[str, dt.datetime] = {}
@@ -157,11 +177,30 @@ class Evidence:
         skipped = doc.get("skipped") or []
         if not isinstance(skipped, list) or not all(isinstance(entry, dict) for entry in skipped):
             raise EvidenceError("skipped is not a list of objects")
+        for key in ("scope", "threshold_sources", "opens_real"):
+            value = doc.get(key) or {}
+            if not isinstance(value, dict):
+                raise EvidenceError(f"{key} is {type(value).__name__}, not an object")
+            mappings[key] = value
+        lists = {}
+        for key in ("manifest", "subjects"):
+            value = doc.get(key) or []
+            if not isinstance(value, list):
+                raise EvidenceError(f"{key} is {type(value).__name__}, not a list")
+            lists[key] = value
+        if not all(isinstance(s, dict) for s in lists["subjects"]):
+            raise EvidenceError("subjects is not a list of objects")
         return cls(times["started_at"], times["finished_at"], entries, mappings["thresholds"], mappings["targets"],
                    mappings["inputs"], [str(s) for s in skips], doc.get("html_report"),
                    str(doc.get("tool_version") or ""), str(doc.get("host") or ""), str(doc.get("actor") or ""),
                    declared_verdict=doc.get("verdict") if isinstance(doc.get("verdict"), str) else None,
-                   declared_skipped=skipped)
+                   declared_skipped=skipped, run_id=str(doc.get("run_id") or ""),
+                   manifest=[str(m) for m in lists["manifest"]], scope=mappings["scope"],
+                   threshold_sources={str(k): str(v) for k, v in mappings["threshold_sources"].items()},
+                   subjects=lists["subjects"],
+                   signed_by=doc.get("signed_by") if isinstance(doc.get("signed_by"), str) else None,
+                   attestation=doc.get("attestation") if isinstance(doc.get("attestation"), str) else None,
+                   opens_real=mappings["opens_real"])
 
 
 def reserve_stem(evidence_dir: str | os.PathLike, now: dt.datetime) -> Path:
@@ -230,6 +269,8 @@ def newest(evidence_dir: str | os.PathLike) -> Found | None:
         return None
     best: tuple[dt.datetime, Found] | None = None
     for path in directory.glob("preflight-*.json"):
+        if path.name.endswith(ATTESTATION_SUFFIX):
+            continue  # the signed twin of a JSON: read by the gate beside the JSON it belongs to
         try:
             found = Found(path, Evidence.from_json(json.loads(path.read_text(encoding="utf-8"))))
             assert found.evidence is not None
@@ -254,3 +295,9 @@ def newest(evidence_dir: str | os.PathLike) -> Found | None:
             best = (started, Found(html, None, f"was started at {iso_utc(started)} and never finished: the run "
                                                "was killed, crashed or is still running"))
     return best[1] if best else None
+
+
+def attestation_path(json_path: str | os.PathLike) -> Path:
+    """The signed twin (DSSE envelope) of an evidence JSON: `preflight-<stamp>.intoto.json`."""
+    path = Path(json_path)
+    return path.with_name(path.name[: -len(".json")] + ATTESTATION_SUFFIX)

@@ -90,8 +90,11 @@ class Redactor:
         environ = os.environ if environ is None else environ
         redactor = cls()
         for name, value in environ.items():
-            if SECRET_NAME.search(name):
+            if SECRET_NAME.search(name) or "PRIVATE KEY-----" in value:
                 redactor.add(value)
+                for line in value.splitlines():  # a PEM key (GD_SIGNING_KEY) line by line, too
+                    if len(line.strip()) >= 16 and not line.startswith("-----"):
+                        redactor.add(line.strip())
             if "://" in value and "@" in value:
                 redactor.add_url(value)
         return redactor

@@ -639,6 +639,11 @@ class Sandbox:
         self.risk_events_csv = self.workdir / "risk_events.csv"
         self.evidence_dir = self.workdir / "evidence"
         self.source_dir = self.workdir / "src"
+        # The sandbox's own signing key, pinned in its own trusted-keys file: a rehearsal signs and verifies
+        # like production, with a key that opens nothing else.
+        self.keys_dir = self.workdir / "keys"
+        self.signing_key = self.keys_dir / "signing-key.pem"
+        self.trusted_keys = self.keys_dir / "trusted-keys.pem"
         self.system: TradingSystemSim | None = None
         self._initial_mode = mode
         self._feed_interval = feed_interval
@@ -659,6 +664,11 @@ class Sandbox:
 
     def start(self) -> "Sandbox":
         write_backtest_summary(self.backtest_summary)
+        if not self.signing_key.exists():
+            from deploy_tool.attest import write_key_pair
+
+            _, public, _ = write_key_pair(self.keys_dir)
+            self.trusted_keys.write_bytes(public.read_bytes())
         # The simulated system's source, for the secrets check: its key comes from the environment.
         (self.source_dir / "strategies").mkdir(parents=True, exist_ok=True)
         (self.source_dir / "strategies" / "momentum.py").write_text(
@@ -713,7 +723,15 @@ class Sandbox:
             "--admin-token-env", self.token_env,
             "--control-file", str(self.control_file),
             "--scan-path", str(self.source_dir),
+            "--subject", str(self.source_dir),
+            "--signing-key", str(self.signing_key),
         ]
+
+    def gate_args(self) -> list[str]:
+        """What `switch --to real`, `status` and `ramp` compare the evidence with: this sandbox's exchange and
+        trades database, and its own pinned key."""
+        return ["--okx-base-url", self.okx_url, "--database-url", self.database_url,
+                "--trusted-keys", str(self.trusted_keys)]
 
     def observe_args(self) -> list[str]:
         """The observe options that point `watch` or `-m observe` at this sandbox's audit and risk events."""

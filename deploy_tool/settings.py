@@ -3,14 +3,18 @@
 `Settings` is the option table: each field carries its flag, help, default (as text, parsed like any
 input), parser, environment variables, group and whether it is a threshold. The pytest plugin, `watch`,
 `switch`/`pause`/`status` and the channel builder all resolve it with `resolve`, in one order:
-command line > environment > ini > default. A bad value is an `OptionError` naming the option, where the
-value came from and the fix.
+command line > environment > the gradual-deploy config (`--config`, a TOML file) > ini > default, and
+`Settings.sources` says where each value came from. A bad value is an `OptionError` naming the option, where
+the value came from and the fix. A pytest ini belongs to whoever owns the directory pytest runs in (in CI, the
+trading system's checkout), so a threshold there may only be as strict as the default or stricter; a looser
+one comes from the command line or the tool's own config, named explicitly.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Collection, Mapping
 
@@ -123,6 +127,21 @@ def steps(text: str) -> tuple[float, ...]:
     return values
 
 
+def paths(text: str) -> tuple[str, ...]:
+    """Paths given once each (a repeated flag is joined with commas by `resolve`)."""
+    found = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not found:
+        raise ValueError("a file or directory path")
+    return found
+
+
+def git_commit(text: str) -> str:
+    text = text.strip().lower()
+    if len(text) not in (40, 64) or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("a full git commit id, 40 (or 64) hex digits, e.g. from `git rev-parse HEAD`")
+    return text
+
+
 def notify_urls(text: str) -> tuple[str, ...]:
     found = tuple(part for part in text.replace(",", " ").split() if part)
     if not found or not all("://" in url for url in found):
@@ -142,7 +161,9 @@ def on_off(text: str) -> bool:
 class Option:
     """One setting: its flag (spelled out, so that a search for it finds it), help, parser, default (as
     text, parsed like any input), env vars, the group of checks it belongs to, and whether the evidence
-    records it as a threshold. A `flag_only` option is a plain on/off flag with no ini key."""
+    records it as a threshold. A `flag_only` option is a plain on/off flag with no ini key; an option without
+    `ini_key` takes a value but is never read from an ini file. A threshold is `looser` when its value is
+    "higher" or "lower": a pytest ini may not set it looser than its default."""
 
     flag: str
     help: str
@@ -154,6 +175,8 @@ class Option:
     flag_only: bool = False
     bounds: tuple[float, float] | None = None  # (low, high); low is excluded when it is 0 for a positive kind
     repeat: bool = False  # the flag may be given more than once; the values are joined
+    looser: str | None = None  # of a threshold: "higher" or "lower", the way a value lets more pass
+    ini_key: bool = True
 
     @property
     def name(self) -> str:
@@ -196,8 +219,9 @@ class Option:
 
 def _setting(flag: str, help: str, parse: Callable[[str], Any], default: str | None = None, *,
              env: tuple[str, ...] = (), group: str, threshold: bool = False, flag_only: bool = False,
-             bounds: tuple[float, float] | None = None, repeat: bool = False) -> Any:
-    option = Option(flag, help, parse, default, env, group, threshold, flag_only, bounds, repeat)
+             bounds: tuple[float, float] | None = None, repeat: bool = False, looser: str | None = None,
+             ini_key: bool = True) -> Any:
+    option = Option(flag, help, parse, default, env, group, threshold, flag_only, bounds, repeat, looser, ini_key)
     return field(metadata={"option": option})
 
 
@@ -213,17 +237,27 @@ def _on_off(flag: str, help: str, group: str) -> Any:
 class Settings:
     """Every resolved setting of one run. The fields are the option table."""
 
+    # where the other settings may come from besides the command line and the environment
+    config: str | None = _setting("--config", "the gradual-deploy config: a TOML file whose [gradual-deploy] table "
+                                  "sets options by name (min_sharpe = 0.3); unlike a pytest ini it may set a "
+                                  "threshold looser than its default", text_value, None, env=("GD_CONFIG",),
+                                  group="evidence", ini_key=False)
     # the exchange (okx)
     okx_base_url: str = _setting("--okx-base-url", "exchange REST root", url, "https://www.okx.com",
                                  env=("OKX_BASE_URL",), group="okx")
     api_latency_threshold_ms: float = _setting("--api-latency-threshold-ms", "max median latency (ms) of the public "
-                                               "time call", positive, "300", group="okx", threshold=True, bounds=(0, 60_000))
+                                               "time call", positive, "300", group="okx",
+                                               threshold=True, looser="higher", bounds=(0, 60_000))
+    # Fewer timed calls are fewer chances to meet a failing or slow one: fewer is looser.
     api_samples: int = _setting("--api-samples", "number of timed calls of the public time endpoint", positive_count,
-                                "3", group="okx", threshold=True, bounds=(1, 100))
+                                "3", group="okx", threshold=True, looser="lower", bounds=(1, 100))
     max_clock_skew_ms: float = _setting("--max-clock-skew-ms", "max distance (ms) between exchange time and local UTC",
-                                        positive, "1000", group="okx", threshold=True, bounds=(0, 3_600_000))
+                                        positive, "1000", group="okx",
+                                        threshold=True, looser="higher", bounds=(0, 3_600_000))
+    # A shorter horizon sees less of the maintenance scheduled ahead: shorter is looser.
     maintenance_horizon: float = _setting("--maintenance-horizon", "fail on exchange maintenance ongoing or starting "
-                                          "within this duration", duration, "2h", group="okx", threshold=True, bounds=(0, 30 * DAY))
+                                          "within this duration", duration, "2h", group="okx",
+                                          threshold=True, looser="lower", bounds=(0, 30 * DAY))
     # the trades feed (db)
     database_url: str | None = _setting("--database-url", "trades database: postgresql://... or sqlite:///path",
                                         database_url, None, env=("DATABASE_URL",), group="db")
@@ -231,10 +265,13 @@ class Settings:
     trades_time_column: str = _setting("--trades-time-column", "timestamp column of the trades table", text_value, "ts",
                                        group="db")
     data_latency_threshold: float = _setting("--data-latency-threshold", "max age (seconds) of the newest trade",
-                                             positive, "5", group="db", threshold=True, bounds=(0, 7 * DAY))
+                                             positive, "5", group="db",
+                                             threshold=True, looser="higher", bounds=(0, 7 * DAY))
+    # Debatable: a longer timeout asks more of the production database, but as a check it lets a slow
+    # (unindexed) newest-trade query pass that a shorter one fails: longer is looser.
     db_statement_timeout_ms: float = _setting("--db-statement-timeout-ms", "max server time (ms) of the newest-trade "
                                               "query; an index on the time column makes it a lookup", positive, "250",
-                                              group="db", threshold=True, bounds=(1, 600_000))
+                                              group="db", threshold=True, looser="higher", bounds=(1, 600_000))
     skip_db_check: bool = _on_off("--skip-db-check", "skip the trades-feed freshness (db) checks; recorded as skipped "
                                   "on request", group="db")
     # the backtest
@@ -243,15 +280,16 @@ class Settings:
     strategy: str | None = _setting("--strategy", "check only this strategy of a multi-strategy result (unset: "
                                     "every strategy)", text_value, None, group="backtest")
     min_sharpe: float = _setting("--min-sharpe", "minimum backtest Sharpe ratio", number, "0.2", group="backtest",
-                                 threshold=True, bounds=(-100, 100))
+                                 threshold=True, looser="lower", bounds=(-100, 100))
     min_winrate: float = _setting("--min-winrate", "minimum backtest win rate, a fraction in [0, 1]", fraction, "0.5",
-                                  group="backtest", threshold=True, bounds=(0, 1))
+                                  group="backtest", threshold=True, looser="lower", bounds=(0, 1))
     max_drawdown: float = _setting("--max-drawdown", "maximum backtest drawdown, a fraction in [0, 1]", fraction,
-                                   "0.05", group="backtest", threshold=True, bounds=(0, 1))
+                                   "0.05", group="backtest", threshold=True, looser="higher", bounds=(0, 1))
     min_trades: int = _setting("--min-trades", "fewest backtest trades that make the figures meaningful (0 = off)",
-                               count, "0", group="backtest", threshold=True, bounds=(0, MANY))
+                               count, "0", group="backtest", threshold=True, looser="lower", bounds=(0, MANY))
     backtest_max_age: float = _setting("--backtest-max-age", "the backtest summary must be newer than this duration",
-                                       duration, "24h", group="backtest", threshold=True, bounds=(0, 365 * DAY))
+                                       duration, "24h", group="backtest",
+                                       threshold=True, looser="higher", bounds=(0, 365 * DAY))
     skip_backtest_check: bool = _on_off("--skip-backtest-check", "skip the backtest checks; recorded as skipped on "
                                         "request", group="backtest")
     # the risk configuration of the trading system (capital, limits)
@@ -259,13 +297,14 @@ class Settings:
                                        "KEY=VALUE .env); unset: GET /config of the admin API", text_value, None,
                                        group="risk")
     max_allocation: float = _setting("--max-allocation", "largest share of capital the system may trade, a fraction "
-                                     "(0.01 for one percent)", fraction, "0.01", group="risk", threshold=True, bounds=(0, 1))
+                                     "(0.01 for one percent)", fraction, "0.01", group="risk",
+                                     threshold=True, looser="higher", bounds=(0, 1))
     max_single_trade_loss: float = _setting("--max-single-trade-loss", "largest per-trade loss limit the "
                                             "configuration may set, a fraction", fraction, "0.01", group="risk",
-                                            threshold=True, bounds=(0, 1))
+                                            threshold=True, looser="higher", bounds=(0, 1))
     max_daily_loss: float = _setting("--max-daily-loss", "largest daily loss limit the configuration may set, a "
                                      "fraction; also the realized-PnL bound of the observe checks", fraction, "0.02",
-                                     group="risk", threshold=True, bounds=(0, 1))
+                                     group="risk", threshold=True, looser="higher", bounds=(0, 1))
     capital: float | None = _setting("--capital", "total capital in the quote currency (e.g. USDT): with --inst-id, "
                                      "capital x allocation must buy the exchange's minimum order", positive, None,
                                      group="risk", bounds=(0, 1e12))
@@ -303,6 +342,20 @@ class Settings:
     # the evidence and the gate in front of real
     evidence_dir: str = _setting("--evidence-dir", "where the HTML and JSON evidence go", text_value, "data/evidence",
                                  group="evidence")
+    signing_key: str | None = _setting("--signing-key", "file holding the Ed25519 private key (PEM) that signs the "
+                                       "evidence; the key itself may instead be in GD_SIGNING_KEY (a CI secret). "
+                                       "Make one with `gradual-deploy keygen`", text_value, None,
+                                       env=("GD_SIGNING_KEY_FILE",), group="evidence")
+    subject: tuple[str, ...] | None = _setting("--subject", "a file or directory of the trading system (its code, "
+                                               "its config) the evidence is bound to by sha256; repeatable",
+                                               paths, None, group="evidence", repeat=True)
+    revision: str | None = _setting("--revision", "the trading system's git commit the evidence is bound to "
+                                    "(40 or 64 hex digits)", git_commit, None, env=("GD_REVISION",), group="evidence")
+    trusted_keys: str = _setting("--trusted-keys", "file of the Ed25519 public keys (PEM) whose evidence may open "
+                                 "real, kept with the trading system", text_value, "data/keys/trusted-keys.pem",
+                                 env=("GD_TRUSTED_KEYS",), group="gate", flag_only=True)
+    allow_unsigned: bool = _on_off("--allow-unsigned", "accept evidence that is not signed by a trusted key "
+                                   "(rehearsals only; audited as forced)", group="gate")
     max_evidence_age: float = _setting("--max-evidence-age", "switch --to real needs a passing evidence younger than "
                                        "this", duration, "1h", group="gate", flag_only=True, bounds=(0, 30 * DAY))
     # observation: the trading system's own audit and risk events
@@ -310,22 +363,29 @@ class Settings:
                               text_value, "data/audit", group="observe")
     risk_events_csv: str = _setting("--risk-events-csv", "the trading system's risk-events CSV (header, a ts column)",
                                     text_value, "data/risk_events.csv", group="observe")
+    # Debatable: a longer window holds the count limits (--max-risk-events) to more time, but dilutes a
+    # recent burst in every rate and makes --min-signals easier to meet: longer is looser.
     observe_window: float = _setting("--observe-window", "observation window the observe checks look back over",
-                                     duration, "10m", group="observe", threshold=True, bounds=(0, 31 * DAY))
+                                     duration, "10m", group="observe",
+                                     threshold=True, looser="higher", bounds=(0, 31 * DAY))
     audit_max_silence: float = _setting("--audit-max-silence", "the newest audit line must be younger than this",
-                                        duration, "5m", group="observe", threshold=True, bounds=(0, 31 * DAY))
+                                        duration, "5m", group="observe",
+                                        threshold=True, looser="higher", bounds=(0, 31 * DAY))
     max_bad_audit_lines: int = _setting("--max-bad-audit-lines", "most unparseable audit lines tolerated in the window",
-                                        count, "0", group="observe", threshold=True, bounds=(0, MANY))
+                                        count, "0", group="observe", threshold=True, looser="higher", bounds=(0, MANY))
     max_risk_events: int = _setting("--max-risk-events", "most risk events tolerated in the window", count, "3",
-                                    group="observe", threshold=True, bounds=(0, MANY))
+                                    group="observe", threshold=True, looser="higher", bounds=(0, MANY))
     max_order_failure_rate: float = _setting("--max-order-failure-rate", "max failed order_result / order_result in "
-                                             "the window", fraction, "0.2", group="observe", threshold=True, bounds=(0, 1))
+                                             "the window", fraction, "0.2", group="observe",
+                                             threshold=True, looser="higher", bounds=(0, 1))
     max_risk_block_rate: float = _setting("--max-risk-block-rate", "max risk_block / order_intent in the window",
-                                          fraction, "0.5", group="observe", threshold=True, bounds=(0, 1))
+                                          fraction, "0.5", group="observe",
+                                          threshold=True, looser="higher", bounds=(0, 1))
     min_signals: int = _setting("--min-signals", "fewest order intents expected in the window", count, "0",
-                                group="observe", threshold=True, bounds=(0, MANY))
+                                group="observe", threshold=True, looser="lower", bounds=(0, MANY))
+    # Unset is off, the loosest; any value is tighter than that, and a higher one looser than a lower.
     max_signals: int | None = _setting("--max-signals", "most order intents tolerated in the window (unset: off)",
-                                       count, None, group="observe", threshold=True, bounds=(0, MANY))
+                                       count, None, group="observe", threshold=True, looser="higher", bounds=(0, MANY))
     audit_ts_field: str = _setting("--audit-ts-field", "audit field holding the time", text_value, "ts",
                                    group="observe")
     audit_event_field: str = _setting("--audit-event-field", "audit field holding the event (alias: type)",
@@ -336,7 +396,7 @@ class Settings:
                                           text_value, "ts", group="observe")
     max_slippage_bps: float = _setting("--max-slippage-bps", "largest mean adverse fill slippage in the window, in "
                                        "basis points of the intended price", positive, "50", group="observe",
-                                       threshold=True, bounds=(0, 10_000))
+                                       threshold=True, looser="higher", bounds=(0, 10_000))
     audit_price_field: str = _setting("--audit-price-field", "order_result field holding the intended price",
                                       text_value, "price", group="observe")
     audit_fill_price_field: str = _setting("--audit-fill-price-field", "order_result field holding the fill price",
@@ -365,6 +425,9 @@ class Settings:
     # Not an option: settings named but unusable, by name, for a caller that asked to go on without them
     # (a pause goes through the channel that works and reports the other FAILED with this reason).
     problems: Mapping[str, str] = field(default_factory=dict)
+    # Not an option: where each setting's value came from, by name: "the command line", "environment variable
+    # X", "config <path>", the ini file's name (e.g. "pytest.ini") or "the default".
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The admin bearer token, from the env var named by --admin-token-env."""
@@ -388,12 +451,19 @@ class Settings:
         """The threshold settings of the given groups, by option name, as the evidence records them."""
         return {o.name: getattr(self, o.name) for o in OPTIONS if o.threshold and o.group in groups}
 
+    def threshold_sources(self, groups: Collection[str]) -> dict[str, str]:
+        """Where each of `thresholds(groups)` came from, by option name."""
+        return {name: self.sources.get(name, "the default") for name in self.thresholds(groups)}
+
 
 OPTIONS: tuple[Option, ...] = tuple(f.metadata["option"] for f in fields(Settings) if "option" in f.metadata)
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 for _field in fields(Settings):  # a field named unlike its flag would be unreachable from the command line
     if "option" in _field.metadata and BY_NAME.get(_field.name) is None:
         raise AssertionError(f"Settings.{_field.name}: its flag does not spell its name")
+for _option in OPTIONS:  # a threshold without a direction could be loosened from a pytest ini unseen
+    if (_option.looser in ("higher", "lower")) != _option.threshold:
+        raise AssertionError(f"{_option.flag}: a threshold needs looser='higher' or 'lower', and only a threshold")
 
 # The suite's options: everything but the watch loop and the gate, which belong to the commands.
 SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate", "ramp"))
@@ -435,6 +505,77 @@ def _from_env(option: Option, environ: Mapping[str, str]) -> tuple[str | None, s
     return None, ""
 
 
+# --- the gradual-deploy config: the tool's own TOML file -------------------------------------------------
+
+CONFIG_TABLE = "gradual-deploy"
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The `[gradual-deploy]` table of a `--config` file: option values by name, as text, parsed like any input."""
+
+    path: str  # absolute: the evidence says which file, wherever the run started
+    values: Mapping[str, str]
+
+    @property
+    def source(self) -> str:
+        return f"config {self.path}"
+
+
+def load_config(path: str, source: str = "the command line") -> ConfigFile:
+    """The `[gradual-deploy]` table of the TOML file at `path`; OptionError naming the file when it cannot be
+    read or parsed, has no such table, or sets a key that is no option."""
+    shown = os.path.abspath(path)
+
+    def error(problem: str) -> OptionError:
+        return OptionError(f"--config {shown} (from {source}) {problem}", f"--config {shown} {problem}")
+
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise error(f"cannot be read ({exc.strerror or exc}): give --config a readable TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"is not valid TOML ({exc})") from None
+    table = doc.get(CONFIG_TABLE)
+    if not isinstance(table, dict):
+        raise error(f"has no [{CONFIG_TABLE}] table: set the options there, e.g. [{CONFIG_TABLE}] min_sharpe = 0.3")
+    outside = sorted(key for key in doc if key != CONFIG_TABLE)
+    if outside:  # a key above the table header is one the operator meant to set, not one to ignore
+        raise error(f"sets {', '.join(outside)} outside the [{CONFIG_TABLE}] table: move it into the table")
+    if "config" in table:
+        raise error(f"sets config in [{CONFIG_TABLE}]: a config cannot name another one")
+    unknown = sorted(key for key in table if key not in BY_NAME)
+    if unknown:
+        raise error(f"sets unknown options in [{CONFIG_TABLE}]: {', '.join(unknown)} (a key is the option's flag "
+                    "without the leading -- and with _ for -, e.g. min_sharpe for --min-sharpe)")
+    values = {}
+    for key, value in table.items():
+        option = BY_NAME[key]
+        many = option.repeat or option.parse is steps
+        text = _config_text(value, many)
+        if text is None:
+            kinds = "a string, a number or true/false" + (", or a list of them" if many else "")
+            raise error(f"sets {key} = {value} in [{CONFIG_TABLE}]: expected {kinds}")
+        values[key] = text
+    return ConfigFile(shown, values)
+
+
+def _config_text(value: Any, many: bool) -> str | None:
+    """A TOML value as the text a flag would carry; None for a kind no option takes."""
+    if isinstance(value, list) and many and value:
+        parts = [_config_text(part, many=False) for part in value]
+        return None if any(part is None for part in parts) else ",".join(str(part) for part in parts)
+    if isinstance(value, bool):  # before int: a bool is an int
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    return None  # a table, a date, a list where one value belongs
+
+
+# --- resolving --------------------------------------------------------------------------------------------
+
+
 def resolve(
     names: Collection[str],
     cli: Callable[[Option], Any],
@@ -443,52 +584,93 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     tolerate: Collection[str] = (),
 ) -> Settings:
-    """Settings from flag > environment > ini > default for the named options; every other field holds
-    its default. OptionError on a bad value, except for the `tolerate`d options: those are left unset
-    and their reason is kept in `Settings.problems`."""
+    """Settings from flag > environment > the gradual-deploy config > ini > default for the named options;
+    every other field holds its default. The config file (`--config`, `GD_CONFIG`) is read first when `config`
+    is among the names. Where each value came from goes into `Settings.sources`. OptionError on a bad value
+    and on a threshold the ini sets looser than its default, except for the `tolerate`d options: those are
+    left unset and their reason is kept in `Settings.problems`."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     problems: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    config: ConfigFile | None = None
+    if "config" in names:
+        values["config"], sources["config"] = _resolve_one(BY_NAME["config"], cli, ini, ini_source, environ, None)
+        if values["config"] is not None:
+            config = load_config(values["config"], sources["config"])
     for option in OPTIONS:
+        if option.name in values:
+            continue
         if option.name not in names:
             values[option.name] = None if option.default is None else option.read(option.default)
+            sources[option.name] = "the default"
             continue
         try:
-            values[option.name] = _resolve_one(option, cli, ini, ini_source, environ)
+            values[option.name], sources[option.name] = _resolve_one(option, cli, ini, ini_source, environ, config)
         except OptionError as exc:
             if option.name not in tolerate:
                 raise
             values[option.name], problems[option.name] = None, exc.plain
-    return Settings(**values, problems=problems)
+    return Settings(**values, problems=problems, sources=sources)
 
 
 def _resolve_one(option: Option, cli: Callable[[Option], Any], ini: Callable[[Option], Any], ini_source: str,
-                 environ: Mapping[str, str]) -> Any:
+                 environ: Mapping[str, str], config: ConfigFile | None) -> tuple[Any, str]:
+    """The option's value and where it came from."""
     raw, source = cli(option), "the command line"
     if isinstance(raw, list):  # a repeated flag
         raw = ",".join(raw)
     if raw is None:
         raw, source = _from_env(option, environ)
+    if raw is None and config is not None and option.name in config.values:
+        raw, source = config.values[option.name], config.source
+    from_ini = False
     if raw is None and not option.flag_only:
-        from_ini = ini(option)
-        if from_ini not in (None, ""):
-            raw, source = from_ini, ini_source
+        found = ini(option)
+        if found not in (None, ""):
+            if not option.ini_key:
+                raise OptionError(f"{option.name} = {found} in {ini_source} is not read: {option.flag} comes only from "
+                                  f"the command line or the environment ({', '.join(option.env)}); remove it from "
+                                  f"{ini_source}")
+            raw, source, from_ini = found, ini_source, True
     if raw is None:
         raw, source = option.default, "the default"
     if raw is None:
-        return None
+        return None, source
     try:
-        return option.read(str(raw))
+        value = option.read(str(raw))
     except (ValueError, OverflowError) as exc:
         shown = "***" if option.parse is notify_urls else str(
             (mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         where = source.removeprefix("environment variable ") if source.startswith("environment") else option.flag
+        key = (f" (ini key {option.name})" if from_ini else
+               f" (key {option.name} in [{CONFIG_TABLE}])" if config is not None and source == config.source else "")
         raise OptionError(
-            f"invalid {option.flag} {shown!r} from {source}: expected {exc}"
-            + (f" (ini key {option.name})" if source == ini_source else ""),
+            f"invalid {option.flag} {shown!r} from {source}: expected {exc}{key}",
             f"{where}={shown!r} is unusable: expected {exc}",
         ) from None
+    if from_ini and looser_than_default(option, value):
+        # The ini belongs to whoever owns the directory pytest runs in; loosening the gate is a decision
+        # someone makes by name, on the command line or in the tool's own config.
+        env = f", the environment ({', '.join(option.env)})" if option.env else ""
+        written = str(raw).strip()
+        raise OptionError(
+            f"{option.name} = {written} in {ini_source} is looser than the default {option.default}: a looser "
+            f"threshold comes only from the command line ({option.flag}){env} or the gradual-deploy config "
+            f"(--config or GD_CONFIG); remove it from {ini_source}",
+            f"{option.name} = {written} in {ini_source} is looser than the default {option.default}",
+        )
+    return value, source
+
+
+def looser_than_default(option: Option, value: Any) -> bool:
+    """Does `value` let more pass than the option's default? Never for a non-threshold; unset is off, the
+    loosest, so any value is at least as strict as an unset default."""
+    if option.looser is None or option.default is None or value is None:
+        return False
+    default = option.read(option.default)
+    return bool(value > default) if option.looser == "higher" else bool(value < default)
 
 
 def defaults(**overrides: Any) -> Settings:

@@ -123,9 +123,10 @@ def observation(settings: Settings, redactor: Redactor) -> Attempt[Observation]:
 
 
 @pytest.fixture(scope="session")
-def risk_config(settings: Settings, redactor: Redactor) -> Attempt[RiskConfig]:
-    """The trading system's risk configuration (--risk-config, else GET /config)."""
-    return measure_risk_config(settings, redactor)
+def risk_config(run_state: RunState, settings: Settings, redactor: Redactor) -> Attempt[RiskConfig]:
+    """The trading system's risk configuration (--risk-config, else GET /config); its digest binds the evidence."""
+    run_state.risk_attempt = measure_risk_config(settings, redactor)
+    return run_state.risk_attempt
 
 
 @pytest.fixture(scope="session")

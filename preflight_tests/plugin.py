@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import os
 import signal
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,14 +23,16 @@ import pytest
 import deploy_tool
 from deploy_tool import ProbeError, fileops
 from deploy_tool.criteria import Criterion
+from deploy_tool.attest import AttestError, SigningKey, load_signing_key, path_digest, secret_forms
 from deploy_tool.evidence import (
-    REQUIRED_GROUPS,
     CheckEntry,
     Evidence,
     EvidenceError,
+    attestation_path,
     reserve_stem,
     write_json_atomic,
 )
+from deploy_tool.manifest import NO_SUMMARY, Scope, check_id, group_of, required
 from deploy_tool.audit import actor as current_actor
 from deploy_tool.audit import host as current_host
 from deploy_tool.redact import Redactor, mask_url
@@ -39,6 +42,7 @@ from deploy_tool.times import utc_now
 if TYPE_CHECKING:
     from deploy_tool.probes import Attempt
     from deploy_tool.probes.backtest import Summary
+    from deploy_tool.probes.riskconfig import RiskConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MARKERS = {
@@ -77,25 +81,43 @@ class RunState:
     entries: dict[str, CheckEntry] = field(default_factory=dict)  # by node id, in the order they ran
     deselected: list[CheckEntry] = field(default_factory=list)
     summary_attempt: Attempt[Summary] | None = None
+    risk_attempt: Attempt[RiskConfig] | None = None
     finished_at: dt.datetime | None = None
     stopped: str | None = None  # why the run ended before every check ran
     written: bool = False
+    signing_key: SigningKey | None = None
+    extra_subjects: list[dict[str, Any]] = field(default_factory=list)  # --subject and --revision, hashed at start
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    manifest: list[str] = field(default_factory=list)
+    scope: Scope | None = None
 
     def checks(self) -> list[CheckEntry]:
-        """Every check of the run; one that never completed a passing call phase has not passed."""
+        """Every check of the run; one that never completed a passing call phase has not passed. Every
+        required check of the manifest is there: one the run did not collect is recorded as not run."""
         for entry in self.entries.values():
             if entry.status == PENDING:
                 entry.status, entry.message = "failed", (
                     f"never completed: {self.stopped}" if self.stopped else
                     "never completed its check (run with --setup-only, --setup-plan or --collect-only?): "
                     "a check passes only by running")
-        return [*self.entries.values(), *self.deselected]
+        found = [*self.entries.values(), *self.deselected]
+        present = {c.id for c in found}
+        absent = [CheckEntry(cid, group_of(cid), "skipped", message="not run: this run did not collect it "
+                             "(selected by node id, -k, -m or another test-name pattern); a go-live pass runs "
+                             "the whole suite") for cid in self.manifest if cid not in present]
+        wanted = set(self.manifest)
+        for entry in (*found, *absent):
+            entry.required = entry.id in wanted
+        return [*found, *absent]
+
+    def groups(self) -> list[str]:
+        return [*MARKERS] if self.settings.observe else [m for m in MARKERS if m != "observe"]
 
     def evidence(self) -> Evidence:
         """The run as the evidence model holds it, secrets masked."""
         settings = self.settings
-        groups = [*MARKERS] if settings.observe else [m for m in MARKERS if m != "observe"]
-        return Evidence(
+        groups = self.groups()
+        evidence = Evidence(
             started_at=self.started_at,
             finished_at=self.finished_at or utc_now(),
             checks=self.checks(),
@@ -108,7 +130,33 @@ class RunState:
             tool_version=deploy_tool.__version__,
             host=current_host(),
             actor=current_actor(),
+            run_id=self.run_id,
+            manifest=list(self.manifest),
+            scope=self.scope.as_dict() if self.scope is not None else {},
+            threshold_sources=settings.threshold_sources(groups),
+            subjects=self.subjects(),
+            signed_by=self.signing_key.keyid if self.signing_key else None,
+            attestation=attestation_path(self.stem.with_suffix(".json")).name if self.signing_key else None,
         )
+        evidence.opens_real = opens_real(evidence)
+        return evidence
+
+    def subjects(self) -> list[dict[str, Any]]:
+        """What the run is bound to, by digest: the backtest and risk configuration it judged, and what
+        --subject and --revision name."""
+        from deploy_tool.attest import subject
+
+        found = []
+        attempt = self.summary_attempt
+        if attempt is not None and attempt.error is None:
+            summary = attempt.value()
+            found.append(subject(os.path.abspath(summary.path), summary.sha256, "backtest"))
+        risk = self.risk_attempt
+        if risk is not None and risk.error is None and risk.value().sha256:
+            config = risk.value()
+            name = config.source if config.source.startswith("GET ") else os.path.abspath(config.source)
+            found.append(subject(name, str(config.sha256), "risk_config"))
+        return [*found, *self.extra_subjects]
 
     def _inputs(self) -> dict[str, Any]:
         """The backtest summary's fingerprint: of the very bytes the checks judged, when they read it."""
@@ -116,13 +164,24 @@ class RunState:
         attempt = self.summary_attempt
         if attempt is not None and attempt.error is None:
             summary = attempt.value()  # the file read: a results directory resolves to its newest result
-            return {"backtest_summary": {"path": summary.path, "sha256": summary.sha256}}
+            return {"backtest_summary": {"path": summary.path, "sha256": summary.sha256}, **self._config_input()}
         try:
             with open(path, "rb") as fh:
                 digest: str | None = hashlib.sha256(fh.read()).hexdigest()
         except OSError:
             digest = None
-        return {"backtest_summary": {"path": path, "sha256": digest}}
+        return {"backtest_summary": {"path": path, "sha256": digest}, **self._config_input()}
+
+    def _config_input(self) -> dict[str, Any]:
+        """The gradual-deploy config file (--config) the thresholds may have come from, by digest."""
+        path = self.settings.config
+        if not path:
+            return {}
+        try:
+            digest: str | None = path_digest(path)
+        except AttestError:
+            digest = None
+        return {"config": {"path": os.path.abspath(path), "sha256": digest}}
 
 
 STATE_KEY = pytest.StashKey[RunState]()
@@ -178,9 +237,40 @@ def marker_of(item: pytest.Item) -> str | None:
     return None
 
 
+def check_id_of(item: pytest.Item) -> str:
+    """The check's id as the manifest spells it: its test's name, and the strategy or instrument it judges
+    (from the parameter itself, not pytest's escaped test id)."""
+    name = getattr(item, "originalname", None) or item.name.split("[")[0]
+    name = name[5:] if name.startswith("test_") else name
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "strategy" in params:
+        strategy = params["strategy"]
+        return check_id(name, strategy.name if strategy is not None else NO_SUMMARY)
+    if "inst_id" in params:
+        return check_id(name, params["inst_id"] if params["inst_id"] is not None else "none")
+    return name
+
+
 def _new_entry(item: pytest.Item, status: str = PENDING, message: str = "") -> CheckEntry:
-    name = item.name
-    return CheckEntry(name[5:] if name.startswith("test_") else name, marker_of(item), status, message=message)
+    return CheckEntry(check_id_of(item), marker_of(item), status, message=message)
+
+
+def opens_real(evidence: Evidence) -> dict[str, Any]:
+    """Whether this evidence, by itself, can open real, and why not: what a person reading it wants to know.
+    The gate decides again from the signed document, with the deployment's targets and subjects."""
+    why = []
+    if evidence.verdict != "pass":
+        why.append("the verdict is FAIL")
+    statuses = {c.id: c.status for c in evidence.checks}
+    lacking = [f"{cid} {statuses.get(cid) or 'did not run'}" for cid in evidence.manifest
+               if statuses.get(cid) != "passed"]
+    if lacking:
+        why.append("required checks not passed: " + ", ".join(lacking))
+    if evidence.skips_requested:
+        why.append(f"checks skipped on request ({', '.join(evidence.skips_requested)})")
+    if not evidence.signed_by:
+        why.append("it is not signed (--signing-key or GD_SIGNING_KEY)")
+    return {"ok": not why, "why": why}
 
 
 # --- hooks ----------------------------------------------------------------------------------------
@@ -196,11 +286,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             continue
         group.addoption(option.flag, dest=f"gd_{option.name}", default=None, metavar="VALUE", help=option.help_text(),
                         action="append" if option.repeat else "store")
-        parser.addini(option.name, option.help_text().replace("%%", "%"), default=None)
+        if option.ini_key:
+            parser.addini(option.name, option.help_text().replace("%%", "%"), default=None)
 
 
 def _resolve(config: pytest.Config) -> Settings:
-    """Settings from flag > environment > ini > default; UsageError on a malformed value."""
+    """Settings from flag > environment > the gradual-deploy config > ini > default; UsageError on a malformed
+    value, an unusable --config and a threshold the ini sets looser than its default. `resolve` reads the
+    config (--config, else GD_CONFIG) first: `config` is one of the suite's options."""
     markexpr = config.getoption("markexpr", "") or ""
 
     def cli(option: Any) -> Any:
@@ -210,7 +303,7 @@ def _resolve(config: pytest.Config) -> Settings:
         return config.getoption(f"gd_{option.name}")
 
     try:
-        return resolve([o.name for o in SUITE_OPTIONS], cli=cli, ini=lambda option: config.getini(option.name),
+        return resolve([o.name for o in SUITE_OPTIONS], cli=cli, ini=lambda option: config.getini(option.name) if option.ini_key else None,
                        ini_source=config.inipath.name if config.inipath else "the ini file")
     except OptionError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -229,7 +322,17 @@ def pytest_configure(config: pytest.Config) -> None:
         stem = reserve_stem(settings.evidence_dir, started)
     except EvidenceError as exc:
         raise pytest.UsageError(f"{exc}: set --evidence-dir to a writable directory") from None
-    config.stash[STATE_KEY] = RunState(settings=settings, redactor=settings.redactor(), stem=stem, started_at=started)
+    redactor = settings.redactor()
+    try:
+        key = load_signing_key(settings.signing_key)
+        extra = _extra_subjects(settings)
+    except AttestError as exc:
+        raise pytest.UsageError(redactor.scrub(str(exc))) from None
+    if key is not None:
+        for form in secret_forms(os.environ.get("GD_SIGNING_KEY")):
+            redactor.add(form)
+    config.stash[STATE_KEY] = RunState(settings=settings, redactor=redactor, stem=stem, started_at=started,
+                                       signing_key=key, extra_subjects=extra)
     from preflight_tests import fixtures, report
 
     config.pluginmanager.register(fixtures, "gradual-deploy-fixtures")
@@ -239,6 +342,36 @@ def pytest_configure(config: pytest.Config) -> None:
     css = getattr(config.option, "css", None)
     if isinstance(css, list):
         css.append(str(PACKAGE_DIR / "report.css"))
+
+
+def _extra_subjects(settings: Settings) -> list[dict[str, Any]]:
+    """--subject paths (files or directories) and --revision, hashed when the run starts."""
+    from deploy_tool.attest import subject
+
+    found = []
+    for path in settings.subject or ():
+        if not os.path.exists(path):
+            raise AttestError(f"--subject {path} does not exist: name the trading system's code or config the "
+                              "evidence is bound to")
+        kind = "directory" if os.path.isdir(path) else "file"
+        found.append(subject(os.path.abspath(path), path_digest(path), "subject", kind=kind))
+    if settings.revision:
+        found.append({"name": "revision", "digest": {"gitCommit": settings.revision},
+                      "annotations": {"role": "revision"}})
+    return found
+
+
+def scope_of(state: RunState) -> Scope:
+    """What the manifest of this run depends on."""
+    settings = state.settings
+    attempt = state.summary_attempt
+    strategies = (tuple(s.name for s in attempt.value().strategies)
+                  if attempt is not None and attempt.error is None else None)
+    names = (settings.okx_api_key_env, settings.okx_api_secret_env, settings.okx_api_passphrase_env)
+    account = settings.require_account_check or any(os.environ.get(n, "").strip() for n in names)
+    inst_ids = tuple(i.strip() for i in (settings.inst_id or "").split(",") if i.strip())
+    return Scope(strategies, inst_ids, settings.min_trades, bool(settings.http_admin_url),
+                 bool(settings.control_file), bool(account), bool(settings.scan_path), settings.strategy)
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection: what is left is what must run
@@ -273,6 +406,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in kept:
         if ours(item):
             state.entries[item.nodeid] = _new_entry(item, PENDING)
+    if state.summary_attempt is None:  # no backtest check was collected: read it for the manifest anyway
+        from preflight_tests.fixtures import summary_attempt
+
+        summary_attempt(state)
+    state.scope = scope_of(state)
+    state.manifest = required(state.scope)
 
 
 def _timeout_configured(config: pytest.Config) -> bool:
@@ -313,13 +452,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         entry = state.entries[item.nodeid] = _new_entry(item, PENDING)
     entry.duration_s += report.duration
     criterion = item.stash.get(CRITERION_KEY, None)
+    if report.when == "call" and report.passed:
+        # The status follows the criterion, not an assert: under `python -O` or a rewritten test the assert
+        # may be gone, and a check that recorded no criterion has judged nothing.
+        if criterion is None:
+            report.outcome, report.longrepr = "failed", "the check recorded no criterion: it judged nothing"
+        elif not criterion.ok:
+            report.outcome, report.longrepr = "failed", criterion.message
     if criterion is not None and report.when == "call":
         entry.measured, entry.threshold, entry.unit = criterion.measured, criterion.threshold, criterion.unit
         report.user_properties.append(("gd_check", entry.to_json()))
     if report.skipped and entry.status != "failed":
         entry.status, entry.message = "skipped", _skip_reason(report)
     elif report.failed:
-        entry.status, entry.message = "failed", state.redactor.scrub(_failure_message(call, report))
+        message = criterion.message if criterion is not None and report.when == "call" and not criterion.ok \
+            else _failure_message(call, report)
+        entry.status, entry.message = "failed", state.redactor.scrub(message)
     elif report.when == "call" and entry.status == PENDING:
         entry.status = "passed"  # the only way to pass: a call phase that ran and passed
         entry.message = criterion.message if criterion is not None else ""
@@ -385,7 +533,15 @@ def _write_json(state: RunState) -> None:
     delivery = _tell_failure(state, doc)
     if delivery is not None:
         doc["notify"] = delivery
-    write_json_atomic(state.stem.with_suffix(".json"), state.redactor.scrub_data(doc))
+    doc = state.redactor.scrub_data(doc)
+    json_path = state.stem.with_suffix(".json")
+    if state.signing_key is not None:
+        from deploy_tool.attest import sign, statement
+
+        # The signed twin first: a JSON that names an attestation always has it beside it.
+        envelope = sign(statement(doc["subjects"], doc), state.signing_key)
+        write_json_atomic(attestation_path(json_path), envelope)
+    write_json_atomic(json_path, doc)
     state.written = True
 
 
@@ -420,20 +576,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = state_of(config)
     if state is None:
         return
-    checks = state.checks()
-    verdict = state.evidence().verdict
+    evidence = state.evidence()
+    checks, verdict = evidence.checks, evidence.verdict
     if not any(c.status in ("passed", "failed") for c in checks):
         terminalreporter.write_line("no check passed: a run that measured nothing is not a pass", red=True)
-    required_skips = [c.id for c in checks if c.status == "skipped" and c.required]
-    if required_skips:
-        terminalreporter.write_line(
-            f"required checks skipped: {', '.join(required_skips)} (switch --to real will refuse this evidence)",
-            yellow=True,
-        )
-    missing = [group for group in REQUIRED_GROUPS if not any(c.marker == group for c in checks)]
-    if missing:
-        terminalreporter.write_line(
-            f"required groups not run: {', '.join(missing)} (switch --to real will refuse this evidence)", yellow=True)
+    if not evidence.opens_real.get("ok"):
+        terminalreporter.write_line("this evidence does not open real: " + "; ".join(evidence.opens_real.get("why", [])),
+                                    yellow=True)
     terminalreporter.write_sep("=", f"preflight verdict: {verdict.upper()}", green=verdict == "pass", red=verdict != "pass")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.html')}")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.json')}")
+    if state.signing_key is not None:
+        terminalreporter.write_line(f"signed by key {state.signing_key.keyid[:16]}: "
+                                    f"{attestation_path(state.stem.with_suffix('.json'))}")

@@ -12,13 +12,20 @@ from typing import Any
 import pytest
 
 import deploy_tool
-from deploy_tool.evidence import json_number
+from deploy_tool.evidence import Evidence, json_number
 from deploy_tool.times import format_duration
 from preflight_tests.plugin import state_of
 
 
 def _cell(value: Any) -> str:
+    """A value for a person: floats to 6 significant digits (the JSON holds them exactly)."""
+    if isinstance(value, float):
+        return html.escape(f"{value:.6g}")
     return "" if value is None else html.escape(str(json_number(value)))
+
+
+def _plain(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _escape_tree(value: Any) -> Any:
@@ -68,6 +75,7 @@ def pytest_html_results_summary(prefix: list, summary: list, postfix: list, sess
         f'<div class="gd-verdict {verdict}" id="gd-verdict">Verdict: {verdict.upper()}{html.escape(why)}'
         f" &mdash; {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped</div>"
     )
+    prefix.append(_trust_html(evidence))
     rows = "".join(
         "<tr>"
         f'<td class="{c.status}">{c.status}</td><td>{html.escape(c.id)}</td>'
@@ -87,7 +95,8 @@ def pytest_html_results_summary(prefix: list, summary: list, postfix: list, sess
         "host": evidence.host,
         "actor": evidence.actor,
         "python": sys.version.split()[0],
-        **{f"threshold {k}": v for k, v in evidence.thresholds.items()},
+        **{f"threshold {k}": f"{_plain(v)} ({evidence.threshold_sources.get(k, 'unknown source')})"
+           for k, v in evidence.thresholds.items()},
         **{f"target {k}": v for k, v in evidence.targets.items()},
         "backtest max age": format_duration(state.settings.backtest_max_age),
     }
@@ -95,6 +104,30 @@ def pytest_html_results_summary(prefix: list, summary: list, postfix: list, sess
     postfix.append(f'<h3>Run environment</h3><table class="gd-env" id="gd-env">{env_html}</table>')
     for part in (prefix, postfix):
         part[:] = [state.redactor.scrub(p) for p in part]
+
+
+def _trust_html(evidence: Evidence) -> str:
+    """Whether this evidence opens real and why not, who signed it, and what it is bound to."""
+    opens = evidence.opens_real
+    if opens.get("ok"):
+        gate = ('<p class="gd-opens yes" id="gd-opens">Opens real: yes, for the deployment it names, while '
+                "every subject below still hashes the same and the evidence is younger than the gate's maximum "
+                "age.</p>")
+    else:
+        reasons = "".join(f"<li>{html.escape(str(r))}</li>" for r in opens.get("why", []))
+        gate = f'<div class="gd-opens no" id="gd-opens">Opens real: no<ul>{reasons}</ul></div>'
+    signer = (f"Signed by key <code>{html.escape(evidence.signed_by)}</code> in "
+              f"<code>{html.escape(str(evidence.attestation))}</code> (in-toto statement, DSSE envelope, Ed25519)"
+              if evidence.signed_by else "Not signed: no --signing-key or GD_SIGNING_KEY was given")
+    rows = "".join(
+        f"<tr><td>{html.escape(str((s.get('annotations') or {}).get('role', '')))}</td>"
+        f"<td>{html.escape(str(s.get('name')))}</td>"
+        f"<td><code>{html.escape(', '.join(f'{k}:{v}' for k, v in (s.get('digest') or {}).items()))}</code></td></tr>"
+        for s in evidence.subjects)
+    subjects = ('<table class="gd-subjects" id="gd-subjects"><thead><tr><th>Role</th><th>Subject</th><th>Digest</th>'
+                f"</tr></thead><tbody>{rows}</tbody></table>" if rows else "<p>Bound to no subject.</p>")
+    return (f'<div class="gd-trust" id="gd-trust">{gate}<p class="gd-signer" id="gd-signer">{signer}; run '
+            f"<code>{html.escape(evidence.run_id)}</code></p>{subjects}</div>")
 
 
 @pytest.hookimpl(optionalhook=True)

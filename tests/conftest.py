@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 
 # Imported here, before any in-process pytester run: pytester restores sys.modules after each run, and a
-# requests/psycopg2 imported fresh inside every run ends up mixing classes of two imports.
+# requests/psycopg2 imported fresh inside every run ends up mixing classes of two imports. The same for
+# cryptography (the signed evidence): its Rust core is loaded once per process, and a second import of its
+# Python modules makes `private_bytes(..., NoEncryption())` fail with "Encryption algorithm must be a
+# KeySerializationEncryption instance" in every later sandbox of that worker.
+import cryptography.exceptions  # noqa: F401
+import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+import cryptography.hazmat.primitives.serialization  # noqa: F401
 import psycopg2  # noqa: F401
 import requests  # noqa: F401
+# cryptography's Rust core cannot be imported twice: its Python half re-imported after a run would hand
+# it classes it does not know ("Encryption algorithm must be a KeySerializationEncryption instance").
+import cryptography.exceptions  # noqa: F401
+import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
+import cryptography.hazmat.primitives.serialization  # noqa: F401
 
 from deploy_tool.sandbox import Sandbox
 from installs import ROOT, BuiltWheel, make_venv, pip_failure, site_packages, tracked_files, venv_python
@@ -94,7 +105,8 @@ class SuiteRun:
     def __init__(self, result: pytest.RunResult, evidence_dir: Path) -> None:
         self.result = result
         self.evidence_dir = evidence_dir
-        self.json_files = sorted(evidence_dir.glob("preflight-*.json"))
+        self.json_files = sorted(p for p in evidence_dir.glob("preflight-*.json") if not p.name.endswith(".intoto.json"))
+        self.attestations = sorted(evidence_dir.glob("preflight-*.intoto.json"))
         self.html_files = sorted(evidence_dir.glob("preflight-*.html"))
 
     @property

@@ -21,6 +21,7 @@ from deploy_tool.commands.watch import WatchConfig, watch
 from deploy_tool.audit import actor, host
 from deploy_tool.modes.change import pause, status, switch
 from deploy_tool.modes.channels import build_channels
+from deploy_tool.modes.gate import GateConfig
 from deploy_tool.sandbox import SANDBOX_CAPITAL, Sandbox
 from deploy_tool.settings import defaults
 from deploy_tool.times import utc_now
@@ -60,14 +61,17 @@ def run_demo(base_dir: str) -> int:
                         "--admin-token-env", token_env]
         audit_args = ["--audit-dir", str(audit_dir)]
         settings = defaults(http_admin_url=sandbox.admin_url, control_file=str(sandbox.control_file),
-                            admin_token_env=token_env, evidence_dir=str(evidence_dir), deploy_audit_dir=str(audit_dir))
+                            admin_token_env=token_env, evidence_dir=str(evidence_dir), deploy_audit_dir=str(audit_dir),
+                            okx_base_url=sandbox.okx_url, database_url=sandbox.database_url,
+                            trusted_keys=str(sandbox.trusted_keys))
         channels = build_channels(settings)
+        gate = GateConfig.from_settings(settings)
 
         def change(target: str, reason: str) -> bool:
-            extra = ["--evidence-dir", str(evidence_dir)] if target == "real" else []
+            extra = ["--evidence-dir", str(evidence_dir), *sandbox.gate_args()] if target == "real" else []
             _typed("switch", "--to", target, *channel_args, *audit_args, *extra, "--reason", reason)
-            outcome = switch(channels, target, force=False, reason=reason, actor=who, evidence_dir=str(evidence_dir),
-                             max_evidence_age_s=settings.max_evidence_age, audit_dir=str(audit_dir))
+            outcome = switch(channels, target, force=False, reason=reason, actor=who, gate=gate,
+                             audit_dir=str(audit_dir))
             print("\n".join(outcome_lines(outcome)))
             return outcome.result == "done"
 
@@ -117,7 +121,8 @@ def run_demo(base_dir: str) -> int:
                                             observe_window=2.0)
         _typed("ramp", "--steps", "0.5%,1%", "--hold", "3s", "--interval", "0.5s", "--observe-window", "2s",
                *sandbox.observe_args(), "--okx-base-url", sandbox.okx_url, "--database-url", sandbox.database_url,
-               "--evidence-dir", str(evidence_dir), "--deploy-audit-dir", str(audit_dir), *channel_args)
+               "--evidence-dir", str(evidence_dir), "--trusted-keys", str(sandbox.trusted_keys),
+               "--deploy-audit-dir", str(audit_dir), *channel_args)
         print("  (when the allocation reaches 1 %, the sandbox starts losing 0.5 % of capital per fill)", flush=True)
         time.sleep(2.5)  # the risk burst above ages out of the 2 s window
         injector = threading.Thread(target=_lose_at, args=(sandbox, 0.01), daemon=True)
@@ -131,8 +136,8 @@ def run_demo(base_dir: str) -> int:
             return 1
 
         _step(10, "status: every channel agrees; allocation back at the stable step")
-        _typed("status", *channel_args, "--evidence-dir", str(evidence_dir))
-        report = status(channels, str(evidence_dir), settings.max_evidence_age, str(audit_dir))
+        _typed("status", *channel_args, "--evidence-dir", str(evidence_dir), *sandbox.gate_args())
+        report = status(channels, gate, str(audit_dir))
         print("\n".join(status_lines(report)))
         if not report["ok"]:
             return _failed(10)

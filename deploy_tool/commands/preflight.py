@@ -1,11 +1,30 @@
-"""Running the preflight suite from Python: `gradual-deploy preflight` and the demo use this."""
+"""Running the preflight suite from Python: `gradual-deploy preflight` and the demo use this.
+
+The suite runs under its own configuration, whatever directory it runs in: in CI that directory is the
+trading system's checkout, whose pytest.ini, conftest.py, `addopts` or installed pytest plugins would
+otherwise decide which checks are collected (a `python_functions` line there once left four of them) and
+which thresholds hold. So the run names its own ini (`preflight_tests/preflight.ini`) and rootdir, loads no
+conftest, ignores PYTEST_ADDOPTS and PYTEST_PLUGINS, and loads only the plugins the suite needs. What the
+operator puts on the command line (-m, -k, --skip-*, -p, every suite option) still goes through.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
+
+# The plugins the suite needs, by module (their pytest11 entry points are not loaded: autoload is off), in an
+# order that imports each before another imports it, so that pytest can rewrite its assertions: pytest-html
+# needs pytest-metadata's hooks, and its plugin imports its fixtures module.
+SUITE_PLUGINS = ("pytest_metadata.plugin", "pytest_html.fixtures", "pytest_html.plugin", "pytest_timeout",
+                 "preflight_tests.plugin")
+# Environment that would add options or plugins to the run behind the operator's back; removed for the run.
+FOREIGN_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")
 
 
 @dataclass(frozen=True)
@@ -26,21 +45,72 @@ class _Collector:
         self.config = config
 
 
+def suite_dir() -> Path:
+    """The directory of the installed `preflight_tests` package, found without importing it (so that pytest
+    can still rewrite the plugin's assertions when it loads it)."""
+    spec = importlib.util.find_spec("preflight_tests")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the preflight_tests package is not installed: reinstall gradual-deploy")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def own_configuration() -> list[str]:
+    """pytest's arguments that make the run independent of the directory it starts in."""
+    suite = suite_dir()
+    plugins = [arg for name in SUITE_PLUGINS for arg in ("-p", name)]
+    return ["-c", str(suite / "preflight.ini"), "--rootdir", str(suite.parent), "--noconftest", *plugins]
+
+
+# Command-line flags that would replace the suite's own configuration; the tool's config is --config.
+OVERRIDES = ("-c", "--config-file", "--rootdir", "-o", "--override-ini", "--confcutdir", "--noconftest")
+
+
+def foreign_overrides(args: Sequence[str]) -> list[str]:
+    """The arguments in `args` that would replace the suite's own configuration (ini, rootdir, conftest)."""
+    found = []
+    for arg in args:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name in OVERRIDES or (arg.startswith(("-c", "-o")) and not arg.startswith("--") and len(arg) > 2):
+            found.append(arg)
+    return found
+
+
+@contextmanager
+def own_environment() -> Iterator[None]:
+    """For the duration of an in-process run: no PYTEST_ADDOPTS or PYTEST_PLUGINS, no plugin autoload; the
+    environment as it was afterwards."""
+    names = (*FOREIGN_ENV, "PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        for name in FOREIGN_ENV:
+            os.environ.pop(name, None)
+        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run_preflight(args: Sequence[str]) -> PreflightResult:
-    """Run the suite in this process with the given pytest/suite options."""
+    """Run the suite in this process, under its own configuration, with the given pytest/suite options."""
     import pytest  # the suite's own engine; not loaded for the other commands
 
     collector = _Collector()
-    code = pytest.main(
-        ["--pyargs", "preflight_tests", "-p", "preflight_tests.plugin", "-p", "no:cacheprovider",
-         "--strict-markers",
-         # Installed from a wheel, pytest marks every package of the distribution that registers the plugin
-         # for assertion rewriting, deploy_tool included, which this command has already imported; nothing
-         # in deploy_tool asserts for a check, so the warning is only noise in the operator's output.
-         "-W", "ignore:Module already imported so cannot be rewritten; deploy_tool:pytest.PytestAssertRewriteWarning",
-         *args],
-        plugins=[collector],
-    )
+    with own_environment():
+        code = pytest.main(
+            [*own_configuration(), "--pyargs", "preflight_tests", "-p", "no:cacheprovider", "--strict-markers",
+             # Installed from a wheel, pytest marks every package of the distribution that registers the plugin
+             # for assertion rewriting, deploy_tool included, which this command has already imported; nothing
+             # in deploy_tool asserts for a check, so the warning is only noise in the operator's output.
+             "-W", "ignore:Module already imported so cannot be rewritten; deploy_tool:pytest.PytestAssertRewriteWarning",
+             *args],
+            plugins=[collector],
+        )
     # Imported after the run, so that pytest can rewrite the plugin's assertions when it loads it.
     from preflight_tests.plugin import STATE_KEY
 

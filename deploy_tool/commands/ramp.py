@@ -29,7 +29,7 @@ from deploy_tool.commands.watch import (
 )
 from deploy_tool.modes.change import pause
 from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult, same_allocation
-from deploy_tool.modes.gate import evidence_gate
+from deploy_tool.modes.gate import GateConfig, evidence_gate
 from deploy_tool.times import format_duration
 
 RAMP_EVENTS = ("ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done", "ramp_refused")
@@ -107,7 +107,7 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> tup
             return f"{channel.name}: cannot read the mode: {exc}", {}
         if mode != "real":
             return f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {}
-    gate = evidence_gate(settings.evidence_dir, settings.max_evidence_age, channels=channels)
+    gate = evidence_gate(GateConfig.from_settings(settings), channels=channels)
     if not gate.ok:
         return f"evidence gate: {gate.reason}", {}
     values, problems = _read_allocations(channels)
@@ -156,7 +156,7 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
         return EXIT_BREACH
     known = [v for v in values.values() if v is not None]
     start = resume_point(steps, known[0] if known else None, audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS))
-    forced = any(s > settings.max_allocation + 1e-12 for s in steps)
+    forced = any(s > settings.max_allocation + 1e-12 for s in steps) or bool(settings.allow_unsigned)
     cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
                 "start_step": start.index + 1, "resume": start.why, "forced": forced,
                 "channels": [c.target for c in channels]})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 Scrub = Callable[[Any], Any]
 
@@ -16,6 +16,9 @@ from deploy_tool import audit
 from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult
 from deploy_tool.modes.machine import decide
 from deploy_tool.times import iso_utc
+
+if TYPE_CHECKING:
+    from deploy_tool.modes.gate import GateConfig
 
 PAUSE_JOIN_S = 10.0
 
@@ -30,6 +33,8 @@ class Outcome:
     reason: str = ""
     forced: bool = False
     evidence: str | None = None
+    evidence_run: str | None = None  # run id of the evidence that opened real
+    evidence_signer: str | None = None  # key id that signed it
     channels: list[ChannelResult] = field(default_factory=list)
     audit: str | None = None  # the audit file the line went to
     audit_error: str | None = None
@@ -60,6 +65,7 @@ class Outcome:
             "event": "mode_switch", "action": self.action, "from": self.before(), "to": self.target,
             "channel": "+".join(c.channel for c in self.channels), "actor": actor, "reason": reason,
             "result": self.result, "forced": self.forced, "evidence": self.evidence,
+            "evidence_run": self.evidence_run, "evidence_signer": self.evidence_signer,
             "detail": self.reason, "channels": [c.as_dict() for c in self.channels],
         }
 
@@ -86,15 +92,16 @@ def _read_all(channels: Sequence[Channel]) -> tuple[dict[str, str | None], list[
     return modes, errors
 
 
-def switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
-           max_evidence_age_s: float, audit_dir: str | None = None, scrub: Scrub | None = None) -> Outcome:
-    """Change every channel to `target`; succeed only if every channel confirms. Audited in audit_dir."""
-    return _switch(channels, target, force=force, reason=reason, actor=actor, evidence_dir=evidence_dir,
-                   max_evidence_age_s=max_evidence_age_s).write_audit(audit_dir, actor, reason, scrub)
+def switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, gate: GateConfig,
+           audit_dir: str | None = None, scrub: Scrub | None = None) -> Outcome:
+    """Change every channel to `target`; succeed only if every channel confirms. Audited in audit_dir.
+    `real` needs the evidence gate open (`gate` says where the evidence is and what it must match)."""
+    return _switch(channels, target, force=force, reason=reason, actor=actor, gate_cfg=gate
+                   ).write_audit(audit_dir, actor, reason, scrub)
 
 
-def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str, evidence_dir: str,
-            max_evidence_age_s: float) -> Outcome:
+def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: str, actor: str,
+            gate_cfg: GateConfig) -> Outcome:
     if target == "paused":
         outcome = _pause(channels, reason=reason, actor=actor)
         outcome.action = "switch"
@@ -118,10 +125,12 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
             c.ok = True
         return outcome
     if target == "real":
-        from deploy_tool.modes.gate import evidence_gate  # not on the path of `pause`
+        from deploy_tool.modes.gate import evidence_gate, mark_used  # not on the path of `pause`
 
-        gate = evidence_gate(evidence_dir, max_evidence_age_s, channels=channels)
+        gate = evidence_gate(gate_cfg, channels=channels)
         outcome.evidence = gate.path
+        outcome.evidence_signer = gate.signer
+        outcome.evidence_run = gate.evidence.run_id if gate.evidence else None
         if not gate.ok:
             if not force:
                 outcome.reason = f"evidence gate: {gate.reason} (or --force)"
@@ -129,6 +138,7 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
             outcome.forced = True
             outcome.reason = f"forced past the evidence gate: {gate.reason}"
         else:
+            outcome.forced = outcome.forced or gate.forced
             outcome.reason = gate.reason
     results = []
     for channel in channels:
@@ -138,6 +148,8 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
         results.append(channel.apply(target, modes[channel.name], reason, actor, cas=True))
     outcome.channels = results
     outcome.result = "done" if all(r.ok for r in results) else "failed"
+    if target == "real" and outcome.result == "done" and outcome.evidence_run:
+        mark_used(gate, channels, gate_cfg.evidence_dir)
     if outcome.result == "failed":
         problems = "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)
         outcome.reason = f"{problems}" + ("" if not outcome.reason else f" ({outcome.reason})")
@@ -177,8 +189,7 @@ def _pause(channels: Sequence[Channel], *, reason: str, actor: str) -> Outcome:
 RAMP_PROGRESS = ("ramp_start", "ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done")
 
 
-def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_age_s: float,
-           audit_dir: str | None = None) -> dict[str, Any]:
+def status(channels: Sequence[Channel], gate_cfg: GateConfig | None, audit_dir: str | None = None) -> dict[str, Any]:
     """The mode and allocation on each channel, whether they agree, the newest evidence, and the ramp's
     progress from the audit."""
     report: dict[str, Any] = {"channels": []}
@@ -202,10 +213,10 @@ def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_a
     readable = [c for c in report["channels"] if "error" not in c]
     report["agree"] = len(modes) <= 1 and len(readable) == len(report["channels"])
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None
-    if evidence_dir:
+    if gate_cfg is not None:
         from deploy_tool.modes.gate import evidence_gate  # not on the path of `pause`
 
-        gate = evidence_gate(evidence_dir, max_evidence_age_s, channels=channels)
+        gate = evidence_gate(gate_cfg, channels=channels)
         report["evidence"] = {
             "path": gate.path,
             "verdict": gate.evidence.verdict if gate.evidence else None,
@@ -213,6 +224,7 @@ def status(channels: Sequence[Channel], evidence_dir: str | None, max_evidence_a
             "age_s": round(gate.age_s, 1) if gate.age_s is not None else None,
             "gate_open": gate.ok,
             "gate": gate.reason,
+            "signer": gate.signer,
         }
     report["ok"] = report["agree"] and bool(readable)
     return report

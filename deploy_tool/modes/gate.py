@@ -1,26 +1,52 @@
-"""The evidence gate in front of `real`: is the newest preflight evidence a fresh, complete pass, made
-against the very channels being switched?
+"""The evidence gate in front of `real`: is the newest preflight evidence a signed, fresh, complete pass,
+made against this very deployment, bound to what goes live now?
 
-Every rule refuses with the reason; none can be satisfied by a document's say-so alone: the verdict is
-recomputed from the checks, each required group must be there with every check passed, the document's
-own `skipped` list counts, and its targets must be this deployment's.
+Every rule refuses with the reason, and none rests on a document's say-so: the gate reads the run from
+the DSSE envelope a pinned key signed (deploy_tool.attest), recomputes the verdict from the checks and the
+manifest of required checks from the tool itself (deploy_tool.manifest), compares every target with the
+deployment being switched, hashes the subjects again, and refuses a run already used to open real on
+another deployment.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+from urllib.parse import urlsplit
 
 from deploy_tool import fileops
-from deploy_tool.evidence import REQUIRED_GROUPS, Evidence, newest
-from deploy_tool.times import format_age, utc_now
+from deploy_tool.evidence import Evidence, EvidenceError, attestation_path, newest
+from deploy_tool.times import format_age, iso_utc, utc_now
 
 if TYPE_CHECKING:
     from deploy_tool.modes.channels import Channel
+    from deploy_tool.settings import Settings
 
 CLOCK_TOLERANCE_S = 60.0
+LEDGER = "opened-real.jsonl"  # in the evidence directory: which run opened real on which deployment
+RERUN = "run the preflight again (`gradual-deploy preflight`, signed)"
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What the gate compares the evidence with: the deployment being switched and the keys it trusts."""
+
+    evidence_dir: str
+    max_age_s: float
+    trusted_keys: str | None = None
+    okx_base_url: str | None = None
+    database_url: str | None = None
+    allow_unsigned: bool = False
+    admin_token: str | None = field(default=None, repr=False)  # to read GET /config again
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GateConfig:
+        return cls(settings.evidence_dir, settings.max_evidence_age, settings.trusted_keys, settings.okx_base_url,
+                   settings.database_url, bool(settings.allow_unsigned), settings.admin_token())
 
 
 @dataclass(frozen=True)
@@ -32,79 +58,280 @@ class Gate:
     path: str | None = None  # the evidence file the decision rests on
     evidence: Evidence | None = None
     age_s: float | None = None
+    signer: str | None = None  # key id that signed the evidence; None: unsigned (or not verified)
+    forced: bool = False  # opened only because unsigned evidence was allowed
 
 
 def _incomplete(evidence: Evidence) -> str | None:
-    """Why the evidence does not show every required group measured and passed, or None."""
+    """Why the evidence does not hold every required check of its manifest passed, or None. The manifest
+    is the tool's, recomputed; the document's own list must agree with it."""
+    from deploy_tool.manifest import Scope, missing, required
+
+    scope = Scope.from_dict(evidence.scope)
+    expected = required(scope)
     problems = []
-    for group in REQUIRED_GROUPS:
-        checks = [c for c in evidence.checks if c.marker == group]
-        if not checks:
-            problems.append(f"no {group} check ran")
-            continue
-        bad = [f"{c.id} {c.status}" for c in checks if c.status != "passed"]
-        if bad:
-            problems.append(f"{group}: {', '.join(bad)}")
-    declared = [str(s.get("id")) for s in evidence.declared_skipped
-                if s.get("required") or s.get("marker") in REQUIRED_GROUPS]
+    if sorted(expected) != sorted(evidence.manifest):
+        extra = sorted(set(evidence.manifest) - set(expected))
+        lacking = sorted(set(expected) - set(evidence.manifest))
+        problems.append("its manifest is not the tool's for its settings ("
+                        + "; ".join(x for x in (f"lacks {', '.join(lacking)}" if lacking else "",
+                                                f"adds {', '.join(extra)}" if extra else "") if x) + ")")
+    statuses: dict[str, str] = {}
+    for check in evidence.checks:
+        # a check that ran twice under one id counts by its worst outcome
+        if statuses.get(check.id) in (None, "passed"):
+            statuses[check.id] = check.status
+    bad = missing(expected, statuses)
+    if bad:
+        problems.append("required checks not passed: " + ", ".join(bad))
+    declared = [str(s.get("id")) for s in evidence.declared_skipped if str(s.get("id")) in expected
+                or s.get("required")]
     if declared:
         problems.append(f"its skipped list names required checks: {', '.join(declared)}")
     if evidence.skips_requested:
-        problems.append(f"required checks skipped on request: {', '.join(evidence.skips_requested)}")
+        problems.append(f"checks skipped on request: {', '.join(evidence.skips_requested)}")
     return "; ".join(problems) or None
 
 
-def _foreign(evidence: Evidence, channels: Sequence[Channel]) -> str | None:
-    """Why the evidence was not made against these channels, or None."""
+def _strategies_now(evidence: Evidence) -> tuple[str, ...] | str:
+    """The strategies the backtest subject holds now, read with the tool's own parser (a str: why not)."""
+    from deploy_tool import ProbeError
+    from deploy_tool.probes.backtest import load_summary
+
+    backtests = [s for s in evidence.subjects if (s.get("annotations") or {}).get("role") == "backtest"]
+    if len(backtests) != 1:
+        return "it is bound to no backtest file"
+    try:
+        summary = load_summary(str(backtests[0].get("name")), evidence.scope.get("strategy_filter") or None)
+    except ProbeError as exc:
+        return f"its backtest cannot be read now: {exc}"
+    return tuple(s.name for s in summary.strategies)
+
+
+def _database(url: str | None) -> tuple[str, ...] | None:
+    """What names a trades database: (kind, host, port, database) or ("sqlite", absolute path)."""
+    if not url:
+        return None
+    if url.startswith("sqlite:///"):
+        return ("sqlite", os.path.realpath(url[len("sqlite:///"):]))
+    parts = urlsplit(url)
+    return ("postgresql", (parts.hostname or "").lower(), str(parts.port or 5432), parts.path.lstrip("/"))
+
+
+def _shown_db(url: str | None) -> str:
+    found = _database(url)
+    return "none" if found is None else (found[1] if found[0] == "sqlite" else f"{found[1]}:{found[2]}/{found[3]}")
+
+
+def _foreign(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -> str | None:
+    """Why the evidence was not made against this deployment (every target), or None."""
     problems = []
+    targets = evidence.targets
+    seen_okx = str(targets.get("okx_base_url") or "").rstrip("/")
+    if cfg.okx_base_url is not None and seen_okx != cfg.okx_base_url.rstrip("/"):
+        problems.append(f"it checked the exchange at {seen_okx or 'none'}, this deployment uses {cfg.okx_base_url} "
+                        "(--okx-base-url / OKX_BASE_URL)")
+    if cfg.database_url is None:
+        problems.append("the gate cannot confirm the trades database: give --database-url (or DATABASE_URL) "
+                        "of the deployment")
+    elif _database(targets.get("database_url")) != _database(cfg.database_url):
+        problems.append(f"it checked the trades database {_shown_db(targets.get('database_url'))}, this deployment "
+                        f"uses {_shown_db(cfg.database_url)}")
+    names = {c.name for c in channels}
     for channel in channels:
         if channel.name == "http":
-            seen = str(evidence.targets.get("http_admin_url") or "").rstrip("/")
+            seen = str(targets.get("http_admin_url") or "").rstrip("/")
             if seen != channel.target.rstrip("/"):
                 problems.append(f"it checked the admin API {seen or 'not at all'}, this switch goes through "
                                 f"{channel.target}")
         elif channel.name == "file":
-            seen = str(evidence.targets.get("control_file") or "")
+            seen = str(targets.get("control_file") or "")
             if not seen or not fileops.same_path(seen, channel.target):
                 problems.append(f"it checked the control file {seen or 'not at all'}, this switch writes "
                                 f"{channel.target}")
+    # A deployment whose preflight checked both channels is switched through both: the gate cannot confirm
+    # a target it is not given, and a system left in two modes is not switched.
+    if channels and "http" not in names and targets.get("http_admin_url"):
+        problems.append(f"it checked the admin API {targets.get('http_admin_url')}, which this switch does not go "
+                        "through: give --http-admin-url too")
+    if channels and "file" not in names and targets.get("control_file"):
+        problems.append(f"it checked the control file {targets.get('control_file')}, which this switch does not "
+                        "write: give --control-file too")
     return "; ".join(problems) or None
 
 
-def evidence_gate(evidence_dir: str, max_age_s: float, now: dt.datetime | None = None,
-                  channels: Sequence[Channel] = ()) -> Gate:
-    """Is the newest preflight evidence a fresh, complete pass, made against `channels` (when given)?"""
-    found = newest(evidence_dir)
+def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -> str | None:
+    """Which of the run's subjects no longer hash as they did when it passed, or None."""
+    from deploy_tool.attest import AttestError, config_digest, path_digest
+
+    problems = []
+    for item in evidence.subjects:
+        name = str(item.get("name"))
+        want = (item.get("digest") or {}).get("sha256")
+        role = (item.get("annotations") or {}).get("role")
+        if want is None:
+            continue  # a revision: recorded, cannot be re-hashed from here
+        if role == "risk_config" and name.startswith("GET "):
+            http = [c for c in channels if c.name == "http"]
+            if not http:
+                problems.append(f"its risk configuration came from {name}, and this switch has no admin API to "
+                                "read it again")
+                continue
+            from deploy_tool.probes.admin import AdminClient, AdminError
+
+            try:
+                with AdminClient(http[0].target, token=cfg.admin_token) as client:
+                    now = config_digest(client.get_config())
+            except (AdminError, OSError) as exc:
+                problems.append(f"cannot read the risk configuration again ({exc})")
+                continue
+        else:
+            try:
+                now = path_digest(name)
+            except AttestError as exc:
+                problems.append(f"{role} {exc}")
+                continue
+        if now != want:
+            problems.append(f"{role} {name} changed since the run (sha256 {want[:12]}... then, {now[:12]}... now)")
+    return "; ".join(problems) or None
+
+
+def deployment_key(channels: Sequence[Channel]) -> str:
+    parts = []
+    for channel in sorted(channels, key=lambda c: c.name):
+        target = os.path.realpath(channel.target) if channel.name == "file" else channel.target.rstrip("/")
+        parts.append(f"{channel.name}={target}")
+    return " ".join(parts)
+
+
+def _ledger(evidence_dir: str) -> list[dict[str, Any]]:
+    try:
+        text = (Path(evidence_dir) / LEDGER).read_text(encoding="utf-8")
+    except OSError:
+        return []
+    entries = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def _used_elsewhere(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -> str | None:
+    if not channels or not evidence.run_id:
+        return None
+    here = deployment_key(channels)
+    for entry in _ledger(cfg.evidence_dir):
+        if entry.get("run_id") == evidence.run_id and entry.get("deployment") != here:
+            return (f"this run already opened real on another deployment ({entry.get('deployment')}, "
+                    f"{entry.get('ts')}): one run opens one deployment")
+    return None
+
+
+def mark_used(gate: Gate, channels: Sequence[Channel], evidence_dir: str) -> None:
+    """Record that the gate's run opened real on this deployment (the ledger `_used_elsewhere` reads)."""
+    if gate.evidence is None or not gate.evidence.run_id or not channels:
+        return
+    entry = {"ts": iso_utc(utc_now()), "run_id": gate.evidence.run_id, "deployment": deployment_key(channels),
+             "evidence": gate.path, "signer": gate.signer}
+    try:
+        with open(Path(evidence_dir) / LEDGER, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+    except OSError:
+        pass  # the audit line of the switch records the run too; a read-only evidence dir must not undo it
+
+
+def _signed(path: Path, cfg: GateConfig) -> tuple[Evidence | None, str | None, str | None]:
+    """(evidence from the envelope, signer key id, why not)."""
+    from deploy_tool.attest import AttestError, load_trusted, verify
+
+    envelope_path = attestation_path(path)
+    try:
+        envelope = json.loads(envelope_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None, (f"is not signed (no {envelope_path.name} beside it): sign the preflight with "
+                            "--signing-key or GD_SIGNING_KEY (`gradual-deploy keygen` makes a key), or pass "
+                            "--allow-unsigned for a rehearsal (audited as forced)")
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, None, f"has an unreadable signature file {envelope_path.name}: {exc}; {RERUN}"
+    if not cfg.trusted_keys:
+        return None, None, "cannot be verified: no --trusted-keys (GD_TRUSTED_KEYS) names the keys that may open real"
+    try:
+        verified = verify(envelope, load_trusted(cfg.trusted_keys))
+    except AttestError as exc:
+        return None, None, f"has a signature the gate does not accept: {exc}"
+    try:
+        evidence = Evidence.from_json(verified.predicate)
+    except EvidenceError as exc:
+        return None, verified.keyid, f"is signed but {exc}"
+    if evidence.subjects != verified.subjects:
+        return None, verified.keyid, "is signed but its predicate's subjects are not the statement's: re-run"
+    # The signed run must be this file's run: an older passing envelope put beside a newer run's JSON
+    # would otherwise stand in for it.
+    if evidence.html_report != path.with_suffix(".html").name:
+        return None, verified.keyid, (f"has a signature file {envelope_path.name} that belongs to another run "
+                                      f"({evidence.html_report}); {RERUN}")
+    return evidence, verified.keyid, None
+
+
+def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.datetime | None = None) -> Gate:
+    """Is the newest preflight evidence a signed, fresh, complete pass, made against this deployment and
+    bound to what it runs now?"""
+    found = newest(cfg.evidence_dir)
     if found is None:
-        return Gate(False, f"no preflight evidence in {evidence_dir}: run `gradual-deploy preflight` first")
+        return Gate(False, f"no preflight evidence in {cfg.evidence_dir}: run `gradual-deploy preflight` first")
     name = str(found.path)
     if found.evidence is None:
-        return Gate(False, f"newest evidence {name} {found.error}: run the preflight again", name)
-    evidence = found.evidence
+        return Gate(False, f"newest evidence {name} {found.error}: {RERUN}", name)
+    evidence, signer, unsigned = _signed(found.path, cfg)
+    if evidence is not None and found.evidence.run_id != evidence.run_id:
+        evidence, unsigned = None, (f"has a signature file that belongs to another run (run {evidence.run_id[:12]}, "
+                                    f"the JSON says {found.evidence.run_id[:12] or 'none'}); {RERUN}")
+    forced = False
+    if evidence is None:
+        if not cfg.allow_unsigned:
+            return Gate(False, f"newest evidence {name} {unsigned}", name, found.evidence)
+        evidence, forced = found.evidence, True
     age = ((now or utc_now()) - evidence.finished_at).total_seconds()
 
     def refuse(reason: str) -> Gate:
-        return Gate(False, f"newest evidence {name} {reason}", name, evidence, age)
+        return Gate(False, f"newest evidence {name} {reason}", name, evidence, age, signer, forced)
 
     if evidence.declared_verdict != "pass":
-        return refuse(f"has verdict {evidence.declared_verdict!r}, not pass")
+        return refuse(f"has verdict {evidence.declared_verdict!r}, not pass: fix what failed, then {RERUN}")
     if evidence.verdict != "pass":  # a document that says pass over checks that do not
         failed = [c.id for c in evidence.checks if c.status == "failed"]
         return refuse("says pass but " + (f"holds failed checks: {', '.join(failed)}" if failed
                                           else "holds no passed check"))
-    if age > max_age_s:
-        return refuse(f"is {format_age(age)} old, max {format_age(max_age_s)}: run the preflight again")
+    if age > max(cfg.max_age_s, 0):
+        return refuse(f"is {format_age(age)} old, max {format_age(cfg.max_age_s)}: {RERUN}")
     if age < -CLOCK_TOLERANCE_S:
         return refuse(f"finished {format_age(-age)} in the future: check clocks")
-    skipped = [c.id for c in evidence.skipped if c.required]
-    if skipped:
-        return refuse(f"skipped required checks: {', '.join(skipped)}")
     incomplete = _incomplete(evidence)
     if incomplete:
         return refuse(f"is not a complete go-live pass ({incomplete}): run the whole suite "
-                      "(`gradual-deploy preflight`) without skips")
-    foreign = _foreign(evidence, channels)
+                      "(`gradual-deploy preflight`) without skips or selections")
+    # The manifest above rests on the strategies the run recorded; the tool reads them again from the
+    # backtest it is bound to, so a run cannot leave a strategy out of its own scope.
+    strategies = _strategies_now(evidence)
+    if isinstance(strategies, str):
+        return refuse(f"cannot be checked for completeness: {strategies}; {RERUN}")
+    if tuple(evidence.scope.get("strategies") or ()) != strategies:
+        return refuse(f"judged the strategies {evidence.scope.get('strategies')}, the backtest holds {list(strategies)}: "
+                      f"{RERUN}")
+    foreign = _foreign(evidence, channels, cfg)
     if foreign:
         return refuse(f"was made against another deployment ({foreign}): run the preflight against the "
-                      "channels you switch")
-    return Gate(True, f"newest evidence {Path(name).name}: pass, {format_age(age)} old", name, evidence, age)
+                      "deployment you switch")
+    changed = _changed_subjects(evidence, channels, cfg)
+    if changed:
+        return refuse(f"no longer matches what goes live ({changed}): {RERUN}")
+    used = _used_elsewhere(evidence, channels, cfg)
+    if used:
+        return refuse(f"{used}: {RERUN} for this deployment")
+    who = f"signed by {signer[:16]}" if signer else "UNSIGNED, allowed by --allow-unsigned (forced)"
+    return Gate(True, f"newest evidence {Path(name).name}: pass, {format_age(age)} old, {who}", name, evidence, age,
+                signer, forced)

@@ -108,8 +108,14 @@ def measure_risk_config(settings: Settings, redactor: Redactor | None = None) ->
         if settings.http_admin_url:
             from deploy_tool.probes.admin import AdminClient
 
+            import dataclasses
+
+            from deploy_tool.attest import config_digest
+
             with AdminClient(settings.http_admin_url, token=settings.admin_token()) as client:
-                return parse_config(client.get_config(), f"GET {client.shown_url}/config")
+                body = client.get_config()
+                return dataclasses.replace(parse_config(body, f"GET {client.shown_url}/config"),
+                                           sha256=config_digest(body))
         raise ProbeError("no risk configuration: set --http-admin-url (the system serves GET /config) or "
                          "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check")
 

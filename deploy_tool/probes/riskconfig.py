@@ -36,6 +36,7 @@ class RiskConfig:
     source: str
     values: dict[str, float | None]
     problems: dict[str, str] = field(default_factory=dict)
+    sha256: str | None = None  # of the bytes read (a file) or of the canonical answer (GET /config)
 
     def key_hint(self, name: str) -> str:
         """How to set a missing value, in the source's own spelling."""
@@ -93,8 +94,9 @@ def _flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
 def read_file(path: str) -> RiskConfig:
     """The risk settings in a JSON, YAML or KEY=VALUE file."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ProbeError(f"risk configuration {path} does not exist: point --risk-config at the system's "
                          "configuration (JSON, YAML or .env)") from None
@@ -117,4 +119,7 @@ def read_file(path: str) -> RiskConfig:
     except Exception as exc:  # json, yaml and dotenv each raise their own
         raise ProbeError(f"risk configuration {path} cannot be parsed: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:160]}") from None
-    return parse_config(doc or {}, path)
+    import dataclasses
+    import hashlib
+
+    return dataclasses.replace(parse_config(doc or {}, path), sha256=hashlib.sha256(data).hexdigest())

@@ -1,0 +1,110 @@
+"""`gradual-deploy verify`: an auditor's offline check of one archived evidence with the public key.
+
+It verifies the DSSE signature against the pinned keys, reads the run from the signed statement (never
+from the plain JSON), recomputes the verdict and the manifest of required checks, and, for each file the
+auditor holds (`--subject`), that it hashes like one of the statement's subjects. No network, no channel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from deploy_tool.evidence import ATTESTATION_SUFFIX, Evidence, EvidenceError, attestation_path
+from deploy_tool.times import format_age, iso_utc, utc_now
+
+
+@dataclass
+class Report:
+    """What `verify` found; `ok` only when every part verified."""
+
+    evidence: str
+    signer: str | None = None
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None
+    complete: bool = False
+    targets: dict[str, Any] = field(default_factory=dict)
+    finished_at: str | None = None
+    age_s: float | None = None
+    matched: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.signer is not None and self.verdict == "pass" and self.complete
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "evidence": self.evidence, "signer": self.signer, "subjects": self.subjects,
+                "verdict": self.verdict, "complete": self.complete, "targets": self.targets,
+                "finished_at": self.finished_at, "age_s": self.age_s, "matched": self.matched,
+                "problems": self.problems}
+
+
+def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now: dt.datetime | None = None) -> Report:
+    """Verify the evidence at `path` (its .intoto.json, or the plain JSON beside it) offline."""
+    from deploy_tool.attest import AttestError, load_trusted, subject_problems, verify
+    from deploy_tool.manifest import Scope, missing, required
+
+    envelope_path = Path(path) if path.endswith(ATTESTATION_SUFFIX) else attestation_path(path)
+    report = Report(str(envelope_path))
+    try:
+        envelope = json.loads(envelope_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        report.problems.append(f"{envelope_path} does not exist: this evidence is not signed")
+        return report
+    except (OSError, ValueError, RecursionError) as exc:
+        report.problems.append(f"{envelope_path} cannot be read as JSON: {exc}")
+        return report
+    try:
+        verified = verify(envelope, load_trusted(trusted_keys))
+        evidence = Evidence.from_json(verified.predicate)
+    except (AttestError, EvidenceError) as exc:
+        report.problems.append(str(exc))
+        return report
+    report.signer = verified.keyid
+    report.subjects = verified.subjects
+    report.verdict = evidence.verdict
+    if evidence.declared_verdict != evidence.verdict:
+        report.problems.append(f"the evidence says {evidence.declared_verdict!r}, its checks say {evidence.verdict!r}")
+    expected = required(Scope.from_dict(evidence.scope))
+    statuses = {c.id: c.status for c in evidence.checks}
+    lacking = missing(expected, statuses)
+    report.complete = not lacking and not evidence.skips_requested and sorted(expected) == sorted(evidence.manifest)
+    if lacking:
+        report.problems.append("required checks not passed: " + ", ".join(lacking))
+    if evidence.skips_requested:
+        report.problems.append(f"checks skipped on request: {', '.join(evidence.skips_requested)}")
+    if evidence.verdict != "pass":
+        report.problems.append("the verdict is FAIL")
+    report.targets = evidence.targets
+    report.finished_at = iso_utc(evidence.finished_at)
+    report.age_s = ((now or utc_now()) - evidence.finished_at).total_seconds()
+    problems, matched = subject_problems(verified.subjects, given)
+    report.problems.extend(problems)
+    report.matched = matched
+    return report
+
+
+def report_lines(report: Report) -> list[str]:
+    head = "VERIFIED" if report.ok else "NOT VERIFIED"
+    lines = [f"verify {report.evidence}: {head}"]
+    lines.append(f"  signer   : {report.signer or 'none that is trusted'}")
+    for item in report.subjects:
+        digest = item.get("digest") or {}
+        role = (item.get("annotations") or {}).get("role", "")
+        shown = ", ".join(f"{k}:{v}" for k, v in digest.items())
+        lines.append(f"  subject  : {role} {item.get('name')} {shown}")
+    for line in report.matched:
+        lines.append(f"  matches  : {line}")
+    if report.verdict is not None:
+        lines.append(f"  verdict  : {report.verdict.upper()}" + ("" if report.complete else " (not a complete run)"))
+    for key, value in report.targets.items():
+        lines.append(f"  target   : {key} = {value}")
+    if report.finished_at is not None and report.age_s is not None:
+        lines.append(f"  finished : {report.finished_at} ({format_age(report.age_s)} ago)")
+    for problem in report.problems:
+        lines.append(f"  problem  : {problem}")
+    return lines
