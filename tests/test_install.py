@@ -144,6 +144,11 @@ def test_the_installed_tool_runs_the_suite_the_gate_and_a_pause_from_another_dir
                                      str(elsewhere / "gate-evidence")], elsewhere, box_env, timeout=300)
         assert gate.returncode == 0, gate.stdout[-4000:] + gate.stderr[-2000:]
         assert "PASS" in gate.stdout and "Warning" not in gate.stdout + gate.stderr, gate.stdout[-3000:]
+        # The installed tool signed it, and verifies it offline with the public key alone.
+        (signed,) = (elsewhere / "gate-evidence").glob("preflight-*.intoto.json")
+        verified = _run([tool, "verify", str(signed), "--trusted-keys", str(box.trusted_keys), "--subject",
+                         str(box.backtest_summary)], elsewhere, env)
+        assert verified.returncode == 0 and "VERIFIED" in verified.stdout, verified.stdout + verified.stderr
         # The emergency pause, through both channels of a running (stand-in) system.
         pause = _run([tool, "pause", "--http-admin-url", box.admin_url, "--admin-token-env",
                                       box.token_env, "--control-file", str(box.control_file), "--audit-dir",
@@ -155,7 +160,7 @@ def test_the_installed_tool_runs_the_suite_the_gate_and_a_pause_from_another_dir
     assert box.token not in pause.stdout + pause.stderr + (elsewhere / "audit").joinpath(
         next((elsewhere / "audit").glob("deploy-*.jsonl")).name).read_text()
     assert suite.returncode == 0, suite.stdout[-4000:] + suite.stderr[-2000:]
-    (evidence,) = (elsewhere / "evidence").glob("preflight-*.json")
+    (evidence,) = [p for p in (elsewhere / "evidence").glob("preflight-*.json") if not p.name.endswith(".intoto.json")]
     doc = json.loads(evidence.read_text())
     assert doc["verdict"] == "pass"
     assert doc["tool_version"] and {c["status"] for c in doc["checks"]} <= {"passed", "skipped"}
