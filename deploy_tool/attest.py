@@ -98,10 +98,12 @@ class SigningKey:
     source: str
 
 
-def load_signing_key(path: str | None, environ: Mapping[str, str] | None = None) -> SigningKey | None:
-    """The signing key from GD_SIGNING_KEY (the PEM text) or the file `path`; None when neither is set."""
+def load_signing_key(path: str | None, environ: Mapping[str, str] | None = None,
+                     path_first: bool = False) -> SigningKey | None:
+    """The signing key from GD_SIGNING_KEY (the PEM text) or the file `path` (first when `path_first`: it
+    was given on the command line); None when neither is set."""
     environ = os.environ if environ is None else environ
-    text = environ.get(SIGNING_KEY_ENV, "").strip()
+    text = "" if path and path_first else environ.get(SIGNING_KEY_ENV, "").strip()
     source = f"environment variable {SIGNING_KEY_ENV}"
     if not text and path:
         source = f"file {path}"

@@ -47,7 +47,8 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "pause": (*CHANNELS, "deploy_audit_dir", "notify"),
     "status": (*CHANNELS, *GATE),
     "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
-                   and o.name != "observe") + CHANNELS + ("capital", "max_daily_loss", "notify"),
+                   and o.name not in ("observe", "signing_key", "subject", "revision"))
+    + CHANNELS + ("capital", "max_daily_loss", "notify"),
 }
 COMMAND_SETTINGS["ramp"] = (*COMMAND_SETTINGS["watch"], "steps", "hold", "max_allocation", "max_evidence_age",
                              "trusted_keys", "allow_unsigned")

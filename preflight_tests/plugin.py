@@ -324,7 +324,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"{exc}: set --evidence-dir to a writable directory") from None
     redactor = settings.redactor()
     try:
-        key = load_signing_key(settings.signing_key)
+        key = load_signing_key(settings.signing_key,
+                               path_first=settings.sources.get("signing_key") == "the command line")
         extra = _extra_subjects(settings)
     except AttestError as exc:
         raise pytest.UsageError(redactor.scrub(str(exc))) from None

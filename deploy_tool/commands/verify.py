@@ -96,7 +96,8 @@ def report_lines(report: Report) -> list[str]:
         digest = item.get("digest") or {}
         role = (item.get("annotations") or {}).get("role", "")
         shown = ", ".join(f"{k}:{v}" for k, v in digest.items())
-        lines.append(f"  subject  : {role} {item.get('name')} {shown}")
+        name = "" if item.get("name") == role else f" {item.get('name')}"
+        lines.append(f"  subject  : {role}{name} {shown}")
     for line in report.matched:
         lines.append(f"  matches  : {line}")
     if report.verdict is not None:
