@@ -16,13 +16,7 @@ from pathlib import Path
 import pytest
 
 # Imported here, before any in-process pytester run: pytester restores sys.modules after each run, and a
-# requests/psycopg2 imported fresh inside every run ends up mixing classes of two imports. The same for
-# cryptography (the signed evidence): its Rust core is loaded once per process, and a second import of its
-# Python modules makes `private_bytes(..., NoEncryption())` fail with "Encryption algorithm must be a
-# KeySerializationEncryption instance" in every later sandbox of that worker.
-import cryptography.exceptions  # noqa: F401
-import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401
-import cryptography.hazmat.primitives.serialization  # noqa: F401
+# requests/psycopg2 imported fresh inside every run ends up mixing classes of two imports.
 import psycopg2  # noqa: F401
 import requests  # noqa: F401
 # cryptography's Rust core cannot be imported twice: its Python half re-imported after a run would hand

@@ -78,8 +78,14 @@ def test_demo_walks_the_runbook_and_exits_0(tmp_path):
     assert changes == [("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done"),
                        ("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done"),
                        ("switch", "mock", "done"), ("switch", "real", "done"), ("pause", "paused", "done")]
-    evidence = list((tmp_path / "data" / "demo" / "evidence").glob("preflight-*.json"))
+    folder = tmp_path / "data" / "demo" / "evidence"
+    evidence = [p for p in folder.glob("preflight-*.json") if not p.name.endswith(".intoto.json")]
     assert len(evidence) == 1 and json.loads(evidence[0].read_text())["verdict"] == "pass"
+    # the demo signs its evidence, and it is that signed run which opened real
+    assert [p.name for p in folder.glob("preflight-*.intoto.json")] == [f"{evidence[0].stem}.intoto.json"]
+    opened = [c for f in audit for c in map(json.loads, f.read_text().splitlines())
+              if c["event"] == "mode_switch" and c["to"] == "real"]
+    assert opened and all(c["evidence_signer"] and not c["forced"] for c in opened)
 
 
 def test_sandbox_runs_in_the_foreground_and_points_the_suite_at_itself(tmp_path):

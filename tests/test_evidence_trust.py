@@ -333,6 +333,9 @@ def test_one_run_opens_one_deployment(run_suite, sandbox, tmp_path):
     doc = json.loads(run.json_files[0].read_text())
     doc["targets"].update(control_file=str(other), http_admin_url=None)
     doc["subjects"] = [s for s in doc["subjects"] if s["annotations"]["role"] != "risk_config"]
+    doc["manifest"] = [m for m in doc["manifest"] if not m.startswith("admin_")]
+    doc["checks"] = [c for c in doc["checks"] if not c["id"].startswith("admin_")]
+    doc["scope"]["admin"] = False
     run.json_files[0].write_text(json.dumps(doc))
     run.attestations[0].unlink()
     done = _switch_real(sandbox, run.evidence_dir, tmp_path, "--allow-unsigned", control_file=other)
@@ -481,3 +484,32 @@ def test_a_signing_key_file_on_the_command_line_wins_over_the_environment(run_su
     from_env = run_suite(*args[:i], *args[i + 2:], sandbox_args=False)
     env_key = attest.load_signing_key(str(other), environ={})
     assert env_key is not None and from_env.evidence["signed_by"] == env_key.keyid
+
+
+def test_a_forced_switch_elsewhere_does_not_use_up_the_run(run_suite, sandbox, tmp_path):
+    run = _passing(run_suite)
+    elsewhere = tmp_path / "elsewhere" / "mode.json"
+    done = _switch_real(sandbox, run.evidence_dir, tmp_path, "--force", control_file=elsewhere)
+    assert done.returncode == 0 and "forced past the evidence gate" in done.stdout, done.stdout + done.stderr
+    _opened(_switch_real(sandbox, run.evidence_dir, tmp_path))
+
+
+def test_the_ramps_own_allocation_keeps_the_evidence_but_a_loss_limit_does_not(run_suite, sandbox, tmp_path):
+    run = _passing(run_suite)
+    sandbox.admin.config["allocation"] = 0.0075  # what POST /allocation does at a ramp step
+    _opened(_switch_real(sandbox, run.evidence_dir, tmp_path))
+    sandbox.admin.config["single_trade_max_loss_pct"] = 0.009
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), "risk_config GET", "changed since the run")
+
+
+def test_an_unsigned_document_cannot_drop_the_channel_checks_from_its_scope(run_suite, sandbox, tmp_path):
+    run = _passing(run_suite)
+    doc = json.loads(run.json_files[0].read_text())
+    doc["scope"].update(admin=False, control=False)
+    dropped = {"admin_health", "admin_mode", "control_file_valid", "control_dir_writable"}
+    doc["manifest"] = [m for m in doc["manifest"] if m not in dropped]
+    doc["checks"] = [c for c in doc["checks"] if c["id"] not in dropped]
+    run.json_files[0].write_text(json.dumps(doc))
+    run.attestations[0].unlink()
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path, "--allow-unsigned"), "admin_health did not run",
+             "control_file_valid did not run")

@@ -22,6 +22,7 @@ from deploy_tool.commands.watch import WatchConfig, watch
 from deploy_tool.criteria import measure_trades, trades_fresh
 from deploy_tool.modes.change import switch
 from deploy_tool.modes.channels import Channel, FileChannel, build_channels
+from deploy_tool.modes.gate import GateConfig
 from deploy_tool.sandbox import Sandbox, TradingSystemSim
 from deploy_tool.settings import resolve
 
@@ -71,7 +72,8 @@ def from_cli(box: Sandbox, command: str, *flags: str) -> tuple[WatchConfig, list
     """What `gradual-deploy <command>` builds from the sandbox's arguments and `flags`: the CLI's parser and
     option table, the admin token from an environment of its own."""
     environ = {box.token_env: box.token or ""}
-    args = build_parser().parse_args([command, *box.watch_args(), *flags])
+    gate = ["--trusted-keys", str(box.trusted_keys)] if command == "ramp" else []  # ramp opens the evidence gate
+    args = build_parser().parse_args([command, *box.watch_args(), *gate, *flags])
     settings = resolve(COMMAND_SETTINGS[command], cli=lambda o: getattr(args, f"opt_{o.name}", None), environ=environ)
     channels = build_channels(settings, pause=command == "watch", environ=environ)
     return WatchConfig(settings, actor="test", redactor=settings.redactor(environ)), channels
@@ -264,9 +266,11 @@ def live(world, run_suite):
     run = run_suite(evidence_dir=world.evidence_dir)
     assert run.evidence["verdict"] == "pass", run.output
     cfg, channels = from_cli(world, "ramp")
+    gate = GateConfig(str(world.evidence_dir), 3600, str(world.trusted_keys), world.okx_url, world.database_url,
+                      admin_token=world.token)
     for target in ("mock", "real"):
-        outcome = switch(channels, target, force=False, reason="test", actor="test",
-                         evidence_dir=str(world.evidence_dir), max_evidence_age_s=3600, audit_dir=str(world.audit_dir))
+        outcome = switch(channels, target, force=False, reason="test", actor="test", gate=gate,
+                         audit_dir=str(world.audit_dir))
         assert outcome.ok, outcome.as_dict()
     return world
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -10,13 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from deploy_tool.cli import main
 from deploy_tool.modes.channels import FileChannel, HttpChannel
-from deploy_tool.modes.gate import evidence_gate
+from deploy_tool.modes.gate import GateConfig, evidence_gate
 from deploy_tool.modes.machine import decide
 from deploy_tool.modes.change import switch
 from deploy_tool.times import iso_utc, utc_now
@@ -39,42 +41,95 @@ def test_transitions(current, target, force, allowed, forced):
     assert (decision.allowed, decision.forced) == (allowed, forced)
 
 
-def write_evidence(directory: Path, *, verdict="pass", age_s=60.0, skipped_required=False, name=None,
-                   targets=None) -> Path:
-    """A complete evidence document as the suite writes it: every required group passed, unless told."""
+def write_evidence(directory: Path, *, backtest: Path, key: Path | None, verdict="pass", age_s=60.0,
+                   skipped_required=False, name=None, targets=None) -> Path:
+    """A complete evidence document as the suite writes it (schema 2): every check of the manifest its
+    targets call for passed, unless told, bound to the backtest file `backtest`, and signed with the private
+    key `key` into its `.intoto.json` beside it (None: unsigned)."""
+    from deploy_tool.attest import file_digest, load_signing_key, sign, statement, subject
+    from deploy_tool.evidence import SCHEMA, attestation_path, write_json_atomic
+    from deploy_tool.manifest import Scope, group_of, required
+    from deploy_tool.probes.backtest import load_summary
+
     directory.mkdir(parents=True, exist_ok=True)
+    targets = targets or {}
     finished = utc_now() - dt.timedelta(seconds=age_s)
-    checks = [{"id": cid, "marker": marker, "required": True, "status": "passed"}
-              for cid, marker in (("okx_clock_skew", "okx"), ("trades_fresh", "db"), ("backtest_sharpe[summary]", "backtest"),
-                                  ("risk_allocation", "risk"))]
+    strategies = tuple(s.name for s in load_summary(str(backtest)).strategies)
+    scope = Scope(strategies, admin=bool(targets.get("http_admin_url")), control=bool(targets.get("control_file")))
+    manifest = required(scope)
+    checks = [{"id": cid, "marker": group_of(cid), "required": True, "status": "passed"} for cid in manifest]
     if skipped_required:
-        checks[1]["status"] = "skipped"
-    doc = {"schema": "gradual-deploy/preflight-evidence/1", "verdict": verdict, "finished_at": iso_utc(finished),
-           "checks": checks, "targets": targets or {}}
+        (trades,) = [c for c in checks if c["id"] == "trades_fresh"]
+        trades["status"] = "skipped"
+    doc = {"schema": SCHEMA, "verdict": verdict, "finished_at": iso_utc(finished), "checks": checks,
+           "targets": targets, "run_id": uuid.uuid4().hex, "manifest": manifest, "scope": scope.as_dict(),
+           "subjects": [subject(str(backtest.resolve()), file_digest(backtest), "backtest")]}
     path = directory / (name or f"preflight-{finished:%Y%m%dT%H%M%S}Z.json")
+    doc["html_report"] = path.with_suffix(".html").name
+    if key is not None:
+        signing_key = load_signing_key(str(key), environ={})
+        doc.update(signed_by=signing_key.keyid, attestation=attestation_path(path).name)
+        write_json_atomic(attestation_path(path), sign(statement(doc["subjects"], doc), signing_key))
     path.write_text(json.dumps(doc))
     return path
 
 
 def sandbox_targets(sandbox, http=True, file=True):
-    """The evidence targets of a preflight run against the sandbox's channels."""
-    return {"http_admin_url": sandbox.admin_url if http else None,
+    """The evidence targets of a preflight run against the sandbox: its exchange, its trades database, and
+    the channels named."""
+    return {"okx_base_url": sandbox.okx_url, "database_url": sandbox.database_url,
+            "http_admin_url": sandbox.admin_url if http else None,
             "control_file": str(sandbox.control_file.resolve()) if file else None}
 
 
+def sandbox_evidence(sandbox, directory: Path, **kwargs) -> Path:
+    """Evidence of a run against the sandbox, signed with the sandbox's own (pinned) key."""
+    return write_evidence(directory, backtest=sandbox.backtest_summary, key=sandbox.signing_key, **kwargs)
+
+
+def sandbox_gate(sandbox, evidence_dir: Path) -> GateConfig:
+    return GateConfig(str(evidence_dir), 3600, str(sandbox.trusted_keys), sandbox.okx_url, sandbox.database_url,
+                      admin_token=sandbox.token)
+
+
 def test_evidence_gate(tmp_path):
-    ev = tmp_path / "ev"
-    assert "no preflight evidence" in evidence_gate(str(ev), 3600).reason
-    write_evidence(ev, verdict="fail", age_s=30)
-    assert "verdict 'fail'" in evidence_gate(str(ev), 3600).reason
-    write_evidence(ev, age_s=10, skipped_required=True)
-    assert "skipped required checks: trades_fresh" in evidence_gate(str(ev), 3600).reason
-    write_evidence(ev, age_s=5)
-    assert evidence_gate(str(ev), 3600).ok
+    from deploy_tool.attest import write_key_pair
+    from deploy_tool.sandbox import write_backtest_summary
+
+    ev, backtest, database = tmp_path / "ev", tmp_path / "backtest_summary.json", f"sqlite:///{tmp_path / 'trades.db'}"
+    write_backtest_summary(backtest)
+    private, public, _ = write_key_pair(tmp_path / "keys")
+    targets = {"okx_base_url": "https://www.okx.com", "database_url": database}
+    cfg = GateConfig(str(ev), 3600, str(public), "https://www.okx.com", database)
+
+    def evidence(**kwargs) -> Path:
+        return write_evidence(ev, backtest=backtest, key=private, targets=targets, **kwargs)
+
+    assert "no preflight evidence" in evidence_gate(cfg).reason
+    evidence(verdict="fail", age_s=30)
+    assert "verdict 'fail'" in evidence_gate(cfg).reason
+    evidence(age_s=10, skipped_required=True)
+    assert "required checks not passed: trades_fresh skipped" in evidence_gate(cfg).reason
+    newest = evidence(age_s=5)
+    gate = evidence_gate(cfg)
+    assert gate.ok and gate.path == str(newest) and gate.signer and not gate.forced, gate.reason
     # newest by finished_at, not by file name or mtime
-    write_evidence(ev, verdict="fail", age_s=7200, name="preflight-99999999T999999Z.json")
-    assert evidence_gate(str(ev), 3600).ok
-    assert "old, max 60 min" in evidence_gate(str(ev), 3600, now=utc_now() + dt.timedelta(hours=2)).reason
+    evidence(verdict="fail", age_s=7200, name="preflight-99999999T999999Z.json")
+    assert evidence_gate(cfg).ok
+    assert "old, max 60 min" in evidence_gate(cfg, now=utc_now() + dt.timedelta(hours=2)).reason
+    # the same document unsigned: refused, unless --allow-unsigned, and then opened as forced
+    ev2 = tmp_path / "ev2"
+    write_evidence(ev2, backtest=backtest, key=None, targets=targets, age_s=5)
+    unsigned = GateConfig(str(ev2), 3600, str(public), "https://www.okx.com", database)
+    assert "is not signed" in evidence_gate(unsigned).reason
+    gate = evidence_gate(dataclasses.replace(unsigned, allow_unsigned=True))
+    assert gate.ok and gate.forced and gate.signer is None, gate.reason
+    # signed by a key that is not pinned
+    other_private, _, _ = write_key_pair(tmp_path / "other-keys")
+    ev3 = tmp_path / "ev3"
+    write_evidence(ev3, backtest=backtest, key=other_private, targets=targets, age_s=5)
+    reason = evidence_gate(GateConfig(str(ev3), 3600, str(public), "https://www.okx.com", database)).reason
+    assert "no signature verifies with a trusted key" in reason
 
 
 def gd(*args, env=None, cwd=None, timeout=60):
@@ -108,21 +163,22 @@ def world(sandbox, tmp_path):
 
 def test_runbook_path_with_the_evidence_gate(world, sandbox, tmp_path):
     ev = tmp_path / "ev"
-    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    gate = ["--evidence-dir", str(ev), *sandbox.gate_args()]
+    done = world.run("switch", "--to", "real", *gate)
     assert done.returncode == 1 and "paused -> real is not allowed: rehearse in mock first" in done.stdout
     done = world.run("switch", "--to", "mock", "--reason", "rehearsal")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "http" in done.stdout and "paused -> mock confirmed" in done.stdout
     assert sandbox.admin.mode == "mock" and world.file_mode() == "mock"
-    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    done = world.run("switch", "--to", "real", *gate)
     assert done.returncode == 1 and "evidence gate: no preflight evidence" in done.stdout
-    write_evidence(ev, age_s=2 * 3600, targets=sandbox_targets(sandbox))
-    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    sandbox_evidence(sandbox, ev, age_s=2 * 3600, targets=sandbox_targets(sandbox))
+    done = world.run("switch", "--to", "real", *gate)
     assert done.returncode == 1 and "old, max 60 min" in done.stdout
-    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev), "--max-evidence-age", "3h")
+    done = world.run("switch", "--to", "real", *gate, "--max-evidence-age", "3h")
     assert done.returncode == 0, done.stdout
     assert sandbox.admin.mode == "real" and world.file_mode() == "real"
-    done = world.run("switch", "--to", "real", "--evidence-dir", str(ev))
+    done = world.run("switch", "--to", "real", *gate)
     assert done.returncode == 0 and "NOOP" in done.stdout
     done = world.run("pause", "--reason", "drill")
     assert done.returncode == 0 and "pause: DONE" in done.stdout
@@ -134,7 +190,7 @@ def test_runbook_path_with_the_evidence_gate(world, sandbox, tmp_path):
         ("pause", "real", "paused", "done", False),
     ]
     assert all(a["event"] == "mode_switch" and a["channel"] == "http+file" and a["actor"] for a in world.audit())
-    assert world.audit()[4]["evidence"].endswith(".json")
+    assert world.audit()[4]["evidence"].endswith(".json") and world.audit()[4]["evidence_signer"]
 
 
 def test_force_is_audited(world, sandbox, tmp_path):
@@ -186,11 +242,10 @@ def test_token_missing_is_401_and_never_shown(world, sandbox):
 
 def test_http_pause_landing_between_read_and_write_is_never_overwritten(sandbox, tmp_path):
     sandbox.admin.change({"mode": "mock"})
-    write_evidence(tmp_path / "ev", age_s=1, targets=sandbox_targets(sandbox))
+    sandbox_evidence(sandbox, tmp_path / "ev", age_s=1, targets=sandbox_targets(sandbox, file=False))
     sandbox.admin.on_get_mode = lambda: sandbox.admin.change({"mode": "paused", "actor": "incident"})
     channel = HttpChannel(sandbox.admin_url, sandbox.token)
-    outcome = switch([channel], "real", force=False, reason="", actor="t", evidence_dir=str(tmp_path / "ev"),
-                     max_evidence_age_s=3600)
+    outcome = switch([channel], "real", force=False, reason="", actor="t", gate=sandbox_gate(sandbox, tmp_path / "ev"))
     assert outcome.result == "failed"
     (result,) = outcome.channels
     assert result.conflict and "HTTP 409, mode is now 'paused'" in result.error
@@ -199,7 +254,7 @@ def test_http_pause_landing_between_read_and_write_is_never_overwritten(sandbox,
 
 def test_file_pause_landing_between_read_and_write_is_never_overwritten(sandbox, tmp_path):
     FileChannel(str(sandbox.control_file)).apply("mock", "paused", "", "t")
-    write_evidence(tmp_path / "ev", age_s=1, targets=sandbox_targets(sandbox))
+    sandbox_evidence(sandbox, tmp_path / "ev", age_s=1, targets=sandbox_targets(sandbox, http=False))
 
     class PausedRightAfterTheRead(FileChannel):
         """The control file, paused by another process between the switch's read and its write."""
@@ -212,7 +267,7 @@ def test_file_pause_landing_between_read_and_write_is_never_overwritten(sandbox,
             return mode
 
     outcome = switch([PausedRightAfterTheRead(str(sandbox.control_file))], "real", force=False, reason="", actor="t",
-                     evidence_dir=str(tmp_path / "ev"), max_evidence_age_s=3600)
+                     gate=sandbox_gate(sandbox, tmp_path / "ev"))
     assert outcome.result == "failed"
     assert outcome.channels[0].conflict and "now holds 'paused', not 'mock'" in outcome.channels[0].error
     doc = json.loads(sandbox.control_file.read_text())
@@ -273,9 +328,9 @@ def test_status_reports_disagreement(world, sandbox, tmp_path):
               "--admin-token-env", sandbox.token_env, env={sandbox.token_env: sandbox.token}, cwd=tmp_path)
     assert done.returncode == 1
     assert "WARNING: the channels disagree" in done.stdout and "evidence: none" in done.stdout
-    write_evidence(Path(sandbox.workdir) / "ev", age_s=90, targets=sandbox_targets(sandbox))
+    sandbox_evidence(sandbox, Path(sandbox.workdir) / "ev", age_s=90, targets=sandbox_targets(sandbox, http=False))
     done = gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(Path(sandbox.workdir) / "ev"),
-              cwd=tmp_path)
+              *sandbox.gate_args(), cwd=tmp_path)
     assert done.returncode == 0 and re.search(r"verdict pass, 9\d.\d s old; real is open", done.stdout)
 
 
@@ -341,7 +396,7 @@ def test_pause_imports_nothing_heavy(tmp_path):
         "import sys\n"
         "from deploy_tool.cli import main\n"
         f"rc = main(['pause', '--control-file', {str(tmp_path / 'mode.json')!r}, '--audit-dir', {str(tmp_path)!r}])\n"
-        "heavy = sorted(m for m in ('pytest', '_pytest', 'psycopg2', 'requests', 'urllib3') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('pytest', '_pytest', 'psycopg2', 'requests', 'urllib3', 'cryptography') if m in sys.modules)\n"
         "print('HEAVY', heavy, rc)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
@@ -355,7 +410,7 @@ def test_admin_api_under_a_path_prefix(tmp_path):
     try:
         assert api.url.endswith("/ops/admin")
         outcome = switch([HttpChannel(api.url + "/", "prefix-token")], "mock", force=False, reason="", actor="t",
-                         evidence_dir=str(tmp_path), max_evidence_age_s=3600)
+                         gate=GateConfig(str(tmp_path), 3600))
         assert outcome.result == "done" and api.mode == "mock"
         import requests
 

@@ -17,6 +17,7 @@ import pytest
 
 from deploy_tool.modes.change import switch
 from deploy_tool.modes.channels import build_channels
+from deploy_tool.modes.gate import GateConfig
 from deploy_tool.settings import defaults
 
 GD = [sys.executable, "-m", "deploy_tool"]
@@ -32,7 +33,8 @@ def live(sandbox, run_suite):
                               environ={sandbox.token_env: sandbox.token})
     for target in ("mock", "real"):  # in-process: `switch` as a process is tested in test_modes.py
         outcome = switch(channels, target, force=False, reason="test setup", actor="test",
-                         evidence_dir=str(sandbox.evidence_dir), max_evidence_age_s=3600,
+                         gate=GateConfig(str(sandbox.evidence_dir), 3600, str(sandbox.trusted_keys), sandbox.okx_url,
+                                         sandbox.database_url, admin_token=sandbox.token),
                          audit_dir=str(sandbox.audit_dir))
         assert outcome.ok, outcome.as_dict()
     return sandbox
@@ -49,7 +51,7 @@ def gd(sandbox, *args, timeout=90):
 
 
 def ramp_args(sandbox, steps="0.5%,1%", hold="0.3s"):
-    return ["ramp", *sandbox.watch_args(), "--steps", steps, "--hold", hold, "--interval", "0.1s"]
+    return ["ramp", *sandbox.watch_args(), *sandbox.gate_args(), "--steps", steps, "--hold", hold, "--interval", "0.1s"]
 
 
 def read_until(proc, text, timeout=30.0):
@@ -160,7 +162,7 @@ def test_plan_and_status(live):
               str(live.control_file), "--deploy-audit-dir", str(live.audit_dir), "--steps", "0.5%,1%,2%,5%",
               "--hold", "2h", "--plan")
     assert "done step 2: allocation 1%" in done.stdout and "minimum time to full allocation 5%: 4h" in done.stdout
-    status = gd(live, "status", *channel_args(live))
+    status = gd(live, "status", *channel_args(live), "--evidence-dir", str(live.evidence_dir), *live.gate_args())
     assert f"http {live.admin_url}: real, allocation 1%" in status.stdout
     assert f"file {live.control_file}: real, allocation 1%" in status.stdout
     assert "ramp: complete, allocation 1%" in status.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -35,13 +36,16 @@ def canary_world(tmp_path, pg_url, pg_conn, monkeypatch):
         yield box, db_url
 
 
-def _assert_clean(run_dir, output: str) -> None:
+def _assert_clean(run_dir, output: str, canaries=CANARIES) -> None:
     texts = {"terminal": output}
     for path in run_dir.glob("preflight-*"):
         texts[path.name] = path.read_text()
-    assert len(texts) == 3, sorted(texts)
+        if path.name.endswith(".intoto.json"):  # the signed statement travels base64-encoded in its envelope
+            texts[f"{path.name} (payload)"] = base64.b64decode(json.loads(texts[path.name])["payload"]).decode()
+    # the terminal, the HTML, the JSON and its signed envelope (read as stored and decoded)
+    assert len(texts) == 5, sorted(texts)
     for where, text in texts.items():
-        for canary in CANARIES:
+        for canary in canaries:
             assert canary not in text, f"{canary} leaked into {where}"
 
 
@@ -62,6 +66,13 @@ def test_canaries_never_leak(pytester, canary_world, failing, monkeypatch):
         monkeypatch.setenv("DATABASE_URL", db_url)
         # a plain assertion failure under -l prints the test's locals, among them the settings record
         args += ["--api-latency-threshold-ms", "0.001"]
+    # The signing key handed over as CI hands it over, in GD_SIGNING_KEY: the private key is a secret too.
+    at = args.index("--signing-key")
+    pem = box.signing_key.read_text()
+    del args[at:at + 2]
+    monkeypatch.setenv("GD_SIGNING_KEY", pem)
+    key_lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    assert key_lines
     evidence = pytester.path / "ev"
     result = pytester.runpytest_subprocess(
         "--pyargs", "preflight_tests", "-p", "no:cacheprovider", *args, "--evidence-dir", str(evidence),
@@ -75,7 +86,7 @@ def test_canaries_never_leak(pytester, canary_world, failing, monkeypatch):
         assert "settings   = Settings(" in output or "settings = Settings(" in output, "no locals shown"
     else:
         assert "metadata:" in output  # -v prints the environment too
-    _assert_clean(evidence, output)
+    _assert_clean(evidence, output, (*CANARIES, pem.strip(), *key_lines))
 
 
 def test_mask_url_and_redactor():

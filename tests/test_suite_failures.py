@@ -43,7 +43,13 @@ def test_skip_flags_are_recorded_as_skipped_on_request(run_suite, flag, marker):
     assert skipped and all(s["reason"] == f"skipped on request: {flag}" and s["marker"] == marker for s in skipped)
     assert run.evidence["skips_requested"] == [flag]
     assert all(c["status"] == "passed" for c in run.evidence["checks"] if c["marker"] != marker)
-    run.result.stdout.fnmatch_lines(["*required checks skipped*"])
+    # the run says, in the evidence and on the terminal, that this evidence does not open real, and why
+    required = [s["id"] for s in skipped if s["required"]]
+    assert required and set(required) <= set(run.evidence["manifest"])
+    why = [f"required checks not passed: {', '.join(f'{cid} skipped' for cid in required)}",
+           f"checks skipped on request ({flag})"]
+    assert run.evidence["opens_real"] == {"ok": False, "why": why}
+    assert f"this evidence does not open real: {'; '.join(why)}" in run.result.stdout.lines
 
 
 def test_a_run_in_which_no_check_passed_fails(run_suite):

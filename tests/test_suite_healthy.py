@@ -40,6 +40,10 @@ def test_healthy_world_passes_with_complete_evidence(run_suite, sandbox):
     assert doc["skipped"] == []
     assert doc["html_report"] == run.html_files[0].name
     assert run.json_files[0].stem == run.html_files[0].stem
+    # complete by the tool's own manifest, signed, and saying so
+    assert set(doc["manifest"]) == EXPECTED_IDS and doc["opens_real"] == {"ok": True, "why": []}
+    assert [a.name for a in run.attestations] == [doc["attestation"]] == [f"{run.json_files[0].stem}.intoto.json"]
+    assert doc["signed_by"] and doc["run_id"]
     latency = run.check("okx_public_time_latency")
     assert latency["unit"] == "ms" and latency["threshold"] == 300 and 0 < latency["measured"] < 300
     assert latency["marker"] == "okx" and latency["required"] is True
@@ -64,8 +68,9 @@ def test_html_puts_verdict_first_then_checks_then_environment(run_suite):
 def test_evidence_is_never_overwritten(run_suite, tmp_path):
     first = run_suite(evidence_dir=tmp_path / "ev")
     second = run_suite(evidence_dir=tmp_path / "ev")
-    files = sorted(second.evidence_dir.glob("preflight-*.json"))
+    files = second.json_files
     assert len(files) == 2
+    assert [a.name for a in second.attestations] == sorted(f"{f.stem}.intoto.json" for f in files)
     assert len(sorted(second.evidence_dir.glob("preflight-*.html"))) == 2
     stems = {f.stem for f in files}
     assert len(stems) == 2
@@ -91,7 +96,8 @@ def test_pyargs_works_from_any_directory(pytester, sandbox, monkeypatch, tmp_pat
     result = pytester.runpytest_subprocess("--pyargs", "preflight_tests", *sandbox.preflight_args(),
                                            "--evidence-dir", str(elsewhere / "ev"))
     assert result.ret == 0, result.stdout.str()
-    assert len(list((elsewhere / "ev").glob("*.json"))) == 1
+    (evidence,) = [p for p in (elsewhere / "ev").glob("*.json") if not p.name.endswith(".intoto.json")]
+    assert [p.name for p in (elsewhere / "ev").glob("*.intoto.json")] == [f"{evidence.stem}.intoto.json"]
 
 
 @pytest.mark.parametrize("layout", ["object", "list", "strategies"])

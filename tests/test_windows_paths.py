@@ -181,7 +181,8 @@ def test_a_run_ended_by_the_windows_backstop_never_opens_real(sandbox, tmp_path)
     FileChannel(str(sandbox.control_file)).apply("mock", None, "test", "test", cas=False)
     done = subprocess.run([sys.executable, "-m", "deploy_tool", "switch", "--to", "real", "--control-file",
                            str(sandbox.control_file), "--evidence-dir", str(evidence), "--audit-dir",
-                           str(tmp_path / "audit")], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                           str(tmp_path / "audit"), *sandbox.gate_args()], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
     assert done.returncode == 1 and "never finished" in done.stdout, done.stdout + done.stderr
     assert read_control(str(sandbox.control_file)).mode == "mock"
 

@@ -148,7 +148,7 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
         results.append(channel.apply(target, modes[channel.name], reason, actor, cas=True))
     outcome.channels = results
     outcome.result = "done" if all(r.ok for r in results) else "failed"
-    if target == "real" and outcome.result == "done" and outcome.evidence_run:
+    if target == "real" and outcome.result == "done" and gate.ok:  # a forced switch uses up no run
         mark_used(gate, channels, gate_cfg.evidence_dir)
     if outcome.result == "failed":
         problems = "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)

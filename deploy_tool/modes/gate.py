@@ -10,6 +10,7 @@ another deployment.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -67,7 +68,9 @@ def _incomplete(evidence: Evidence) -> str | None:
     is the tool's, recomputed; the document's own list must agree with it."""
     from deploy_tool.manifest import Scope, missing, required
 
-    scope = Scope.from_dict(evidence.scope)
+    # The channel groups are required by the targets the run names, whatever its scope says.
+    scope = dataclasses.replace(Scope.from_dict(evidence.scope), admin=bool(evidence.targets.get("http_admin_url")),
+                                control=bool(evidence.targets.get("control_file")))
     expected = required(scope)
     problems = []
     if sorted(expected) != sorted(evidence.manifest):
@@ -84,8 +87,10 @@ def _incomplete(evidence: Evidence) -> str | None:
     bad = missing(expected, statuses)
     if bad:
         problems.append("required checks not passed: " + ", ".join(bad))
-    declared = [str(s.get("id")) for s in evidence.declared_skipped if str(s.get("id")) in expected
-                or s.get("required")]
+    # A document whose checks say passed but whose own skipped list names a required check contradicts
+    # itself (a real partial run is already named above).
+    named = {str(s.get("id")) for s in evidence.declared_skipped if str(s.get("id")) in expected or s.get("required")}
+    declared = sorted(cid for cid in named if statuses.get(cid) == "passed")
     if declared:
         problems.append(f"its skipped list names required checks: {', '.join(declared)}")
     if evidence.skips_requested:
@@ -162,7 +167,8 @@ def _foreign(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -
 
 def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -> str | None:
     """Which of the run's subjects no longer hash as they did when it passed, or None."""
-    from deploy_tool.attest import AttestError, config_digest, path_digest
+    from deploy_tool.attest import AttestError, path_digest
+    from deploy_tool.probes.riskconfig import served_config_digest
 
     problems = []
     for item in evidence.subjects:
@@ -181,7 +187,7 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
 
             try:
                 with AdminClient(http[0].target, token=cfg.admin_token) as client:
-                    now = config_digest(client.get_config())
+                    now = served_config_digest(client.get_config())
             except (AdminError, OSError) as exc:
                 problems.append(f"cannot read the risk configuration again ({exc})")
                 continue
@@ -288,8 +294,9 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
         return Gate(False, f"newest evidence {name} {found.error}: {RERUN}", name)
     evidence, signer, unsigned = _signed(found.path, cfg)
     if evidence is not None and found.evidence.run_id != evidence.run_id:
-        evidence, unsigned = None, (f"has a signature file that belongs to another run (run {evidence.run_id[:12]}, "
-                                    f"the JSON says {found.evidence.run_id[:12] or 'none'}); {RERUN}")
+        unsigned = (f"has a signature file that belongs to another run (run {evidence.run_id[:12]}, the JSON says "
+                    f"{found.evidence.run_id[:12] or 'none'}); {RERUN}")
+        evidence = None
     forced = False
     if evidence is None:
         if not cfg.allow_unsigned:

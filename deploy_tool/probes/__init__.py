@@ -110,12 +110,12 @@ def measure_risk_config(settings: Settings, redactor: Redactor | None = None) ->
 
             import dataclasses
 
-            from deploy_tool.attest import config_digest
+            from deploy_tool.probes.riskconfig import served_config_digest
 
             with AdminClient(settings.http_admin_url, token=settings.admin_token()) as client:
                 body = client.get_config()
                 return dataclasses.replace(parse_config(body, f"GET {client.shown_url}/config"),
-                                           sha256=config_digest(body))
+                                           sha256=served_config_digest(body))
         raise ProbeError("no risk configuration: set --http-admin-url (the system serves GET /config) or "
                          "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check")
 

@@ -80,6 +80,18 @@ def parse_config(doc: Any, source: str) -> RiskConfig:
     return RiskConfig(source, values, problems)
 
 
+def served_config_digest(body: Any) -> str:
+    """The digest that binds evidence to a risk configuration served by GET /config: every value but the
+    allocation, which the ramp itself moves step by step (POST /allocation) under its own ceiling; any
+    other change after the pass (a loss limit, the order cap) invalidates the evidence."""
+    from deploy_tool.attest import config_digest
+
+    allocation = set(KEYS["allocation"])
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if str(k).strip().lower() not in allocation}
+    return config_digest(body)
+
+
 def _flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
     """Nested sections (`risk: {daily_max_loss_pct: ...}`) flattened; the innermost key wins."""
     found: dict[str, Any] = {}
