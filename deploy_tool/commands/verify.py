@@ -62,7 +62,7 @@ def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now
         verified = verify(envelope, load_trusted(trusted_keys))
         evidence = Evidence.from_json(verified.predicate)
     except (AttestError, EvidenceError) as exc:
-        report.problems.append(str(exc))
+        report.problems.append(f"{exc} (trusted keys: {trusted_keys}; --trusted-keys names the signer's public key)")
         return report
     report.signer = verified.keyid
     report.subjects = verified.subjects

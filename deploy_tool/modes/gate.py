@@ -268,7 +268,9 @@ def _signed(path: Path, cfg: GateConfig) -> tuple[Evidence | None, str | None, s
     try:
         verified = verify(envelope, load_trusted(cfg.trusted_keys))
     except AttestError as exc:
-        return None, None, f"has a signature the gate does not accept: {exc}"
+        return None, None, (f"has a signature the gate does not accept: {exc}; the keys that may open real are "
+                            f"in {cfg.trusted_keys} (--trusted-keys): pin the signer's public key there, or re-run "
+                            "the preflight signed by a pinned key")
     try:
         evidence = Evidence.from_json(verified.predicate)
     except EvidenceError as exc:
