@@ -174,18 +174,34 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def tree_digest(root: str | os.PathLike) -> str:
-    """One sha256 for a directory: every file's relative path and sha256, in sorted order (symlinks by target
-    text, version-control and cache directories left out)."""
+    """One sha256 for a directory: every file's relative path and the sha256 of its content, in sorted order.
+    Symlinks are followed (a linked file counts by its content, a linked directory by everything in it) and
+    recorded by their target too, so re-pointing a link changes the digest; a link loop is walked once.
+    Version-control and cache directories (.git, __pycache__, ...) are left out: they change without the
+    system changing."""
     base = Path(root)
     lines = []
-    for folder, dirs, names in os.walk(base):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+    seen = {os.path.realpath(base)}
+    for folder, dirs, names in os.walk(base, followlinks=True):
+        kept = []
+        for name in sorted(dirs):
+            path = Path(folder) / name
+            if name in SKIPPED_DIRS:
+                continue
+            if path.is_symlink():
+                lines.append(f"{path.relative_to(base).as_posix()}\0dirlink\0{os.readlink(path)}\n")
+            real = os.path.realpath(path)
+            if real in seen:
+                continue  # a loop, or a second way to the same directory: its content counts once
+            seen.add(real)
+            kept.append(name)
+        dirs[:] = kept
         for name in sorted(names):
             path = Path(folder) / name
             rel = path.relative_to(base).as_posix()
             if path.is_symlink():
                 lines.append(f"{rel}\0link\0{os.readlink(path)}\n")
-            elif path.is_file():
+            if path.is_file():
                 lines.append(f"{rel}\0{file_digest(path)}\n")
     return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
 

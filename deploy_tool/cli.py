@@ -23,7 +23,7 @@ from deploy_tool.settings import (
     OPTIONS,
     OptionError,
     Settings,
-    on_off,
+    switch_value,
     resolve,
 )
 
@@ -73,7 +73,7 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
         flags = [option.flag]
         if name in ALIASES and command in ("switch", "pause", "status"):
             flags = [*ALIASES[name], option.flag]
-        if option.parse is on_off:
+        if option.parse is switch_value:
             parser.add_argument(*flags, dest=f"opt_{name}", action="store_const", const="true", default=None,
                                 help=option.help_text())
         else:
@@ -231,9 +231,10 @@ def cmd_preflight(pytest_args: list[str]) -> int:
 
     overrides = foreign_overrides(pytest_args)
     if overrides:
-        print(f"gradual-deploy: error: {' '.join(overrides)}: the preflight runs under its own pytest configuration, "
-              "so that no ini, conftest or override changes which checks run; put thresholds and targets in "
-              "options, the environment or the gradual-deploy config (--config FILE)", file=sys.stderr)
+        print(f"gradual-deploy: error: {' '.join(overrides)}: the preflight runs under its own pytest configuration "
+              "and plugins, so that no ini, conftest, plugin or override changes which checks run or how they judge; "
+              "put thresholds and targets in options, the environment or the gradual-deploy config (--config FILE)",
+              file=sys.stderr)
         return EXIT_USAGE
     result = run_preflight(pytest_args)
     if result.verdict is not None:

@@ -106,6 +106,7 @@ class Evidence:
     signed_by: str | None = None  # key id of the signing key, None: unsigned
     attestation: str | None = None  # file name of the DSSE envelope beside the JSON
     opens_real: dict[str, Any] = field(default_factory=dict)  # the run's own judgement, for a person; the gate recomputes
+    foreign_tests: list[str] = field(default_factory=list)  # collected tests that are not the suite's own
 
     @property
     def verdict(self) -> str:
@@ -140,6 +141,7 @@ class Evidence:
             "signed_by": self.signed_by,
             "attestation": self.attestation,
             "opens_real": self.opens_real,
+            "foreign_tests": self.foreign_tests,
         }
 
     @classmethod
@@ -183,7 +185,7 @@ class Evidence:
                 raise EvidenceError(f"{key} is {type(value).__name__}, not an object")
             mappings[key] = value
         lists = {}
-        for key in ("manifest", "subjects"):
+        for key in ("manifest", "subjects", "foreign_tests"):
             value = doc.get(key) or []
             if not isinstance(value, list):
                 raise EvidenceError(f"{key} is {type(value).__name__}, not a list")
@@ -200,7 +202,7 @@ class Evidence:
                    subjects=lists["subjects"],
                    signed_by=doc.get("signed_by") if isinstance(doc.get("signed_by"), str) else None,
                    attestation=doc.get("attestation") if isinstance(doc.get("attestation"), str) else None,
-                   opens_real=mappings["opens_real"])
+                   opens_real=mappings["opens_real"], foreign_tests=[str(t) for t in lists["foreign_tests"]])
 
 
 def reserve_stem(evidence_dir: str | os.PathLike, now: dt.datetime) -> Path:
@@ -248,6 +250,16 @@ def _stamp(path: Path) -> dt.datetime | None:
         return None
 
 
+def _claimed(path: Path) -> dt.datetime | None:
+    """The time in the name, with the `-n` of a second run in the same second as n microseconds."""
+    stamp = _stamp(path)
+    if stamp is None:
+        return None
+    suffix = path.stem[len("preflight-") + 16:]
+    number = int(suffix[1:]) if suffix[:1] == "-" and suffix[1:].isdigit() else 1
+    return stamp + dt.timedelta(microseconds=min(number, 999_999))
+
+
 @dataclass(frozen=True)
 class Found:
     """The newest evidence file and what it holds, or why it cannot be read."""
@@ -260,9 +272,9 @@ class Found:
 def newest(evidence_dir: str | os.PathLike) -> Found | None:
     """The newest evidence in the directory, or None when there is none.
 
-    Readable files are dated by their finished_at; a file that cannot be read by the time in its name
-    (else its mtime). When the newest is unreadable, that is the answer: a broken newest evidence never
-    lets an older one stand in for it.
+    Files are dated by the time in their name, claimed when the run started (a readable one without such a
+    name by its finished_at; an unreadable one by its mtime). When the newest is unreadable, that is the
+    answer: a broken newest evidence never lets an older one stand in for it.
     """
     directory = Path(evidence_dir)
     if not directory.is_dir():
@@ -274,18 +286,21 @@ def newest(evidence_dir: str | os.PathLike) -> Found | None:
         try:
             found = Found(path, Evidence.from_json(json.loads(path.read_text(encoding="utf-8"))))
             assert found.evidence is not None
-            when = found.evidence.finished_at
+            # Dated by the name it claimed when it started (the order runs started in; `-2`, `-3` later in
+            # the same second), not by its unsigned finished_at: a plain JSON edited to look old does not
+            # let an older pass stand in for it. A name without a stamp: its finished_at.
+            when = _claimed(path) or found.evidence.finished_at
         except (OSError, ValueError, RecursionError, EvidenceError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             found = Found(path, None, f"cannot be read as evidence: {reason}"[:300])
             try:
-                when = _stamp(path) or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
+                when = _claimed(path) or dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
             except OSError:
                 when = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
         if best is None or when > best[0]:
             best = (when, found)
     # A run claims its name (the .html) when it starts and writes the JSON when it ends. A claimed name
-    # without JSON, started after the newest evidence finished, is a run that was killed (kill -9, a
+    # without JSON, started in the second of the newest evidence or later, is a run that was killed (kill -9, a
     # Windows timeout backstop, a power cut), crashed, or is still running: that is the newest answer.
     for html in directory.glob("preflight-*.html"):
         started = _stamp(html)

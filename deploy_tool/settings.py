@@ -154,6 +154,17 @@ def on_off(text: str) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
 
+ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def switch_value(text: str) -> bool:
+    """An on/off option's value: a typo such as `flase` is an error, never silently off."""
+    value = str(text).strip().lower()
+    if value not in ON + OFF:
+        raise ValueError("true or false (also 1/0, yes/no, on/off)")
+    return value in ON
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 
@@ -230,7 +241,7 @@ MANY = 1_000_000_000  # a count beyond this is a typo, not a threshold
 
 
 def _on_off(flag: str, help: str, group: str) -> Any:
-    return _setting(flag, help, on_off, "false", group=group, flag_only=True)
+    return _setting(flag, help, switch_value, "false", group=group, flag_only=True)
 
 
 @dataclass(frozen=True)
@@ -537,6 +548,8 @@ def load_config(path: str, source: str = "the command line") -> ConfigFile:
         raise error(f"cannot be read ({exc.strerror or exc}): give --config a readable TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"is not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"is not valid TOML: it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     table = doc.get(CONFIG_TABLE)
     if not isinstance(table, dict):
         raise error(f"has no [{CONFIG_TABLE}] table: set the options there, e.g. [{CONFIG_TABLE}] min_sharpe = 0.3")

@@ -90,6 +90,7 @@ class RunState:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     manifest: list[str] = field(default_factory=list)
     scope: Scope | None = None
+    foreign: list[str] = field(default_factory=list)  # collected tests that are not the suite's
 
     def checks(self) -> list[CheckEntry]:
         """Every check of the run; one that never completed a passing call phase has not passed. Every
@@ -137,6 +138,7 @@ class RunState:
             subjects=self.subjects(),
             signed_by=self.signing_key.keyid if self.signing_key else None,
             attestation=attestation_path(self.stem.with_suffix(".json")).name if self.signing_key else None,
+            foreign_tests=list(self.foreign),
         )
         evidence.opens_real = opens_real(evidence)
         return evidence
@@ -222,12 +224,13 @@ def targets_suite(config: pytest.Config) -> bool:
 
 
 def ours(item: pytest.Item) -> bool:
-    """Is this item one of the suite's checks?"""
+    """Is this item one of the suite's checks: a test module of this very package (a folder that only
+    looks like it, elsewhere, holds no check of the suite)?"""
     try:
         path = Path(str(item.path)).resolve()
     except OSError:
         return False
-    return path.parent.name == "preflight_tests" and path.name.startswith("test_")
+    return path.parent == PACKAGE_DIR and path.name.startswith("test_")
 
 
 def marker_of(item: pytest.Item) -> str | None:
@@ -268,6 +271,9 @@ def opens_real(evidence: Evidence) -> dict[str, Any]:
         why.append("required checks not passed: " + ", ".join(lacking))
     if evidence.skips_requested:
         why.append(f"checks skipped on request ({', '.join(evidence.skips_requested)})")
+    if evidence.foreign_tests:
+        why.append(f"the run collected {len(evidence.foreign_tests)} test(s) that are not the suite's "
+                   f"({', '.join(evidence.foreign_tests[:3])})")
     if not evidence.signed_by:
         why.append("it is not signed (--signing-key or GD_SIGNING_KEY)")
     return {"ok": not why, "why": why}
@@ -366,8 +372,18 @@ def scope_of(state: RunState) -> Scope:
     """What the manifest of this run depends on."""
     settings = state.settings
     attempt = state.summary_attempt
-    strategies = (tuple(s.name for s in attempt.value().strategies)
-                  if attempt is not None and attempt.error is None else None)
+    summary = attempt.value() if attempt is not None and attempt.error is None else None
+    strategies = tuple(s.name for s in summary.strategies) if summary is not None else None
+    if summary is not None and settings.strategy:
+        # A go-live pass judges every strategy of the result; --strategy narrows a diagnostic run, whose
+        # evidence then lacks the others and opens nothing.
+        from deploy_tool import ProbeError
+        from deploy_tool.probes.backtest import load_summary
+
+        try:
+            strategies = tuple(s.name for s in load_summary(summary.path, None).strategies)
+        except ProbeError:
+            strategies = None
     names = (settings.okx_api_key_env, settings.okx_api_secret_env, settings.okx_api_passphrase_env)
     account = settings.require_account_check or any(os.environ.get(n, "").strip() for n in names)
     inst_ids = tuple(i.strip() for i in (settings.inst_id or "").split(",") if i.strip())
@@ -385,6 +401,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = []
     for item in items:
         if not ours(item):
+            state.foreign.append(item.nodeid)  # runs, but is no check; and a run with it opens nothing
             kept.append(item)
             continue
         name = getattr(item, "originalname", item.name)

@@ -139,7 +139,8 @@ def pytest_html_results_table_header(cells: list) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_html_results_table_row(report: pytest.TestReport, cells: list) -> None:
-    found = dict(report.user_properties).get("gd_check") if report.user_properties else None
+    properties = getattr(report, "user_properties", None)  # a collection error's report has none
+    found = dict(properties).get("gd_check") if properties else None
     entry: dict[str, Any] = found if isinstance(found, dict) else {}
     cells.insert(2, f'<td class="col-measured">{_cell(entry.get("measured"))}</td>')
     cells.insert(3, f"<td>{_cell(entry.get('threshold'))}</td>")

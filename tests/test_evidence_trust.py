@@ -465,7 +465,8 @@ def test_an_older_signed_pass_put_beside_a_newer_run_does_not_stand_in_for_it(ru
 
 
 @pytest.mark.parametrize("override", [["-c", "other.ini"], ["--rootdir=/tmp"], ["-o", "python_functions=test_okx*"],
-                                      ["-opython_functions=x"], ["--override-ini=addopts=-k okx"], ["--noconftest"]])
+                                      ["-opython_functions=x"], ["--override-ini=addopts=-k okx"], ["--noconftest"],
+                                      ["-p", "evil_gd"], ["-pevil_gd"]])
 def test_gradual_deploy_preflight_refuses_to_replace_its_own_configuration(tmp_path, override):
     done = _gd("preflight", *override, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -513,3 +514,140 @@ def test_an_unsigned_document_cannot_drop_the_channel_checks_from_its_scope(run_
     run.attestations[0].unlink()
     _refused(_switch_real(sandbox, run.evidence_dir, tmp_path, "--allow-unsigned"), "admin_health did not run",
              "control_file_valid did not run")
+
+
+# --- the second hostile review -------------------------------------------------------------------------
+
+
+LOOK_ALIKE = """
+import pytest
+from deploy_tool.criteria import Criterion
+
+pytestmark = pytest.mark.backtest
+
+
+def _ok(name, check):
+    check(Criterion(name, "backtest", True, 1.0, 0.0, "ratio", "looks fine"))
+
+
+def test_backtest_summary_valid(strategy, check): _ok("backtest_summary_valid", check)
+def test_backtest_sharpe(strategy, check): _ok("backtest_sharpe", check)
+def test_backtest_winrate(strategy, check): _ok("backtest_winrate", check)
+def test_backtest_max_drawdown(strategy, check): _ok("backtest_max_drawdown", check)
+def test_backtest_fresh(strategy, check): _ok("backtest_fresh", check)
+"""
+
+
+def test_a_look_alike_suite_module_is_no_check_and_closes_real(sandbox, tmp_path):
+    fake = tmp_path / "fake" / "preflight_tests"  # no __init__.py: as a package it would not even import
+    fake.mkdir(parents=True)
+    (fake / "test_backtest.py").write_text(LOOK_ALIKE)
+    evidence = tmp_path / "ev"
+    done = _gd("preflight", *sandbox.preflight_args(), "--backtest-summary", _bad_backtest(tmp_path),
+               "--evidence-dir", evidence, "--ignore", SUITE_DIR / "test_backtest.py", fake, cwd=tmp_path,
+               env={sandbox.token_env: sandbox.token})
+    assert "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    (path,) = [p for p in evidence.glob("preflight-*.json") if not p.name.endswith(".intoto.json")]
+    doc = json.loads(path.read_text())
+    checks = {c["id"]: c["status"] for c in doc["checks"]}
+    assert checks["backtest_sharpe[bad]"] == "skipped"
+    assert sorted(doc["foreign_tests"]) == sorted(f"test_backtest.py::test_{name}[bad]" for name in (
+        "backtest_summary_valid", "backtest_sharpe", "backtest_winrate", "backtest_max_drawdown", "backtest_fresh"))
+    _refused(_switch_real(sandbox, evidence, tmp_path), "backtest_sharpe[bad] skipped", "not the suite's")
+
+
+def test_a_strategy_filter_is_a_diagnostic_run_that_opens_nothing(run_suite, sandbox, tmp_path):
+    summary = tmp_path / "two.json"
+    now = iso_utc(utc_now())
+    summary.write_text(json.dumps({"strategies": [
+        {"strategy": "good", "sharpe": 1.5, "winrate": 0.6, "max_drawdown": 0.02, "generated_at": now},
+        {"strategy": "bad", **BAD_BACKTEST, "generated_at": now}]}))
+    run = run_suite("--backtest-summary", str(summary), "--strategy", "good")
+    assert run.evidence["verdict"] == "pass", run.output
+    assert "backtest_sharpe[bad]" in run.evidence["manifest"]
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), "backtest_sharpe[bad] skipped")
+
+
+def test_a_decoy_risk_file_beside_an_admin_api_that_serves_config_does_not_open_real(run_suite, sandbox, tmp_path):
+    sandbox.admin.config["allocation"] = 0.5  # what the system really runs with
+    run = run_suite("--risk-config", str(_risk_file(tmp_path)))
+    assert run.evidence["verdict"] == "pass", run.output
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), "serves its risk configuration at GET /config",
+             "the system's allocation is 0.5 now, above the 0.01 the run allowed")
+
+
+def test_an_allocation_raised_after_the_pass_does_not_open_real(run_suite, sandbox, tmp_path):
+    run = _passing(run_suite)
+    sandbox.admin.config["allocation"] = 1.0
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), "the system's allocation is 1.0 now")
+
+
+def test_a_subject_is_hashed_through_its_symlinks(run_suite, sandbox, tmp_path):
+    system = tmp_path / "system"
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "strategy.py").write_text("A = 1\n")
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "strategy.py").write_text("A = 2\n")
+    (tmp_path / "params.py").write_text("LIMIT = 1\n")
+    system.mkdir()
+    os.symlink(tmp_path / "v1", system / "strategies")
+    os.symlink(tmp_path / "params.py", system / "params.py")
+    run = run_suite("--subject", str(system))
+    assert run.evidence["verdict"] == "pass", run.output
+    _opened(_switch_real(sandbox, run.evidence_dir, tmp_path))
+    (tmp_path / "params.py").write_text("LIMIT = 100\n")  # the linked file's content
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), f"subject {system} changed since the run")
+    (tmp_path / "params.py").write_text("LIMIT = 1\n")
+    _opened(_switch_real(sandbox, run.evidence_dir, tmp_path))
+    (system / "strategies").unlink()  # the linked directory, re-pointed
+    os.symlink(tmp_path / "v2", system / "strategies")
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), f"subject {system} changed since the run")
+
+
+def test_a_newer_failed_run_backdated_by_hand_still_is_the_newest(run_suite, sandbox, tmp_path):
+    passed = _passing(run_suite)
+    failed = run_suite("--min-sharpe", "99", evidence_dir=passed.evidence_dir)
+    assert failed.result.ret == 1
+    (newer,) = [p for p in passed.evidence_dir.glob("preflight-*.json")
+                if not p.name.endswith(".intoto.json") and p != passed.json_files[0]]
+    doc = json.loads(newer.read_text())
+    doc["finished_at"] = doc["started_at"] = "2020-01-01T00:00:00.000Z"
+    newer.write_text(json.dumps(doc))
+    _refused(_switch_real(sandbox, passed.evidence_dir, tmp_path), str(newer))
+
+
+def test_verify_of_a_json_refuses_another_runs_signature_copied_beside_it(run_suite, sandbox, tmp_path):
+    passed = _passing(run_suite)
+    failed = run_suite("--min-sharpe", "99", evidence_dir=tmp_path / "failed")
+    failed.attestations[0].write_text(passed.attestations[0].read_text())
+    done = _gd("verify", failed.json_files[0], "--trusted-keys", sandbox.trusted_keys, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert "is the signature of another run" in done.stdout
+    as_json = json.loads(_gd("verify", passed.json_files[0], "--trusted-keys", sandbox.trusted_keys, "--json",
+                             cwd=tmp_path).stdout)
+    assert as_json["ok"] and as_json["run_id"] == passed.evidence["run_id"]
+
+
+def test_user_mistakes_end_in_a_message_not_a_traceback(sandbox, tmp_path):
+    config = tmp_path / "gd.toml"
+    config.write_bytes(b"[gradual-deploy]\nmin_sharpe = 0.3 # \xff\xfe\n")
+    done = _gd("preflight", *sandbox.preflight_args(), "--config", config, "--evidence-dir", tmp_path / "ev",
+               cwd=tmp_path, env={sandbox.token_env: sandbox.token})
+    assert done.returncode == 4 and "is not valid TOML" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "INTERNALERROR" not in done.stdout + done.stderr
+    typo = _gd("preflight", *sandbox.preflight_args(), "--evidence-dir", tmp_path / "ev", cwd=tmp_path,
+               env={sandbox.token_env: sandbox.token, "GD_CONFIG": str(_toml(tmp_path, 'skip_db_check = "flase"'))})
+    assert typo.returncode == 4 and "expected true or false" in typo.stdout + typo.stderr, typo.stdout + typo.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "test_broken.py").write_text("import no_such_module\n")
+    collected = _gd("preflight", *sandbox.preflight_args(), "--evidence-dir", tmp_path / "ev2", broken, cwd=tmp_path,
+                    env={sandbox.token_env: sandbox.token})
+    assert "INTERNALERROR" not in collected.stdout + collected.stderr, collected.stdout + collected.stderr
+    assert collected.returncode != 0
+
+
+def _toml(tmp_path: Path, line: str) -> Path:
+    path = tmp_path / "typo.toml"
+    path.write_text(f"[gradual-deploy]\n{line}\n")
+    return path

@@ -28,7 +28,12 @@ def test_a_current_result_is_checked_per_strategy(run_suite, tmp_path):
     assert "freqtrade backtest_run_end_ts" in run.check("backtest_fresh[SampleStrategy]")["message"]
     picked = _backtest(run_suite, write_json(tmp_path, "backtest-result-2026-11-24_10-00-00", doc),
                        "--strategy", "SampleStrategy")
-    assert picked.result.ret == 0 and all("[SampleStrategy]" in cid for cid in picked.statuses("backtest"))
+    statuses = picked.statuses("backtest")
+    assert picked.result.ret == 0
+    assert all(status == "passed" for cid, status in statuses.items() if "[SampleStrategy]" in cid)
+    # a go-live pass judges every strategy of the result: the other is recorded as not run, and opens nothing
+    assert {status for cid, status in statuses.items() if "[RiskyStrategy]" in cid} == {"skipped"}
+    assert picked.evidence["opens_real"]["ok"] is False
 
 
 def test_an_older_result_without_sharpe_or_winrate_fails_by_name(run_suite, tmp_path):

@@ -42,7 +42,7 @@ def test_transitions(current, target, force, allowed, forced):
 
 
 def write_evidence(directory: Path, *, backtest: Path, key: Path | None, verdict="pass", age_s=60.0,
-                   skipped_required=False, name=None, targets=None) -> Path:
+                   skipped_required=False, name=None, targets=None, served_config=None) -> Path:
     """A complete evidence document as the suite writes it (schema 2): every check of the manifest its
     targets call for passed, unless told, bound to the backtest file `backtest`, and signed with the private
     key `key` into its `.intoto.json` beside it (None: unsigned)."""
@@ -63,7 +63,13 @@ def write_evidence(directory: Path, *, backtest: Path, key: Path | None, verdict
         trades["status"] = "skipped"
     doc = {"schema": SCHEMA, "verdict": verdict, "finished_at": iso_utc(finished), "checks": checks,
            "targets": targets, "run_id": uuid.uuid4().hex, "manifest": manifest, "scope": scope.as_dict(),
-           "subjects": [subject(str(backtest.resolve()), file_digest(backtest), "backtest")]}
+           "subjects": [subject(str(backtest.resolve()), file_digest(backtest), "backtest")],
+           "thresholds": {"max_allocation": 0.01}}
+    if served_config is not None and targets.get("http_admin_url"):  # the risk configuration the run judged
+        from deploy_tool.probes.riskconfig import served_config_digest
+
+        doc["subjects"].append(subject(f"GET {targets['http_admin_url']}/config", served_config_digest(served_config),
+                                       "risk_config"))
     path = directory / (name or f"preflight-{finished:%Y%m%dT%H%M%S}Z.json")
     doc["html_report"] = path.with_suffix(".html").name
     if key is not None:
@@ -84,7 +90,8 @@ def sandbox_targets(sandbox, http=True, file=True):
 
 def sandbox_evidence(sandbox, directory: Path, **kwargs) -> Path:
     """Evidence of a run against the sandbox, signed with the sandbox's own (pinned) key."""
-    return write_evidence(directory, backtest=sandbox.backtest_summary, key=sandbox.signing_key, **kwargs)
+    return write_evidence(directory, backtest=sandbox.backtest_summary, key=sandbox.signing_key,
+                          served_config=sandbox.admin.config, **kwargs)
 
 
 def sandbox_gate(sandbox, evidence_dir: Path) -> GateConfig:

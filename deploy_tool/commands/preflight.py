@@ -62,7 +62,8 @@ def own_configuration() -> list[str]:
 
 
 # Command-line flags that would replace the suite's own configuration; the tool's config is --config.
-OVERRIDES = ("-c", "--config-file", "--rootdir", "-o", "--override-ini", "--confcutdir", "--noconftest")
+# -p: code loaded into the process that measures and signs could judge anything; the suite loads its own.
+OVERRIDES = ("-c", "--config-file", "--rootdir", "-o", "--override-ini", "--confcutdir", "--noconftest", "-p")
 
 
 def foreign_overrides(args: Sequence[str]) -> list[str]:
@@ -72,7 +73,7 @@ def foreign_overrides(args: Sequence[str]) -> list[str]:
         if arg == "--":
             break
         name = arg.split("=", 1)[0]
-        if name in OVERRIDES or (arg.startswith(("-c", "-o")) and not arg.startswith("--") and len(arg) > 2):
+        if name in OVERRIDES or (arg.startswith(("-c", "-o", "-p")) and not arg.startswith("--") and len(arg) > 2):
             found.append(arg)
     return found
 

@@ -23,6 +23,7 @@ class Report:
 
     evidence: str
     signer: str | None = None
+    run_id: str | None = None
     subjects: list[dict[str, Any]] = field(default_factory=list)
     verdict: str | None = None
     complete: bool = False
@@ -37,7 +38,8 @@ class Report:
         return not self.problems and self.signer is not None and self.verdict == "pass" and self.complete
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "evidence": self.evidence, "signer": self.signer, "subjects": self.subjects,
+        return {"ok": self.ok, "evidence": self.evidence, "run_id": self.run_id, "signer": self.signer,
+                "subjects": self.subjects,
                 "verdict": self.verdict, "complete": self.complete, "targets": self.targets,
                 "finished_at": self.finished_at, "age_s": self.age_s, "matched": self.matched,
                 "problems": self.problems}
@@ -46,9 +48,10 @@ class Report:
 def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now: dt.datetime | None = None) -> Report:
     """Verify the evidence at `path` (its .intoto.json, or the plain JSON beside it) offline."""
     from deploy_tool.attest import AttestError, load_trusted, subject_problems, verify
-    from deploy_tool.manifest import Scope, missing, required
+    from deploy_tool.modes.gate import incomplete
 
-    envelope_path = Path(path) if path.endswith(ATTESTATION_SUFFIX) else attestation_path(path)
+    plain = path.endswith(".json") and not path.endswith(ATTESTATION_SUFFIX)
+    envelope_path = attestation_path(path) if plain else Path(path)
     report = Report(str(envelope_path))
     try:
         envelope = json.loads(envelope_path.read_text(encoding="utf-8"))
@@ -65,18 +68,25 @@ def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now
         report.problems.append(f"{exc} (trusted keys: {trusted_keys}; --trusted-keys names the signer's public key)")
         return report
     report.signer = verified.keyid
+    report.run_id = evidence.run_id
     report.subjects = verified.subjects
     report.verdict = evidence.verdict
+    if plain:  # the envelope beside a JSON must be that run's, not another run's copied over it
+        try:
+            beside: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            report.problems.append(f"{path} cannot be read: {exc}")
+            beside = {}
+        if not isinstance(beside, dict) or beside.get("run_id") != evidence.run_id \
+                or evidence.html_report != Path(path).with_suffix(".html").name:
+            report.problems.append(f"{envelope_path.name} is the signature of another run ({evidence.html_report}, "
+                                   f"run {evidence.run_id[:12]}), not of {Path(path).name}")
     if evidence.declared_verdict != evidence.verdict:
         report.problems.append(f"the evidence says {evidence.declared_verdict!r}, its checks say {evidence.verdict!r}")
-    expected = required(Scope.from_dict(evidence.scope))
-    statuses = {c.id: c.status for c in evidence.checks}
-    lacking = missing(expected, statuses)
-    report.complete = not lacking and not evidence.skips_requested and sorted(expected) == sorted(evidence.manifest)
+    lacking = incomplete(evidence)
+    report.complete = lacking is None
     if lacking:
-        report.problems.append("required checks not passed: " + ", ".join(lacking))
-    if evidence.skips_requested:
-        report.problems.append(f"checks skipped on request: {', '.join(evidence.skips_requested)}")
+        report.problems.append(f"not a complete go-live run: {lacking}")
     if evidence.verdict != "pass":
         report.problems.append("the verdict is FAIL")
     report.targets = evidence.targets
@@ -92,6 +102,8 @@ def report_lines(report: Report) -> list[str]:
     head = "VERIFIED" if report.ok else "NOT VERIFIED"
     lines = [f"verify {report.evidence}: {head}"]
     lines.append(f"  signer   : {report.signer or 'none that is trusted'}")
+    if report.run_id:
+        lines.append(f"  run      : {report.run_id}")
     for item in report.subjects:
         digest = item.get("digest") or {}
         role = (item.get("annotations") or {}).get("role", "")

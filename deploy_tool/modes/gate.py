@@ -63,9 +63,9 @@ class Gate:
     forced: bool = False  # opened only because unsigned evidence was allowed
 
 
-def _incomplete(evidence: Evidence) -> str | None:
+def incomplete(evidence: Evidence) -> str | None:
     """Why the evidence does not hold every required check of its manifest passed, or None. The manifest
-    is the tool's, recomputed; the document's own list must agree with it."""
+    is the tool's, recomputed; the document's own list must agree with it. (`verify` asks the same.)"""
     from deploy_tool.manifest import Scope, missing, required
 
     # The channel groups are required by the targets the run names, whatever its scope says.
@@ -95,6 +95,9 @@ def _incomplete(evidence: Evidence) -> str | None:
         problems.append(f"its skipped list names required checks: {', '.join(declared)}")
     if evidence.skips_requested:
         problems.append(f"checks skipped on request: {', '.join(evidence.skips_requested)}")
+    if evidence.foreign_tests:
+        problems.append(f"the run collected {len(evidence.foreign_tests)} test(s) that are not the suite's "
+                        f"({', '.join(evidence.foreign_tests[:3])})")
     return "; ".join(problems) or None
 
 
@@ -107,7 +110,8 @@ def _strategies_now(evidence: Evidence) -> tuple[str, ...] | str:
     if len(backtests) != 1:
         return "it is bound to no backtest file"
     try:
-        summary = load_summary(str(backtests[0].get("name")), evidence.scope.get("strategy_filter") or None)
+        # Every strategy of the file, whatever --strategy the run was given: a go-live pass judged them all.
+        summary = load_summary(str(backtests[0].get("name")), None)
     except ProbeError as exc:
         return f"its backtest cannot be read now: {exc}"
     return tuple(s.name for s in summary.strategies)
@@ -171,6 +175,19 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
     from deploy_tool.probes.riskconfig import served_config_digest
 
     problems = []
+    served, why_not = _served_config(channels, cfg)
+    risk = [s for s in evidence.subjects if (s.get("annotations") or {}).get("role") == "risk_config"]
+    if served is not None:
+        # What the system serves is what it uses: the run must have judged that, not a file beside it, and
+        # the allocation (left out of the digest for the ramp) must still be within what the run allowed.
+        if not any(str(s.get("name")).startswith("GET ") for s in risk):
+            problems.append(f"the system serves its risk configuration at GET /config, and the run judged "
+                            f"{', '.join(str(s.get('name')) for s in risk) or 'none'}: run the preflight without "
+                            "--risk-config")
+        allocation, ceiling = _allocation(served), evidence.thresholds.get("max_allocation")
+        if isinstance(ceiling, (int, float)) and (allocation is None or allocation > ceiling + 1e-12):
+            problems.append(f"the system's allocation is {allocation} now, above the {ceiling} the run allowed "
+                            "(--max-allocation)")
     for item in evidence.subjects:
         name = str(item.get("name"))
         want = (item.get("digest") or {}).get("sha256")
@@ -178,19 +195,11 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
         if want is None:
             continue  # a revision: recorded, cannot be re-hashed from here
         if role == "risk_config" and name.startswith("GET "):
-            http = [c for c in channels if c.name == "http"]
-            if not http:
-                problems.append(f"its risk configuration came from {name}, and this switch has no admin API to "
-                                "read it again")
+            if served is None:
+                problems.append(f"its risk configuration came from {name}, which this switch cannot read again "
+                                f"({why_not})")
                 continue
-            from deploy_tool.probes.admin import AdminClient, AdminError
-
-            try:
-                with AdminClient(http[0].target, token=cfg.admin_token) as client:
-                    now = served_config_digest(client.get_config())
-            except (AdminError, OSError) as exc:
-                problems.append(f"cannot read the risk configuration again ({exc})")
-                continue
+            now = served_config_digest(served)
         else:
             try:
                 now = path_digest(name)
@@ -200,6 +209,30 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
         if now != want:
             problems.append(f"{role} {name} changed since the run (sha256 {want[:12]}... then, {now[:12]}... now)")
     return "; ".join(problems) or None
+
+
+def _served_config(channels: Sequence[Channel], cfg: GateConfig) -> tuple[Any, str]:
+    """(the body of GET /config of the switch's admin API, or None; why not)."""
+    http = [c for c in channels if c.name == "http"]
+    if not http:
+        return None, "no admin API given: --http-admin-url"
+    from deploy_tool.probes.admin import AdminClient, AdminError
+
+    try:
+        with AdminClient(http[0].target, token=cfg.admin_token) as client:
+            return client.get_config(), ""
+    except (AdminError, OSError) as exc:
+        return None, str(exc)
+
+
+def _allocation(body: Any) -> float | None:
+    from deploy_tool import ProbeError
+    from deploy_tool.probes.riskconfig import parse_config
+
+    try:
+        return parse_config(body, "GET /config").values.get("allocation")
+    except ProbeError:
+        return None
 
 
 def deployment_key(channels: Sequence[Channel]) -> str:
@@ -319,9 +352,9 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
         return refuse(f"is {format_age(age)} old, max {format_age(cfg.max_age_s)}: {RERUN}")
     if age < -CLOCK_TOLERANCE_S:
         return refuse(f"finished {format_age(-age)} in the future: check clocks")
-    incomplete = _incomplete(evidence)
-    if incomplete:
-        return refuse(f"is not a complete go-live pass ({incomplete}): run the whole suite "
+    lacking = incomplete(evidence)
+    if lacking:
+        return refuse(f"is not a complete go-live pass ({lacking}): run the whole suite "
                       "(`gradual-deploy preflight`) without skips or selections")
     # The manifest above rests on the strategies the run recorded; the tool reads them again from the
     # backtest it is bound to, so a run cannot leave a strategy out of its own scope.
