@@ -1,9 +1,11 @@
 """The secrets check: hard-coded keys in the trading system's source fail it, named by file and line,
-never by value; keys where the runbook says they belong (.env, config.yaml) do not."""
+never by value; keys where the runbook says they belong (.env, config.yaml) do not, and the evidence lists
+what was left out and why (tests/test_secret_scan_exclusions.py holds the cases)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 HEX_KEY = "4A1F7C2E9B3D5F8A0C6E2B4D7F9A1C3E"
 PASSWORD = "CANARY-hunter2-hunter2"
@@ -16,6 +18,7 @@ def _source(tmp_path):
     (root / ".env").write_text(f"OKX_API_SECRET={HEX_KEY}\n")  # where keys belong: not scanned
     (root / "config.yaml").write_text(f"okx:\n  secret_key: {HEX_KEY}\n")
     (root / ".venv").mkdir()
+    (root / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a real virtual environment: left out
     (root / ".venv" / "vendored.py").write_text(f'secret_key = "{HEX_KEY}"\n')
     return root
 
@@ -26,6 +29,34 @@ def test_clean_source_passes(run_suite, tmp_path):
     assert run.result.ret == 0, run.output
     check = run.check("secrets_not_in_code")
     assert check["status"] == "passed" and "no hard-coded secret in 1 file(s)" in check["message"]
+    # what was not scanned is in the evidence, with the reason
+    assert "3 path(s) not scanned" in check["message"]
+    for entry in (".env (key home", "config.yaml (key home", ".venv (virtual environment: holds pyvenv.cfg)"):
+        assert entry in check["message"]
+    # and whole, structured, beside the message (which shows at most ten)
+    details = check["details"]
+    assert details["files_scanned"] == 1 and details["findings"] == []
+    assert {(Path(n["path"]).name, n["reason"].split(":")[0].split(" (")[0]) for n in details["not_scanned"]} >= {
+        (".env", "key home"), ("config.yaml", "key home")}
+
+
+def test_keys_in_build_and_behind_a_pragma_fail_the_run_by_file_and_line(run_suite, tmp_path):
+    root = _source(tmp_path)
+    (root / "build").mkdir()
+    (root / "build" / "live.py").write_text(f'secret_key = "{HEX_KEY}"\n')
+    (root / ".env.prod.py").write_text(f'import os\nsecret_key = "{HEX_KEY}"\n')
+    (root / "exchange.py").write_text(f'secret_key = "{HEX_KEY}"  # pragma: allowlist secret\n')
+    run = run_suite("-m", "secrets", "--scan-path", str(root), "-vv")
+    assert run.result.ret == 1
+    check = run.check("secrets_not_in_code")
+    assert check["measured"] == 6
+    message = check["message"]
+    assert "4 hard-coded secret(s)" in message
+    assert "build/live.py:1 (Hex High Entropy String)" in message and ".env.prod.py:2 (Secret Keyword)" in message
+    assert "exchange.py:1 (Hex High Entropy String, allowlisted by pragma)" in message
+    assert "3 path(s) not scanned" in message
+    for text in (run.output, run.html, json.dumps(run.evidence)):
+        assert HEX_KEY not in text
 
 
 def test_a_hard_coded_key_fails_by_file_and_line_never_by_value(run_suite, tmp_path):
