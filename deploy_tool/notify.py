@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from deploy_tool.redact import Redactor
+
 NOTIFY_TIMEOUT_S = 5.0
 
 
@@ -27,8 +29,10 @@ class Delivery:
 
 
 def send(urls: Sequence[str], title: str, body: str, timeout_s: float = NOTIFY_TIMEOUT_S) -> Delivery:
-    """Send to every URL; wait at most `timeout_s` for it (the thread is left behind, never waited on longer)."""
+    """Send to every URL; wait at most `timeout_s` for it (the thread is left behind, never waited on longer).
+    The delivery's detail has the URLs (credentials: whoever has one can post) masked before it is cut."""
     outcome: list[Delivery] = []
+    sent = Redactor(urls)
 
     def run() -> None:
         try:
@@ -43,7 +47,7 @@ def send(urls: Sequence[str], title: str, body: str, timeout_s: float = NOTIFY_T
             detail = f"URL(s) number {', '.join(map(str, bad))} not understood" if bad else ""
             outcome.append(Delivery("sent" if ok and not bad else "failed", detail or ("" if ok else "not delivered")))
         except Exception as exc:  # a notification problem must never become the caller's
-            outcome.append(Delivery("failed", f"{type(exc).__name__}: {exc}"[:200]))
+            outcome.append(Delivery("failed", sent.shorten(f"{type(exc).__name__}: {exc}", 200)))
 
     thread = threading.Thread(target=run, name="notify", daemon=True)
     thread.start()
@@ -59,8 +63,9 @@ def tell(urls: Sequence[str] | None, about: str, title: str, lines: Sequence[str
     if not urls:
         return None
     delivery = send(urls, scrub(title), scrub("\n".join(lines)))
+    delivery = Delivery(delivery.result, scrub(delivery.detail))  # the audit and the terminal get it too
     record({"event": "notify", "about": about, "targets": len(urls), **delivery.as_dict()})
     if delivery.result != "sent":
         warn(f"gradual-deploy: WARNING: the {about} notification was not delivered ({delivery.result}"
-             + (f": {scrub(delivery.detail)}" if delivery.detail else "") + ")")
+             + (f": {delivery.detail}" if delivery.detail else "") + ")")
     return delivery

@@ -13,15 +13,17 @@ import pytest
 
 import deploy_tool
 from deploy_tool.evidence import Evidence, json_number
+from deploy_tool.redact import sanitise
 from deploy_tool.times import format_duration
 from preflight_tests.plugin import state_of
 
 
 def _cell(value: Any) -> str:
-    """A value for a person: floats to 6 significant digits (the JSON holds them exactly)."""
+    """A value for a person: floats to 6 significant digits (the JSON holds them exactly); a measured text
+    (a server's mode) with its control characters written out, then HTML-escaped."""
     if isinstance(value, float):
         return html.escape(f"{value:.6g}")
-    return "" if value is None else html.escape(str(json_number(value)))
+    return "" if value is None else html.escape(sanitise(str(json_number(value))))
 
 
 def _plain(value: Any) -> str:
@@ -29,9 +31,9 @@ def _plain(value: Any) -> str:
 
 
 def _escape_tree(value: Any) -> Any:
-    # pytest-html's environment table inserts values as HTML; escape them.
+    # pytest-html's environment table inserts values as HTML; escape them (control characters too).
     if isinstance(value, str):
-        return html.escape(value)
+        return html.escape(sanitise(value))
     if isinstance(value, dict):
         return {k: _escape_tree(v) for k, v in value.items()}
     return value

@@ -1,10 +1,14 @@
-"""How outcomes and reports read on a terminal: lines of text, printed by the CLI and the demo alike."""
+"""How outcomes and reports read on a terminal: lines of text, printed by the CLI and the demo alike.
+
+Every line carries what a server or a file said (an error, a mode, a note) and is returned sanitised: a
+control character is written out (`\\x1b`), never sent to the terminal, whoever prints the line."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from deploy_tool.modes.change import Outcome
+from deploy_tool.redact import sanitise
 from deploy_tool.times import format_age
 
 
@@ -27,7 +31,7 @@ def outcome_lines(outcome: Outcome) -> list[str]:
         lines.append(f"  {outcome.reason}")
     if outcome.audit:
         lines.append(f"  audit: {outcome.audit}")
-    return lines
+    return _sanitised(lines)
 
 
 def warning_lines(outcome: Outcome) -> list[str]:
@@ -44,7 +48,7 @@ def warning_lines(outcome: Outcome) -> list[str]:
             lines.append("WARNING: NO CHANNEL CONFIRMED THE PAUSE: stop the trading system by hand")
     if outcome.audit_error:
         lines.append(f"gradual-deploy: WARNING: {outcome.audit_error}")
-    return lines
+    return _sanitised(lines)
 
 
 def status_lines(report: dict[str, Any]) -> list[str]:
@@ -73,7 +77,11 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         age = f"{format_age(evidence['age_s'])} old" if evidence["age_s"] is not None else "age unknown"
         lines.append(f"evidence: {evidence['path'] or 'none'}: verdict {verdict}, {age}; "
                      f"{'real is open' if evidence['gate_open'] else 'real is closed'}: {evidence['gate']}")
-    return lines
+    return _sanitised(lines)
+
+
+def _sanitised(lines: list[str]) -> list[str]:
+    return [sanitise(line) for line in lines]
 
 
 def _pct(value: Any) -> str:

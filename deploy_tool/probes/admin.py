@@ -1,7 +1,8 @@
 """Client of the trading system's admin HTTP API (CONTRACT section 5).
 
 requests is imported only when a call is made, so that a control-file-only `pause` never pays for it.
-The bearer token is sent, never shown: errors carry the masked URL and the server's short answer.
+The bearer token is sent, never shown: errors carry the masked URL and the server's short answer, cut to
+length only after what the client sent (the token, the URL's credentials) was masked in it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deploy_tool import MODES, ProbeError
-from deploy_tool.redact import mask_url
+from deploy_tool.redact import Redactor, mask_url
 
 # (connect, whole call) seconds: every call ends within the second figure, however the server answers.
 # The contract's health criterion: a 2xx within 2 s.
@@ -44,6 +45,9 @@ class AdminClient:
         self.base_url = base_url.rstrip("/")
         self.shown_url = mask_url(self.base_url) or self.base_url
         self._token = token or None
+        # What this client sends, masked in a server's answer before the answer is cut to length: a server
+        # that echoes the Authorization header across the cut would otherwise leave most of the token.
+        self._redactor = Redactor.for_request(self.base_url, secrets=[self._token])
         self.timeout = timeout
         self._session: Any = None
 
@@ -93,15 +97,15 @@ class AdminClient:
                 + ("the admin token was rejected" if self._token else "no admin token was sent; set the token env var")
             )
         if body is None:
-            snippet = response.text[:60].replace("\n", " ")
-            raise AdminError(f"{shown}: HTTP {response.status_code} with a non-JSON answer {snippet!r}")
+            snippet = self._redactor.shorten(response.text.replace("\n", " "), 60)
+            raise AdminError(f"{shown}: HTTP {response.status_code} with a non-JSON answer '{snippet}'")
         return AdminAnswer(response.status_code, body, latency_ms)
 
     def health(self) -> AdminAnswer:
         """GET /health; AdminError unless it answers 2xx with a JSON object."""
         answer = self._request("GET", "/health")
         if not 200 <= answer.status < 300:
-            raise AdminError(f"GET {self.shown_url}/health: HTTP {answer.status} (expected 2xx): {_error_text(answer.body)}")
+            raise AdminError(f"GET {self.shown_url}/health: HTTP {answer.status} (expected 2xx): {self._error_text(answer.body)}")
         if not isinstance(answer.body, dict):
             raise AdminError(f"GET {self.shown_url}/health: answer is not a JSON object")
         return answer
@@ -110,7 +114,7 @@ class AdminClient:
         """GET /mode; the answer object, whose mode is one of mock, real, paused."""
         answer = self._request("GET", "/mode")
         if answer.status != 200:
-            raise AdminError(f"GET {self.shown_url}/mode: HTTP {answer.status} (expected 200): {_error_text(answer.body)}")
+            raise AdminError(f"GET {self.shown_url}/mode: HTTP {answer.status} (expected 200): {self._error_text(answer.body)}")
         return _mode_object(answer.body, f"GET {self.shown_url}/mode")
 
     def set_mode(self, mode: str, expected_mode: str | None, reason: str, actor: str) -> dict:
@@ -127,7 +131,7 @@ class AdminClient:
                 current if current in MODES else None,
             )
         if answer.status != 200:
-            raise AdminError(f"{shown}: HTTP {answer.status}: {_error_text(answer.body)}")
+            raise AdminError(f"{shown}: HTTP {answer.status}: {self._error_text(answer.body)}")
         return _mode_object(answer.body, shown)
 
 
@@ -136,17 +140,22 @@ class AdminClient:
         answer = self._request("GET", "/config")
         if answer.status != 200:
             raise AdminError(f"GET {self.shown_url}/config: HTTP {answer.status} (expected 200): "
-                             f"{_error_text(answer.body)}; serve the risk configuration there, or use --risk-config")
+                             f"{self._error_text(answer.body)}; serve the risk configuration there, or use --risk-config")
         if not isinstance(answer.body, dict):
             raise AdminError(f"GET {self.shown_url}/config: answer is not a JSON object")
         return answer.body
+
+    def _error_text(self, body: Any) -> str:
+        """The server's error text: masked, control characters written out, then cut to 120 characters."""
+        text = str(body.get("error") or body.get("message") or body) if isinstance(body, dict) else str(body)
+        return self._redactor.shorten(text, 120)
 
     def get_allocation(self) -> dict:
         """GET /allocation; the answer object, whose allocation is a fraction in (0, 1] or null."""
         answer = self._request("GET", "/allocation")
         if answer.status != 200:
             raise AdminError(f"GET {self.shown_url}/allocation: HTTP {answer.status} (expected 200): "
-                             f"{_error_text(answer.body)}")
+                             f"{self._error_text(answer.body)}")
         return _allocation_object(answer.body, f"GET {self.shown_url}/allocation")
 
     def set_allocation(self, allocation: float, expected: float | None, reason: str, actor: str) -> dict:
@@ -161,7 +170,7 @@ class AdminClient:
             raise AdminConflict(f"{shown}: HTTP 409, allocation is now {current!r}, not {expected!r}: someone "
                                 "changed it meanwhile", current)
         if answer.status != 200:
-            raise AdminError(f"{shown}: HTTP {answer.status}: {_error_text(answer.body)}")
+            raise AdminError(f"{shown}: HTTP {answer.status}: {self._error_text(answer.body)}")
         return _allocation_object(answer.body, shown)
 
 
@@ -174,10 +183,6 @@ def _allocation_object(body: Any, shown: str) -> dict:
     return body
 
 
-def _error_text(body: Any) -> str:
-    if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)[:120]
-    return str(body)[:120]
 
 
 def _mode_object(body: Any, shown: str) -> dict:

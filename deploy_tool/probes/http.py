@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from deploy_tool import ProbeError
-from deploy_tool.redact import mask_url
+from deploy_tool.redact import Redactor, mask_url
 
 _LOCAL = threading.local()  # the connections the calling thread's current call uses
 
@@ -116,26 +116,29 @@ class DeadlineSession(requests.Session):
 
 def get_json(session: DeadlineSession, url: str, timeout: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """(HTTP status, parsed JSON body) of one GET within the deadline; ProbeError saying what went wrong,
-    the URL masked."""
+    the URL masked, and what the call sent (its URL's and headers' credentials) masked in a quoted answer before
+    the answer is cut to length."""
+    sent = Redactor.for_request(url, headers)
     try:
         response = session.call("GET", url, connect_s=timeout[0], deadline_s=timeout[1],
                                 headers=headers or {"Accept": "application/json"})
     except requests.Timeout:
         raise ProbeError(f"no complete answer from {mask_url(url)} within {timeout[1]:g} s") from None
     except requests.RequestException as exc:
-        raise ProbeError(f"cannot reach {mask_url(url)}: {_short(exc)}") from None
+        raise ProbeError(f"cannot reach {mask_url(url)}: {_short(exc, sent)}") from None
     try:
         body = response.json()
     except ValueError:
-        snippet = response.text[:80].replace("\n", " ")
+        snippet = sent.shorten(response.text.replace("\n", " "), 80)
         raise ProbeError(
-            f"{mask_url(url)} answered HTTP {response.status_code} with non-JSON body {snippet!r}"
+            f"{mask_url(url)} answered HTTP {response.status_code} with non-JSON body '{snippet}'"
         ) from None
     return response.status_code, body
 
 
-def _short(exc: BaseException) -> str:
-    """The innermost reason of a requests error, without the urllib3 pool noise."""
+def _short(exc: BaseException, sent: Redactor) -> str:
+    """The innermost reason of a requests error, without the urllib3 pool noise; what was sent masked in it
+    before it is cut (urllib3 quotes the URL, query included)."""
     reason = exc
     while reason.__context__ is not None and reason.__context__ is not reason:
         reason = reason.__context__
@@ -144,4 +147,4 @@ def _short(exc: BaseException) -> str:
         return "connection refused"
     if "Name or service not known" in str(exc) or "Temporary failure in name resolution" in str(exc):
         return "host name does not resolve (no network or wrong --okx-base-url)"
-    return text[:200]
+    return sent.shorten(text, 200)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from deploy_tool import ProbeError
-from deploy_tool.redact import mask_url
+from deploy_tool.redact import Redactor, mask_url
 
 CONFIG_PATH = "/api/v5/account/config"
 BALANCE_PATH = "/api/v5/account/balance"
@@ -92,11 +92,13 @@ def signed_get(base_url: str, request_path: str, creds: Credentials, demo: bool 
     with DeadlineSession() as session:
         status, body = get_json(session, url, timeout, headers(creds, "GET", request_path, demo=demo))
     code = str(body.get("code")) if isinstance(body, dict) else None
+    # OKX's message masked (the key, secret and passphrase, should it echo one) before it is cut to length.
+    sent = Redactor.for_request(url, secrets=(creds.key, creds.secret, creds.passphrase))
     if code in ERRORS:
-        raise ProbeError(f"{shown}: OKX error {code} ({str(body.get('msg', ''))[:80]}): {ERRORS[code]}")
+        raise ProbeError(f"{shown}: OKX error {code} ({sent.shorten(str(body.get('msg', '')), 80)}): {ERRORS[code]}")
     if status != 200 or code != "0" or not isinstance(body.get("data"), list) or not body["data"]:
-        msg = body.get("msg", "") if isinstance(body, dict) else ""
-        raise ProbeError(f"{shown} answered HTTP {status} code {code!r} {msg}".rstrip())
+        msg = str(body.get("msg", "")) if isinstance(body, dict) else ""
+        raise ProbeError(f"{shown} answered HTTP {status} code {code!r} {sent.shorten(msg, 120)}".rstrip())
     return body["data"]
 
 
