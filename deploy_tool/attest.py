@@ -108,7 +108,9 @@ def load_signing_key(path: str | None, environ: Mapping[str, str] | None = None,
     if not text and path:
         source = f"file {path}"
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            from deploy_tool import fileops
+
+            text = fileops.read_text(path, limit=100_000)
         except (OSError, UnicodeDecodeError) as exc:
             raise AttestError(f"cannot read the signing key {path}: {getattr(exc, 'strerror', None) or exc}: "
                               "point --signing-key at the private key `gradual-deploy keygen` wrote") from None
@@ -132,12 +134,14 @@ def load_trusted(path: str | os.PathLike) -> dict[str, Ed25519PublicKey]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from deploy_tool import fileops
+
     where = Path(path)
     files = sorted(p for p in where.iterdir() if p.suffix in (".pem", ".pub")) if where.is_dir() else [where]
     keys: dict[str, Ed25519PublicKey] = {}
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
+            text = fileops.read_text(file, limit=1_000_000)
         except FileNotFoundError:
             raise AttestError(f"no trusted keys at {file}: pin the public key(s) allowed to open real there, or "
                               "point --trusted-keys (GD_TRUSTED_KEYS) at the file; `gradual-deploy keygen` makes "
@@ -166,8 +170,10 @@ def load_trusted(path: str | os.PathLike) -> dict[str, Ed25519PublicKey]:
 
 
 def file_digest(path: str | os.PathLike) -> str:
+    from deploy_tool import fileops
+
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with fileops.open_regular(path, "rb") as fh:  # a FIFO or device is refused, never waited on
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

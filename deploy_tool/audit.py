@@ -40,7 +40,8 @@ def is_own_file(name: str) -> bool:
 
 
 def append(audit_dir: str, record: dict[str, Any]) -> str:
-    """Append one line (one write, O_APPEND, fsync'd; under a lock on Windows) and return the file's path."""
+    """Append one line (one write, O_APPEND, fsync'd; under a lock on Windows) and return the file's path.
+    Never blocked by what is at that path: a FIFO, socket or device there is an AuditError at once."""
     now = utc_now()
     line = {"ts": iso_utc(now), **record}
     data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
@@ -55,7 +56,8 @@ def append(audit_dir: str, record: dict[str, Any]) -> str:
 
 def read_events(audit_dir: str, events: Collection[str], days: int = 31) -> list[dict[str, Any]]:
     """gradual-deploy's own audit lines of the given events, oldest first, from its last `days` files.
-    Lines that cannot be read are left out: the audit is evidence, not the state the caller acts on alone."""
+    Lines that cannot be read are left out, and so is a file that is not a regular file (a FIFO would never
+    end the read): the audit is evidence, not the state the caller acts on alone."""
     try:
         names = sorted(n for n in os.listdir(audit_dir) if is_own_file(n) and n.endswith(".jsonl"))[-days:]
     except OSError:
@@ -63,7 +65,7 @@ def read_events(audit_dir: str, events: Collection[str], days: int = 31) -> list
     found = []
     for name in names:
         try:
-            with open(os.path.join(audit_dir, name), encoding="utf-8", errors="replace") as fh:
+            with fileops.open_regular(os.path.join(audit_dir, name), "r", errors="replace") as fh:
                 for line in fh:
                     try:
                         record = json.loads(line)

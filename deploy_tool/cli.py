@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Collection, NoReturn, Sequence, TextIO
+from typing import Any, Collection, NoReturn, Sequence, TextIO, cast
 
 from deploy_tool import MODES, DeployError, __version__
 from deploy_tool.redact import Redactor
@@ -187,8 +187,81 @@ def _printable_anywhere() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code. A stdout closed early (`gradual-deploy status | head -1`)
+    never ends in a traceback: a command that prints once goes on to its end with the rest of its output
+    dropped (`_ReaderGone`) and exits with its own code; any other ends there, with its code if it had one,
+    else 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _printable_anywhere()
+    original = sys.stdout
+    if argv[:1] and argv[0] in PRINT_ONCE:
+        sys.stdout = cast(TextIO, _ReaderGone(original))
+    code: int | None = None
+    try:
+        code = _run_command(argv)
+        sys.stdout.flush()  # here, where a broken pipe can still be handled, not in the interpreter's exit
+    except SystemExit:  # argparse's --help, --version and usage errors
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            sys.stdout = _drop_stdout(sys.stdout)
+        raise
+    except BrokenPipeError:
+        sys.stdout = _drop_stdout(sys.stdout)
+        return EXIT_FAILED if code is None else code
+    finally:
+        if isinstance(sys.stdout, _ReaderGone):
+            sys.stdout = original
+    return code
+
+
+# Commands that print their result once, at the end. A reader gone before that (`| head -1`) does not cut
+# them short: a pause still warns on stderr about a channel that failed, still notifies, and exits with its
+# own code. `watch` and `ramp` are not among them: they print as they go, and a lost stdout ends them (a
+# watch pauses first, commands/watch.py).
+PRINT_ONCE = ("switch", "pause", "status", "keygen", "verify")
+
+
+class _ReaderGone:
+    """stdout for a command that prints once: after a broken pipe, the rest of its output is dropped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._stream = _drop_stdout(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._stream = _drop_stdout(self._stream)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _drop_stdout(stream: TextIO) -> TextIO:
+    """Point the stream's descriptor at the null device, so that nothing written later (the interpreter's own
+    flush at exit included) meets the broken pipe: the pattern of
+    https://docs.python.org/3/library/signal.html#note-on-sigpipe. A stream without a descriptor is replaced."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+        return stream
+    except (OSError, ValueError, AttributeError):
+        return open(os.devnull, "w", encoding="utf-8")
+
+
+def _run_command(argv: list[str]) -> int:
+    """Parse and dispatch; library errors become a message on stderr and an exit code, once, here."""
     # `preflight` hands everything after it to pytest, including -h.
     if argv[:1] == ["preflight"]:
         return cmd_preflight(argv[1:])
@@ -238,9 +311,8 @@ def cmd_preflight(pytest_args: list[str]) -> int:
         return EXIT_USAGE
     result = run_preflight(pytest_args)
     if result.verdict is not None:
-        print(f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code})")
-        print(f"  evidence (HTML): {result.html}")
-        print(f"  evidence (JSON): {result.json}")
+        _print([f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code})",
+                f"  evidence (HTML): {result.html}", f"  evidence (JSON): {result.json}"], Redactor.from_environ())
     return result.exit_code
 
 
@@ -319,10 +391,11 @@ def _channels(settings: Settings, pause: bool = False) -> list:
         raise UsageError(str(exc)) from None
 
 
-def _print(lines: Collection[str], redactor: Redactor, stream: TextIO | None = None) -> None:
-    """Print, every known secret masked: a server that echoes the token does not put it on a terminal."""
+def _print(lines: Collection[str], redactor: Redactor, stream: TextIO | None = None, flush: bool = False) -> None:
+    """Print scrubbed: every known secret masked (a server that echoes the token does not put it on a
+    terminal) and control characters written out (a server's escape sequence does not reach it either)."""
     for line in lines:
-        print(redactor.scrub(line), file=stream or sys.stdout)
+        print(redactor.scrub(line), file=stream or sys.stdout, flush=flush)
 
 
 def cmd_change(args: argparse.Namespace) -> int:
@@ -383,7 +456,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         raise UsageError("watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
     channels = _channels(settings, pause=True)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
-    return watch(cfg, channels, emit=lambda line: print(line, flush=True))
+    return watch(cfg, channels, emit=lambda line: _print([line], cfg.redactor, flush=True))
 
 
 def cmd_ramp(args: argparse.Namespace) -> int:
@@ -410,5 +483,4 @@ def cmd_ramp(args: argparse.Namespace) -> int:
         raise UsageError("ramp watches the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
     channels = _channels(settings)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
-    redactor = cfg.redactor
-    return ramp(cfg, channels, force=args.force, emit=lambda line: print(redactor.scrub(line), flush=True))
+    return ramp(cfg, channels, force=args.force, emit=lambda line: _print([line], cfg.redactor, flush=True))

@@ -9,6 +9,7 @@ reason: a check that could not measure never passes.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class Criterion:
     threshold: Any
     unit: str | None
     message: str
+    details: dict[str, Any] | None = None  # structured facts behind the message, kept whole in the evidence
 
 
 def unmeasured(id: str, group: str, error: str, threshold: Any = None, unit: str | None = None) -> Criterion:
@@ -152,9 +154,9 @@ def backtest_summary_valid(strategy: Strategy, settings: Settings) -> Criterion:
 def backtest_sharpe(strategy: Strategy, settings: Settings) -> Criterion:
     s, minimum = strategy, settings.min_sharpe
     ok = s.sharpe >= minimum
-    text = f"{s.name}: sharpe {s.sharpe:g}, minimum {minimum:g}"
+    text = f"{s.name}: sharpe {s.sharpe:g}{s.sharpe_note()}, minimum {minimum:g}"
     return Criterion("backtest_sharpe", "backtest", ok, s.sharpe, minimum, "ratio", text if ok else (
-        f"{s.name}: sharpe {s.sharpe:g} is below the minimum {minimum:g}: do not go live with it"))
+        f"{s.name}: sharpe {s.sharpe:g}{s.sharpe_note()} is below the minimum {minimum:g}: do not go live with it"))
 
 
 def backtest_winrate(strategy: Strategy, settings: Settings) -> Criterion:
@@ -168,9 +170,10 @@ def backtest_winrate(strategy: Strategy, settings: Settings) -> Criterion:
 def backtest_max_drawdown(strategy: Strategy, settings: Settings) -> Criterion:
     s, maximum = strategy, settings.max_drawdown
     ok = s.max_drawdown <= maximum
-    text = f"{s.name}: max drawdown {s.max_drawdown:g}, maximum {maximum:g}"
+    text = f"{s.name}: max drawdown {s.max_drawdown:g}{s.drawdown_note()}, maximum {maximum:g}"
     return Criterion("backtest_max_drawdown", "backtest", ok, s.max_drawdown, maximum, "fraction", text if ok else (
-        f"{s.name}: max drawdown {s.max_drawdown:g} exceeds the maximum {maximum:g}: do not go live with it"))
+        f"{s.name}: max drawdown {s.max_drawdown:g}{s.drawdown_note()} exceeds the maximum {maximum:g}: do not go "
+        "live with it"))
 
 
 def backtest_fresh(strategy: Strategy, settings: Settings, now: dt.datetime | None = None) -> Criterion:
@@ -248,14 +251,33 @@ def risk_daily_loss(config: RiskConfig, settings: Settings) -> Criterion:
     return _at_most(config, "daily_max_loss_pct", "risk_daily_loss", settings.max_daily_loss, "daily loss limit")
 
 
-def risk_order_notional_cap(config: RiskConfig, settings: Settings) -> Criterion:
-    value = _risk_value(config, "max_order_notional", "risk_order_notional_cap", "set", "quote")
+def risk_order_notional_cap(config: RiskConfig, settings: Settings, equity: float | None = None) -> Criterion:
+    """The per-order notional cap is set, above 0, and no more than the allocated capital: a cap that
+    allows more than capital x allocation caps nothing."""
+    check_id = "risk_order_notional_cap"
+    value = _risk_value(config, "max_order_notional", check_id, None, "quote")
     if isinstance(value, Criterion):
         return value
-    ok = value > 0
-    return Criterion("risk_order_notional_cap", "risk", ok, value, "set", "quote",
-                     f"per-order notional cap {value:g} in {config.source}" if ok
-                     else f"per-order notional cap is 0 in {config.source}: 0 means no cap; set a real one")
+    if value <= 0:
+        return Criterion(check_id, "risk", False, value, None, "quote",
+                         f"per-order notional cap is 0 in {config.source}: 0 means no cap; set a real one")
+    allocation = _risk_value(config, "allocation", check_id, None, "quote")
+    if isinstance(allocation, Criterion):
+        return allocation
+    capital, source = (settings.capital, "capital") if settings.capital is not None else (equity, "account equity")
+    if capital is None:
+        return Criterion(check_id, "risk", False, value, None, "quote",
+                         f"per-order notional cap {value:g} in {config.source}, but the allocated capital is unknown: "
+                         "set --capital (or an API key, for the account's equity) so that the cap can be compared "
+                         "with capital x allocation")
+    budget = capital * allocation
+    text = (f"per-order notional cap {value:g} in {config.source}; {source} {capital:g} x allocation {allocation:g} "
+            f"= {budget:g}")
+    if value > budget:
+        return Criterion(check_id, "risk", False, value, budget, "quote",
+                         f"{text}: the cap allows more than the allocated capital, so it caps nothing; set it at "
+                         "or below the allocated capital")
+    return Criterion(check_id, "risk", True, value, budget, "quote", text)
 
 
 def risk_min_order(min_order: MinOrder, config: RiskConfig, settings: Settings,
@@ -322,15 +344,41 @@ SHOWN_FINDINGS = 10
 
 
 def secrets_not_in_code(found: Scan, settings: Settings) -> Criterion:
-    count = len(found.findings)
+    criterion = _secrets_not_in_code(found)
+    details = {"files_scanned": found.files,
+               "findings": [{"path": f.path, "line": f.line, "kind": f.kind, "allowlisted": f.allowlisted}
+                            for f in found.findings],
+               "not_scanned": [{"path": n.path, "reason": n.reason} for n in found.not_scanned]}
+    return dataclasses.replace(criterion, details=details)
+
+
+def _secrets_not_in_code(found: Scan) -> Criterion:
+    hard, allowed, unread = found.hard_coded, found.allowlisted, found.unreadable
+    count = len(found.findings) + len(unread)
+    skipped = f"; {found.not_scanned_text(SHOWN_FINDINGS)}" if found.not_scanned else "; nothing left out"
     if count == 0:
         return Criterion("secrets_not_in_code", "secrets", True, 0, 0, "findings",
-                         f"no hard-coded secret in {found.files} file(s) under {found.root}")
-    listed = "; ".join(f.describe() for f in found.findings[:SHOWN_FINDINGS])
-    more = f" (+{count - SHOWN_FINDINGS} more)" if count > SHOWN_FINDINGS else ""
-    return Criterion("secrets_not_in_code", "secrets", False, count, 0, "findings",
-                     f"{count} hard-coded secret(s) under {found.root}: {listed}{more}: move them into environment "
-                     "variables or config.yaml, and rotate every key that was ever committed")
+                         f"no hard-coded secret in {found.files} file(s) under {found.root}{skipped}")
+
+    def shown(items: tuple[Any, ...], describe: Callable[[Any], str]) -> str:
+        more = f" (+{len(items) - SHOWN_FINDINGS} more)" if len(items) > SHOWN_FINDINGS else ""
+        return "; ".join(describe(item) for item in items[:SHOWN_FINDINGS]) + more
+
+    parts = []
+    if hard:
+        parts.append(f"{len(hard)} hard-coded secret(s) under {found.root}: {shown(hard, lambda f: f.describe())}: "
+                     "move them into environment variables or config.yaml, and rotate every key that was ever "
+                     "committed")
+    if allowed:
+        parts.append(f"{len(allowed)} key-like value(s) allowlisted by pragma under {found.root}: "
+                     f"{shown(allowed, lambda f: f.describe())}: a pragma hides a key from the scanner, it does not "
+                     "make it safe: a real key moves into the environment or config.yaml and is rotated, a fake one "
+                     "is made to look fake (e.g. \"fake-okx-key\")")
+    if unread:
+        parts.append(f"{len(unread)} path(s) under {found.root} could not be read, so may hold a key: "
+                     f"{shown(unread, lambda e: f'{e.path} ({e.reason})')}: let the gate read them, or move them out "
+                     "of the scan path")
+    return Criterion("secrets_not_in_code", "secrets", False, count, 0, "findings", "; ".join(parts) + skipped)
 
 
 # --- admin and control --------------------------------------------------------------------------

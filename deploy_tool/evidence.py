@@ -51,11 +51,15 @@ class CheckEntry:
     message: str = ""
     duration_s: float = 0.0
     required: bool = False  # in the run's manifest: a go-live pass needs it passed
+    details: dict[str, Any] | None = None  # structured facts behind the message (the secrets scan's lists)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "marker": self.marker, "required": self.required, "status": self.status,
-                "measured": json_number(self.measured), "threshold": json_number(self.threshold),
-                "unit": self.unit, "message": self.message, "duration_s": self.duration_s}
+        doc = {"id": self.id, "marker": self.marker, "required": self.required, "status": self.status,
+               "measured": json_number(self.measured), "threshold": json_number(self.threshold),
+               "unit": self.unit, "message": self.message, "duration_s": self.duration_s}
+        if self.details is not None:
+            doc["details"] = self.details
+        return doc
 
     @classmethod
     def from_json(cls, obj: Any) -> CheckEntry:
@@ -72,7 +76,8 @@ class CheckEntry:
         if isinstance(duration, bool) or not isinstance(duration, (int, float)):
             raise EvidenceError(f"check {check_id}: duration_s {duration!r} is not a number")
         return cls(check_id, marker, status, obj.get("measured"), obj.get("threshold"), obj.get("unit"),
-                   str(obj.get("message") or ""), float(duration), obj.get("required") is True)
+                   str(obj.get("message") or ""), float(duration), obj.get("required") is True,
+                   obj.get("details") if isinstance(obj.get("details"), dict) else None)
 
 
 def verdict(checks: list[CheckEntry]) -> str:
@@ -233,13 +238,8 @@ def reserve_stem(evidence_dir: str | os.PathLike, now: dt.datetime) -> Path:
 
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Write JSON through a temp file in the same directory, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    fileops.replace(tmp, path)
+    fileops.write_atomic(path, data.encode("utf-8"))
 
 
 def _stamp(path: Path) -> dt.datetime | None:
@@ -284,7 +284,8 @@ def newest(evidence_dir: str | os.PathLike) -> Found | None:
         if path.name.endswith(ATTESTATION_SUFFIX):
             continue  # the signed twin of a JSON: read by the gate beside the JSON it belongs to
         try:
-            found = Found(path, Evidence.from_json(json.loads(path.read_text(encoding="utf-8"))))
+            # fileops: a FIFO or a device named like evidence is refused at once, and a read is bounded
+            found = Found(path, Evidence.from_json(json.loads(fileops.read_text(path))))
             assert found.evidence is not None
             # Dated by the name it claimed when it started (the order runs started in; `-2`, `-3` later in
             # the same second), not by its unsigned finished_at: a plain JSON edited to look old does not

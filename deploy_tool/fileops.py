@@ -1,29 +1,172 @@
-"""File operations that differ on Windows, where the runbook's operators run the tool.
+"""How the tool opens, reads and writes files: never blocked by what sits at a path, and the same on Windows,
+where the runbook's operators run it.
+
+`open_fd` is the one opener. Every file on the path of `pause`, `watch`, `ramp`, `switch` and `status` (the
+audit, the control file and its temp file, the evidence, the ledger, the watch's snapshot, the trading
+system's audit and risk events) is opened through it, or through `open_regular`, `read_bytes`, `append` and
+`write_atomic` on top of it. A FIFO at such a path would block an open until another process opens its other
+end, a device such as /dev/zero never ends, a socket cannot be opened at all: so the opener does not wait
+(O_NONBLOCK), then looks at what it opened (fstat) and accepts only a regular file, or a file it creates.
+Anything else is `NotRegularFile`, an OSError naming the path and what it is. Reads are bounded in size
+(`FileTooLarge`). Lock waits are bounded by their callers (filelock's timeouts).
 
 Each function does the POSIX thing on POSIX and the right thing on Windows; `WINDOWS` is the one switch,
 so that the tests run the Windows paths here too (monkeypatching it), not only on a Windows runner.
 
+- Windows has no O_NONBLOCK (and no FIFO in its file system): the flag is left out there; the fstat check
+  still refuses a device such as CON or NUL.
 - `replace`: Windows refuses to replace a file another process holds open without delete sharing (the
   trading system reading its control file, an auditor's viewer on the evidence): retried for a moment,
   then a message saying so.
 - `fsync_directory`: a directory cannot be opened on Windows; NTFS journals the rename itself.
 - `set_mode`: `os.fchmod` does not exist on Windows before Python 3.13; file modes mean little there.
 - `append`: Windows' O_APPEND is a seek then a write, not one atomic step, so two processes appending at
-  once can overwrite each other's line: there the append takes a lock file. O_BINARY keeps "\n" a "\n".
+  once can overwrite each other's line: there the append takes a lock file. O_BINARY keeps "\\n" a "\\n".
 - `same_path`: Windows paths compare without regard to case or separator.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import ntpath
 import os
+import stat
 import time
-from typing import Iterator
+from typing import IO, Any, Iterator
 
 WINDOWS = os.name == "nt"
 REPLACE_RETRY_S = 0.5  # a reader holds a control file for microseconds; a pause cannot wait longer
 APPEND_LOCK_S = 2.0
+# The most any read takes in: every file the tool reads whole (evidence, envelope, ledger, control file) is a
+# few kilobytes to a few megabytes; a larger one is not one of them, and reading it could exhaust memory.
+MAX_READ_BYTES = 16 * 1024 * 1024
+
+_ACCESS = {  # the opener's modes: what os.open is asked for (a "w" truncates only once the file is checked)
+    "r": os.O_RDONLY,
+    "w": os.O_WRONLY | os.O_CREAT,
+    "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+}
+
+
+class NotRegularFile(OSError):
+    """A path the tool reads or writes names a FIFO, socket, device or directory instead of a file."""
+
+    def __init__(self, path: str | os.PathLike, kind: str) -> None:
+        self.kind = kind
+        super().__init__(errno.EISDIR if kind == "a directory" else errno.EINVAL,
+                         f"it is {kind}, not a regular file", os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename} is {self.kind}, not a regular file"
+
+
+class FileTooLarge(OSError):
+    """A file the tool reads whole is larger than any file it writes."""
+
+    def __init__(self, path: str | os.PathLike, limit: int) -> None:
+        self.limit = limit
+        super().__init__(errno.EFBIG, f"it is larger than {_size(limit)}, more than any file this tool reads",
+                         os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename} is larger than {_size(self.limit)}, more than any file this tool reads"
+
+
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def kind_of(mode: int) -> str | None:
+    """What a file of this st_mode is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def check_regular(path: str | os.PathLike) -> None:
+    """NotRegularFile when something other than a regular file is at `path` (symlinks followed); nothing
+    there, or a regular file, is fine. For a file another library opens (the lock file): a look, not an open."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there (or nothing to see): the open that follows says what is wrong
+    kind = kind_of(mode)
+    if kind is not None:
+        raise NotRegularFile(path, kind)
+
+
+def open_fd(path: str | os.PathLike, access: str = "r", perm: int = 0o644) -> int:
+    """The one opener: a descriptor of the regular file at `path`, never blocked by what is there.
+
+    `access`: "r" read, "w" write (created, truncated), "a" append (created), "x" create a new file. Opened
+    without blocking (O_NONBLOCK where the platform has it), then checked with fstat: NotRegularFile when
+    the path names a FIFO, socket, device or directory; other OSErrors (FileNotFoundError for "r") as
+    os.open raises them."""
+    flags = _ACCESS[access] | getattr(os, "O_BINARY", 0)  # (os.open makes the descriptor non-inheritable itself)
+    nonblocking = not WINDOWS and hasattr(os, "O_NONBLOCK")
+    if nonblocking:
+        # O_NONBLOCK: a FIFO opens at once (for reading) or fails with ENXIO (for writing) instead of waiting
+        # for its other end; O_NOCTTY: a terminal at the path does not become this process's.
+        flags |= os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags, perm)
+    except (FileNotFoundError, FileExistsError):
+        raise
+    except OSError:
+        check_regular(path)  # ENXIO (a FIFO without a reader, a socket), EISDIR, EACCES on a Windows directory
+        raise
+    try:
+        kind = kind_of(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise NotRegularFile(path, kind)
+        if nonblocking:
+            os.set_blocking(fd, True)  # a regular file ignores it; cleared so that nothing downstream sees it
+        if access == "w":
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_regular(path: str | os.PathLike, mode: str = "r", *, perm: int = 0o644, encoding: str = "utf-8",
+                 errors: str | None = None) -> IO[Any]:
+    """`open()` through `open_fd`: mode "r", "w", "a" or "x", with "b" for bytes (text is UTF-8 by default)."""
+    access = mode.replace("b", "").replace("t", "")
+    if access not in _ACCESS:
+        raise ValueError(f"mode {mode!r}: one of r, w, a, x, with b for bytes")
+    fd = open_fd(path, access, perm)
+    try:
+        raw = io.FileIO(fd, "r" if access == "r" else "w", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    buffered: Any = io.BufferedReader(raw) if access == "r" else io.BufferedWriter(raw)
+    if "b" in mode:
+        return buffered
+    return io.TextIOWrapper(buffered, encoding=encoding, errors=errors)
+
+
+def read_bytes(path: str | os.PathLike, limit: int = MAX_READ_BYTES) -> bytes:
+    """The whole regular file at `path`, at most `limit` bytes; FileTooLarge beyond it."""
+    with open_regular(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLarge(path, limit)
+    return data
+
+
+def read_text(path: str | os.PathLike, limit: int = MAX_READ_BYTES) -> str:
+    """`read_bytes` as UTF-8 text (UnicodeDecodeError, a ValueError, when it is not)."""
+    return read_bytes(path, limit).decode("utf-8")
 
 
 def replace(src: str | os.PathLike, dst: str | os.PathLike, retry_s: float = REPLACE_RETRY_S) -> None:
@@ -46,6 +189,34 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike, retry_s: float = REP
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, perm: int = 0o644) -> None:
+    """Replace the regular file at `path` (or create it) in one step: a new temp file in the same directory,
+    written, fsync'd, renamed over it, the directory fsync'd where the platform can. A reader sees the old
+    content or the new, never a torn one. NotRegularFile, and nothing replaced, when a FIFO, socket, device
+    or directory is at `path`: that is not a file this tool wrote."""
+    target = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    check_regular(target)
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.urandom(6).hex()}.tmp")
+    fd = open_fd(tmp, "x", 0o600)  # a fresh name, created here: nothing planted there can be opened
+    try:
+        try:
+            set_mode(fd, perm)  # the umask does not decide: the trading system may run as another user
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        check_regular(target)  # again, just before the rename: whatever appeared there meanwhile stays
+        replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_directory(directory)  # where the platform can; the rename itself is atomic
 
 
 def fsync_directory(directory: str | os.PathLike) -> bool:
@@ -90,10 +261,10 @@ def _append_lock(path: str) -> Iterator[None]:
 
 
 def append(path: str, data: bytes) -> None:
-    """Append `data` to `path` in one write and fsync it; OSError when that fails."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+    """Append `data` to the regular file `path` (created if missing) in one write and fsync it; OSError
+    (NotRegularFile for a FIFO, socket, device or directory) when that fails."""
     with _append_lock(path):
-        fd = os.open(path, flags, 0o644)
+        fd = open_fd(path, "a")
         try:
             os.write(fd, data)
             os.fsync(fd)

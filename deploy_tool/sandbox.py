@@ -725,6 +725,7 @@ class Sandbox:
             "--scan-path", str(self.source_dir),
             "--subject", str(self.source_dir),
             "--signing-key", str(self.signing_key),
+            "--capital", f"{SANDBOX_CAPITAL:g}",
         ]
 
     def gate_args(self) -> list[str]:

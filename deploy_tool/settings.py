@@ -150,10 +150,6 @@ def notify_urls(text: str) -> tuple[str, ...]:
     return found
 
 
-def on_off(text: str) -> bool:
-    return str(text).strip().lower() in ("1", "true", "yes", "on")
-
-
 ON, OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -296,8 +292,8 @@ class Settings:
                                   group="backtest", threshold=True, looser="lower", bounds=(0, 1))
     max_drawdown: float = _setting("--max-drawdown", "maximum backtest drawdown, a fraction in [0, 1]", fraction,
                                    "0.05", group="backtest", threshold=True, looser="higher", bounds=(0, 1))
-    min_trades: int = _setting("--min-trades", "fewest backtest trades that make the figures meaningful (0 = off)",
-                               count, "0", group="backtest", threshold=True, looser="lower", bounds=(0, MANY))
+    min_trades: int = _setting("--min-trades", "fewest backtest trades that make the figures meaningful (0 = off; a "
+                               "backtest with 0 trades never passes)", count, "30", group="backtest", threshold=True, looser="lower", bounds=(0, MANY))
     backtest_max_age: float = _setting("--backtest-max-age", "the backtest summary must be newer than this duration",
                                        duration, "24h", group="backtest",
                                        threshold=True, looser="higher", bounds=(0, 365 * DAY))
@@ -307,6 +303,9 @@ class Settings:
     risk_config: str | None = _setting("--risk-config", "the trading system's risk configuration file (JSON, YAML or "
                                        "KEY=VALUE .env); unset: GET /config of the admin API", text_value, None,
                                        group="risk")
+    risk_config_section: str | None = _setting("--risk-config-section", "the section of the risk configuration the "
+                                               "system reads its limits from, dotted (e.g. live.risk); unset: the "
+                                               "top level and a `risk` section", text_value, None, group="risk")
     max_allocation: float = _setting("--max-allocation", "largest share of capital the system may trade, a fraction "
                                      "(0.01 for one percent)", fraction, "0.01", group="risk",
                                      threshold=True, looser="higher", bounds=(0, 1))
@@ -483,11 +482,18 @@ SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate", "ra
 def admin_url_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
     """(url, source) for the admin API from EXEC_HTTP_ADMIN_URL, or from EXEC_HTTP_HOST and EXEC_HTTP_PORT
     when EXEC_HTTP_ADMIN_ENABLED=true; None when the environment names none; ValueError when it names one
-    incompletely."""
+    incompletely, or when EXEC_HTTP_ADMIN_ENABLED holds a value that is neither on nor off (`y`, `enabled`):
+    read as off, it would drop the admin API from a pause without a word."""
     value = environ.get("EXEC_HTTP_ADMIN_URL", "").strip()
     if value:
         return value, "environment variable EXEC_HTTP_ADMIN_URL"
-    if not on_off(environ.get("EXEC_HTTP_ADMIN_ENABLED", "")):
+    enabled = environ.get("EXEC_HTTP_ADMIN_ENABLED", "")
+    try:
+        on = switch_value(enabled)
+    except ValueError as exc:
+        shown = enabled.strip() if len(enabled.strip()) <= 20 else enabled.strip()[:17] + "..."
+        raise ValueError(f"EXEC_HTTP_ADMIN_ENABLED={shown!r} is neither on nor off: expected {exc}") from None
+    if not on:
         return None
     host = environ.get("EXEC_HTTP_HOST", "").strip() or "127.0.0.1"
     port = environ.get("EXEC_HTTP_PORT", "").strip()
@@ -542,8 +548,9 @@ def load_config(path: str, source: str = "the command line") -> ConfigFile:
         return OptionError(f"--config {shown} (from {source}) {problem}", f"--config {shown} {problem}")
 
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        from deploy_tool import fileops
+
+        doc = tomllib.loads(fileops.read_bytes(path, limit=1_000_000).decode("utf-8"))  # no FIFO, no endless file
     except OSError as exc:
         raise error(f"cannot be read ({exc.strerror or exc}): give --config a readable TOML file") from None
     except tomllib.TOMLDecodeError as exc:

@@ -10,7 +10,6 @@ judging code lives in `deploy_tool`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import signal
 import uuid
@@ -166,24 +165,28 @@ class RunState:
         attempt = self.summary_attempt
         if attempt is not None and attempt.error is None:
             summary = attempt.value()  # the file read: a results directory resolves to its newest result
-            return {"backtest_summary": {"path": summary.path, "sha256": summary.sha256}, **self._config_input()}
+            figures = {s.name: s.provenance for s in summary.strategies if s.provenance}
+            return {"backtest_summary": {"path": summary.path, "sha256": summary.sha256,
+                                         **({"figures": figures} if figures else {})}, **self._config_input()}
         try:
-            with open(path, "rb") as fh:
-                digest: str | None = hashlib.sha256(fh.read()).hexdigest()
-        except OSError:
+            digest: str | None = path_digest(path) if not os.path.isdir(path) else None
+        except AttestError:
             digest = None
         return {"backtest_summary": {"path": path, "sha256": digest}, **self._config_input()}
 
     def _config_input(self) -> dict[str, Any]:
-        """The gradual-deploy config file (--config) the thresholds may have come from, by digest."""
+        """Where the risk settings were read (the gate reads the allocation there again), and the
+        gradual-deploy config file (--config) the thresholds may have come from, by digest."""
+        found: dict[str, Any] = {"risk_config": {"path": self.settings.risk_config,
+                                                 "section": self.settings.risk_config_section}}
         path = self.settings.config
         if not path:
-            return {}
+            return found
         try:
             digest: str | None = path_digest(path)
         except AttestError:
             digest = None
-        return {"config": {"path": os.path.abspath(path), "sha256": digest}}
+        return {**found, "config": {"path": os.path.abspath(path), "sha256": digest}}
 
 
 STATE_KEY = pytest.StashKey[RunState]()
@@ -464,7 +467,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         return report
     if call.excinfo is not None and isinstance(call.excinfo.value, ProbeError):
         report.longrepr = str(call.excinfo.value)  # could not measure: the reason, not a traceback
-    _scrub_report(report, state.redactor)
     entry = state.entries.get(item.nodeid)
     if entry is None:
         entry = state.entries[item.nodeid] = _new_entry(item, PENDING)
@@ -477,8 +479,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
             report.outcome, report.longrepr = "failed", "the check recorded no criterion: it judged nothing"
         elif not criterion.ok:
             report.outcome, report.longrepr = "failed", criterion.message
+    _scrub_report(report, state.redactor)  # after the criterion's word: it may quote a server too
     if criterion is not None and report.when == "call":
         entry.measured, entry.threshold, entry.unit = criterion.measured, criterion.threshold, criterion.unit
+        entry.details = state.redactor.scrub_data(criterion.details) if criterion.details is not None else None
         report.user_properties.append(("gd_check", entry.to_json()))
     if report.skipped and entry.status != "failed":
         entry.status, entry.message = "skipped", _skip_reason(report)
@@ -488,25 +492,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         entry.status, entry.message = "failed", state.redactor.scrub(message)
     elif report.when == "call" and entry.status == PENDING:
         entry.status = "passed"  # the only way to pass: a call phase that ran and passed
-        entry.message = criterion.message if criterion is not None else ""
+        entry.message = state.redactor.scrub(criterion.message) if criterion is not None else ""
     return report
 
 
 def _scrub_report(report: pytest.TestReport, redactor: Redactor) -> None:
-    if not redactor:
-        return
-    if report.longrepr is not None and not isinstance(report.longrepr, tuple):
+    """Scrub what pytest prints of a check and pytest-html shows of it (its traceback or reason, a skip's
+    reason, captured output), always: a server's escape sequence is harmful where no secret is known."""
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        path, lineno, reason = report.longrepr
+        report.longrepr = (path, lineno, redactor.scrub(str(reason)))
+    elif report.longrepr is not None:
         text = report.longreprtext
-        if redactor.contains_secret(text):
-            report.longrepr = redactor.scrub(text)
+        scrubbed = redactor.scrub(text)
+        if scrubbed != text:  # else pytest keeps its own rendering of the traceback
+            report.longrepr = scrubbed
     report.sections = [(title, redactor.scrub(content)) for title, content in report.sections]
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
+    """The reason of a skipped check, control characters written out (`_scrub_report` masked it)."""
     if isinstance(report.longrepr, tuple):
         reason = str(report.longrepr[2])
-        return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
-    return str(report.longrepr or "skipped")
+        return Redactor().scrub(reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason)
+    return Redactor().scrub(str(report.longrepr or "skipped"))
 
 
 def _failure_message(call: pytest.CallInfo, report: pytest.TestReport) -> str:
@@ -578,14 +587,16 @@ def _tell_failure(state: RunState, doc: dict[str, Any]) -> dict[str, Any] | None
 
 
 def _scrub_file(path: Path, redactor: Redactor) -> None:
-    """Last line of defence: no secret value survives in the written HTML."""
+    """Last line of defence: no secret value, nor a piece of one, nor a control character survives in the
+    written HTML."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return
-    if redactor.contains_secret(text):
+    scrubbed = redactor.scrub(text)
+    if scrubbed != text:
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(redactor.scrub(text), encoding="utf-8")
+        tmp.write_text(scrubbed, encoding="utf-8")
         fileops.replace(tmp, path)
 
 
@@ -599,8 +610,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not any(c.status in ("passed", "failed") for c in checks):
         terminalreporter.write_line("no check passed: a run that measured nothing is not a pass", red=True)
     if not evidence.opens_real.get("ok"):
-        terminalreporter.write_line("this evidence does not open real: " + "; ".join(evidence.opens_real.get("why", [])),
-                                    yellow=True)
+        terminalreporter.write_line(state.redactor.scrub("this evidence does not open real: "
+                                                         + "; ".join(evidence.opens_real.get("why", []))), yellow=True)
     terminalreporter.write_sep("=", f"preflight verdict: {verdict.upper()}", green=verdict == "pass", red=verdict != "pass")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.html')}")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.json')}")

@@ -25,8 +25,8 @@ def test_risk_daily_loss(risk_config, settings, check):
     assert criterion.ok, criterion.message
 
 
-def test_risk_order_notional_cap(risk_config, settings, check):
-    criterion = check(criteria.risk_order_notional_cap(risk_config.value(), settings))
+def test_risk_order_notional_cap(risk_config, settings, equity, check):
+    criterion = check(criteria.risk_order_notional_cap(risk_config.value(), settings, equity))
     assert criterion.ok, criterion.message
 
 

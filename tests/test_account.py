@@ -112,7 +112,11 @@ def test_without_a_key_the_group_skips_unless_required(run_suite, monkeypatch):
         partial.check("account_facts")["message"]
 
 
-def test_the_minimum_order_check_uses_the_account_equity_without_capital(run_suite, keyed):
-    run = run_suite("-m", "risk", "--inst-id", "BTC-USDT")
+def test_the_minimum_order_check_uses_the_account_equity_without_capital(run_suite, sandbox, keyed):
+    args = sandbox.preflight_args()
+    del args[args.index("--capital"):args.index("--capital") + 2]
+    run = run_suite("-m", "risk", "--inst-id", "BTC-USDT", *args, sandbox_args=False)
     check = run.check("risk_min_order[BTC-USDT]")
     assert check["status"] == "passed" and "account equity 10250.5 x allocation 0.005" in check["message"]
+    cap = run.check("risk_order_notional_cap")  # and the order cap against the same allocated capital
+    assert cap["status"] == "passed" and cap["threshold"] == 10250.5 * 0.005

@@ -100,3 +100,17 @@ def test_age_from_generated_at_else_mtime(tmp_path):
     (s,) = load_summary(str(path)).strategies
     ok, age, message = age_verdict(s, 86400, now)
     assert not ok and math.isclose(age, 2 * 86400) and "file mtime" in message
+
+
+def test_a_figure_given_twice_with_different_values_is_ambiguous(tmp_path):
+    from deploy_tool.probes.backtest import load_summary
+
+    path = tmp_path / "s.json"
+    path.write_text('{"strategy": "s", "sharpe": 0.1, "sharpe_ratio": 2.5, "winrate": 0.6, "max_drawdown": 0.02, '
+                    '"trades": 50}')
+    (strategy,) = load_summary(str(path)).strategies
+    assert strategy.error and "sharpe is given twice with different values (sharpe 0.1, sharpe_ratio 2.5)" in strategy.error
+    path.write_text('{"strategy": "s", "sharpe": 0.5, "sharpe_ratio": 0.5, "winrate": 0.6, "max_drawdown": 0.02, '
+                    '"trades": 50}')
+    (strategy,) = load_summary(str(path)).strategies
+    assert strategy.error is None and strategy.sharpe == 0.5

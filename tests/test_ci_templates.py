@@ -1017,7 +1017,12 @@ def test_github_gate_without_the_exchange_key_fails(tmp_path: Path, ci_box: Sand
     assert ci_box.admin.mode == "mock"
     (failed,) = evidence_docs(runner.artifacts / "go-live-evidence")
     assert failed["verdict"] == "fail"
-    assert {c["marker"] for c in failed["checks"] if c["status"] == "failed"} == {"account"}
+    # without the key the account checks fail, and so does the order cap: the allocated capital it is
+    # compared with comes from the account's equity when the template gives no --capital
+    failing = {c["id"]: c["message"] for c in failed["checks"] if c["status"] == "failed"}
+    assert {c["marker"] for c in failed["checks"] if c["status"] == "failed"} == {"account", "risk"}
+    assert [i for i in failing if not i.startswith("account_")] == ["risk_order_notional_cap"]
+    assert "the allocated capital is unknown" in failing["risk_order_notional_cap"]
 
 
 def test_github_workflow_installs_nothing_but_the_pinned_wheel(tmp_path: Path, ci_box: Sandbox, pinned) -> None:

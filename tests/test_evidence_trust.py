@@ -560,8 +560,8 @@ def test_a_strategy_filter_is_a_diagnostic_run_that_opens_nothing(run_suite, san
     summary = tmp_path / "two.json"
     now = iso_utc(utc_now())
     summary.write_text(json.dumps({"strategies": [
-        {"strategy": "good", "sharpe": 1.5, "winrate": 0.6, "max_drawdown": 0.02, "generated_at": now},
-        {"strategy": "bad", **BAD_BACKTEST, "generated_at": now}]}))
+        {"strategy": "good", "sharpe": 1.5, "winrate": 0.6, "max_drawdown": 0.02, "trades": 200, "generated_at": now},
+        {"strategy": "bad", **BAD_BACKTEST, "trades": 200, "generated_at": now}]}))
     run = run_suite("--backtest-summary", str(summary), "--strategy", "good")
     assert run.evidence["verdict"] == "pass", run.output
     assert "backtest_sharpe[bad]" in run.evidence["manifest"]

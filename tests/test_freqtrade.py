@@ -24,7 +24,8 @@ def test_a_current_result_is_checked_per_strategy(run_suite, tmp_path):
     assert statuses["backtest_fresh[SampleStrategy]"] == "passed"
     assert statuses["backtest_sharpe[RiskyStrategy]"] == "failed" and statuses["backtest_winrate[RiskyStrategy]"] == "failed"
     drawdown = run.check("backtest_max_drawdown[SampleStrategy]")
-    assert drawdown["measured"] == 0.031, "max_drawdown_account comes first"
+    assert drawdown["measured"] == 0.033, "the most conservative of freqtrade's account drawdowns"
+    assert "the most conservative of max_drawdown_account 0.031, max_relative_drawdown 0.033" in drawdown["message"]
     assert "freqtrade backtest_run_end_ts" in run.check("backtest_fresh[SampleStrategy]")["message"]
     picked = _backtest(run_suite, write_json(tmp_path, "backtest-result-2026-11-24_10-00-00", doc),
                        "--strategy", "SampleStrategy")
@@ -106,3 +107,57 @@ def test_unusable_freqtrade_inputs_fail_with_the_reason(run_suite, tmp_path, set
     run = _backtest(run_suite, target, *extra)
     assert run.result.ret == 1
     assert any(phrase in c["message"] for c in run.evidence["checks"] if c["marker"] == "backtest"), run.output
+
+
+# --- what freqtrade reports, judged the most conservative way (issue 16) ---------------------------------
+
+
+def test_the_headline_drawdown_is_judged_not_the_smaller_one(run_suite, tmp_path):
+    """freqtrade 2024.11's figures for one run: "Max % of account underwater" 2.02 %, the account's absolute
+    drawdown 1.99 %. --max-drawdown 0.02 must fail on the headline."""
+    stats = strategy_stats("S", drawdown={"max_drawdown_account": 0.0198735, "max_relative_drawdown": 0.020205})
+    run = _backtest(run_suite, write_json(tmp_path, "r", result(("S", stats))), "--max-drawdown", "0.02")
+    check = run.check("backtest_max_drawdown[S]")
+    assert (check["status"], check["measured"], check["threshold"]) == ("failed", 0.020205, 0.02)
+    figures = run.evidence["inputs"]["backtest_summary"]["figures"]["S"]
+    assert figures["max_drawdown"] == "max_relative_drawdown"
+    assert figures["drawdowns_seen"] == {"max_drawdown_account": 0.0198735, "max_relative_drawdown": 0.020205}
+
+
+def test_a_wallet_drawdown_and_the_freqtrade_version_are_recorded(run_suite, tmp_path):
+    """freqtrade 2026.x also reports the marked-to-market wallet's drawdown under wallet_stats (the key names
+    here are matched by pattern: any numeric `*drawdown*` that is not an amount, a time or a balance)."""
+    stats = strategy_stats("S", drawdown={"max_drawdown_account": 0.0198735, "max_relative_drawdown": 0.020205})
+    stats["wallet_stats"] = {"max_drawdown": 0.0286, "max_drawdown_abs": 286.0, "drawdown_start_ts": 1700000000000}
+    doc = result(("S", stats))
+    doc["metadata"] = {"S": {"run_id": "abc", "freqtrade_version": "2026.9"}}
+    run = _backtest(run_suite, write_json(tmp_path, "r", doc), "--max-drawdown", "0.05")
+    check = run.check("backtest_max_drawdown[S]")
+    assert (check["status"], check["measured"]) == ("passed", 0.0286)
+    figures = run.evidence["inputs"]["backtest_summary"]["figures"]["S"]
+    assert figures["max_drawdown"] == "wallet_stats.max_drawdown" and figures["freqtrade_version"] == "2026.9"
+    assert set(figures["drawdowns_seen"]) == {"max_drawdown_account", "max_relative_drawdown",
+                                              "wallet_stats.max_drawdown"}
+    assert figures["sharpe"] == "sharpe"
+    assert "(freqtrade `sharpe`, freqtrade 2026.9)" in run.check("backtest_sharpe[S]")["message"]
+
+
+def test_a_strategy_that_never_traded_never_passes(run_suite, tmp_path):
+    stats = strategy_stats("Idle", sharpe=0.0, winrate=0.0, total_trades=0,
+                           drawdown={"max_drawdown_account": 0.0, "max_relative_drawdown": 0.0})
+    run = _backtest(run_suite, write_json(tmp_path, "r", result(("Idle", stats))),
+                    "--min-sharpe", "0", "--min-winrate", "0", "--min-trades", "0")
+    assert run.result.ret == 1 and run.evidence["verdict"] == "fail"
+    check = run.check("backtest_summary_valid[Idle]")
+    assert check["status"] == "failed" and "0 trades" in check["message"]
+
+
+def test_a_handful_of_trades_does_not_pass_the_defaults(run_suite, tmp_path):
+    """7 trades over a day gave a Sharpe of 117.6: the default --min-trades (30) refuses such a sample."""
+    stats = strategy_stats("Lucky", sharpe=117.6, winrate=0.86, total_trades=7)
+    run = _backtest(run_suite, write_json(tmp_path, "r", result(("Lucky", stats))))
+    assert run.evidence["thresholds"]["min_trades"] == 30
+    check = run.check("backtest_min_trades[Lucky]")
+    assert (check["status"], check["measured"], check["threshold"]) == ("failed", 7, 30)
+    assert run.check("backtest_sharpe[Lucky]")["status"] == "passed"
+    assert run.evidence["verdict"] == "fail"

@@ -163,7 +163,8 @@ def test_control_directory_missing_fails(run_suite, sandbox, tmp_path):
 
 
 def _summary(sandbox, **fields):
-    doc = {"strategy": "s1", "sharpe": 0.9, "winrate": 0.6, "max_drawdown": 0.02, "generated_at": iso_utc(utc_now())}
+    doc = {"strategy": "s1", "sharpe": 0.9, "winrate": 0.6, "max_drawdown": 0.02, "trades": 120,
+           "generated_at": iso_utc(utc_now())}
     doc.update(fields)
     sandbox.backtest_summary.write_text(json.dumps({k: v for k, v in doc.items() if v is not None}))
 
@@ -190,13 +191,23 @@ def test_missing_summary_fails_naming_the_option(run_suite, sandbox, tmp_path):
     assert "--backtest-summary" in run.check("backtest_summary_valid[summary]")["message"]
 
 
-def test_min_trades_is_checked_only_when_asked(run_suite, sandbox):
+def test_min_trades_is_checked_by_default_and_off_only_when_asked(run_suite, sandbox):
     _summary(sandbox, trades=40)
     first = run_suite("-m", "backtest")
-    assert first.result.ret == 0 and "backtest_min_trades[s1]" not in first.statuses()
+    assert first.result.ret == 0 and first.statuses()["backtest_min_trades[s1]"] == "passed"
+    assert first.check("backtest_min_trades[s1]")["threshold"] == 30
     run = run_suite("-m", "backtest", "--min-trades", "100")
     _failed_only(run, "backtest_min_trades[s1]")
     assert "40 backtest trades, fewer than the minimum 100" in run.check("backtest_min_trades[s1]")["message"]
+    _summary(sandbox, trades=None)  # no count at all: the default asks for one
+    unknown = run_suite("-m", "backtest")
+    _failed_only(unknown, "backtest_min_trades[s1]")
+    off = run_suite("-m", "backtest", "--min-trades", "0")
+    assert off.result.ret == 0 and "backtest_min_trades[s1]" not in off.statuses()
+    _summary(sandbox, trades=0)  # but a backtest that never traded fails even so
+    idle = run_suite("-m", "backtest", "--min-trades", "0")
+    assert idle.check("backtest_summary_valid[s1]")["status"] == "failed"
+    assert "0 trades" in idle.check("backtest_summary_valid[s1]")["message"]
 
 
 def test_hanging_probe_cannot_stop_the_evidence(run_suite, sandbox):

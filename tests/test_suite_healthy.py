@@ -13,7 +13,7 @@ EXPECTED_IDS = {
     "trades_fresh",
     "backtest_summary_valid[sandbox-momentum]", "backtest_sharpe[sandbox-momentum]",
     "backtest_winrate[sandbox-momentum]", "backtest_max_drawdown[sandbox-momentum]",
-    "backtest_fresh[sandbox-momentum]",
+    "backtest_fresh[sandbox-momentum]", "backtest_min_trades[sandbox-momentum]",
     "risk_allocation", "risk_single_trade_loss", "risk_daily_loss", "risk_order_notional_cap",
     "account_no_withdraw", "account_ip_bound", "account_facts", "account_equity", "secrets_not_in_code",
     "admin_health", "admin_mode", "control_file_valid", "control_dir_writable",
@@ -102,8 +102,8 @@ def test_pyargs_works_from_any_directory(pytester, sandbox, monkeypatch, tmp_pat
 
 @pytest.mark.parametrize("layout", ["object", "list", "strategies"])
 def test_each_strategy_is_its_own_check(run_suite, sandbox, layout):
-    a = {"strategy": "alpha", "sharpe": 0.9, "winrate": 0.6, "max_drawdown": 0.02, "generated_at": _now()}
-    b = {"strategy": "beta", "sharpe": 0.1, "winrate": 0.6, "max_drawdown": 0.02, "generated_at": _now()}
+    a = {"strategy": "alpha", "sharpe": 0.9, "winrate": 0.6, "max_drawdown": 0.02, "trades": 120, "generated_at": _now()}
+    b = {"strategy": "beta", "sharpe": 0.1, "winrate": 0.6, "max_drawdown": 0.02, "trades": 120, "generated_at": _now()}
     doc = {"object": a, "list": [a, b], "strategies": {"strategies": [a, b]}}[layout]
     sandbox.backtest_summary.write_text(json.dumps(doc))
     run = run_suite("-m", "backtest")

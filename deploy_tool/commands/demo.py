@@ -22,6 +22,7 @@ from deploy_tool.audit import actor, host
 from deploy_tool.modes.change import pause, status, switch
 from deploy_tool.modes.channels import build_channels
 from deploy_tool.modes.gate import GateConfig
+from deploy_tool.redact import Redactor
 from deploy_tool.sandbox import SANDBOX_CAPITAL, Sandbox
 from deploy_tool.settings import defaults
 from deploy_tool.times import utc_now
@@ -43,8 +44,10 @@ def run_demo(base_dir: str) -> int:
     evidence_dir = Path(base_dir) / "evidence"
     audit_dir = Path(base_dir) / "audit"
     who = f"{actor()}@{host()}"
+    redactor = Redactor.from_environ()  # refreshed below once the demo's token is in the environment
     with Sandbox(workdir, token=token, token_env=token_env) as sandbox:
         os.environ.update(sandbox.account_env())  # the sandbox's own API key, for the account checks
+        redactor = Redactor.from_environ()
         _step(1, "start the sandbox (exchange stand-in, admin API, control file, trades feed, backtest)")
         print(f"  exchange {sandbox.okx_url}, admin API {sandbox.admin_url} (token-protected),")
         print(f"  control file {sandbox.control_file}, trades {sandbox.database_url}")
@@ -105,7 +108,7 @@ def run_demo(base_dir: str) -> int:
         timer = threading.Timer(2.0, sandbox.system.set_fault, ["risk-burst"])
         timer.start()
         cfg = WatchConfig(watch_settings, actor=who, redactor=watch_settings.redactor())
-        code = watch(cfg, build_channels(watch_settings, pause=True), emit=lambda line: print(line, flush=True))
+        code = watch(cfg, build_channels(watch_settings, pause=True), emit=lambda line: print(redactor.scrub(line), flush=True))
         timer.cancel()
         paused = sandbox.admin.mode == "paused" and '"paused"' in sandbox.control_file.read_text()
         if code != 1 or not paused:
@@ -128,7 +131,7 @@ def run_demo(base_dir: str) -> int:
         injector = threading.Thread(target=_lose_at, args=(sandbox, 0.01), daemon=True)
         injector.start()
         code = ramp(WatchConfig(ramp_settings, actor=who, redactor=ramp_settings.redactor()), channels,
-                    emit=lambda line: print(line, flush=True))
+                    emit=lambda line: print(redactor.scrub(line), flush=True))
         back = sandbox.admin.allocation == 0.005 and sandbox.admin.mode == "paused"
         if code != 1 or not back:
             print(f"demo: the ramp should have aborted to 0.5 % and paused (exit {code}, "

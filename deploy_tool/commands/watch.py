@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from deploy_tool import audit
+from deploy_tool import audit, fileops
 from deploy_tool.criteria import Criterion, round_criteria
-from deploy_tool.evidence import json_number, write_json_atomic
+from deploy_tool.evidence import json_number
 from deploy_tool.modes.change import Outcome, pause
 from deploy_tool.modes.channels import Channel
 from deploy_tool.redact import Redactor
@@ -319,11 +319,14 @@ def snapshot(cfg: WatchConfig, rnd: RoundResult, outcome: Outcome, reason: str, 
         while path.exists():
             n += 1
             path = directory / f"{kind}-{rnd.at:%Y%m%dT%H%M%SZ}-{n}.json"
-        write_json_atomic(path, cfg.redactor.scrub_data({
+        doc = cfg.redactor.scrub_data({
             "schema": f"gradual-deploy/{kind}/1", "at": iso_utc(rnd.at), "round": rnd.number,
             "reason": reason, "measurements": rnd.measurements(), "pause": outcome.as_dict(),
             "thresholds": cfg.settings.thresholds(WATCHED_GROUPS), **extra,
-        }))
+        })
+        # fileops: a fresh temp file, never one planted at a guessable name (a FIFO there would hold the
+        # watch after its pause), and nothing but a regular file replaced
+        fileops.write_atomic(path, (json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode())
         return str(path)
     except OSError:
         return None

@@ -11,10 +11,11 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
-from deploy_tool import DeployError
+from deploy_tool import DeployError, fileops
 from deploy_tool.modes.controlfile import (
     ControlFileError,
     ControlState,
+    NotAControlFile,
     read_control,
     write_control_atomic,
 )
@@ -208,13 +209,15 @@ class FileChannel:
         lock = FileLock(path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
         locked = lock_usable = True
         try:
+            # filelock would take a FIFO or a device as its lock file too: only a regular file is one
+            fileops.check_regular(path + ".lock")
             lock.acquire(poll_interval=LOCK_POLL_S)
         except Timeout:
             if cas:
                 result.error = f"{self.path} is locked by another process for more than {FILE_LOCK_TIMEOUT_S:g} s"
                 return result
             locked = False  # a pause is never blocked: write now, then re-assert under the lock
-        except Exception as exc:  # an unusable lock file: a directory, immutable, no permission
+        except Exception as exc:  # an unusable lock file: a directory, FIFO or device, immutable, no permission
             if cas:
                 result.error = f"cannot lock {self.path} with {path}.lock: {_why(exc)}"
                 return result
@@ -240,6 +243,9 @@ class FileChannel:
         """Read, compare, write `key`; the version written, or None with the error in `result`."""
         try:
             state = read_control(path)
+        except NotAControlFile as exc:  # a FIFO, device, directory: the system reads no mode from there
+            result.error = str(exc)
+            return None
         except ControlFileError as exc:
             if cas or key != "mode":
                 result.error = str(exc)

@@ -2,24 +2,30 @@
 
 Reading lives here; writes are atomic (temp file in the same directory, fsync, rename) and happen
 under a cross-process lock (`FileChannel.apply` in `channels.py`), except a pause that cannot get the
-lock in time: what that means for the `version` is told in `FileChannel`'s docstring.
+lock in time: what that means for the `version` is told in `FileChannel`'s docstring. Every open goes
+through `fileops`: a FIFO, socket, device or directory at the path is an error at once, never a wait.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from deploy_tool import MODES, ProbeError, fileops
 
 PROBE_BYTES = 4096  # more than any control file
+MAX_BYTES = 1024 * 1024  # what is read of a control file at most: a real one is a few hundred bytes
 
 
 class ControlFileError(ProbeError):
     """The control file exists but cannot be used."""
+
+
+class NotAControlFile(ControlFileError):
+    """What is at the control file's path is no file at all (a FIFO, socket, device, directory): nothing a
+    pause may replace, since the trading system does not read its mode from a file there."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,12 @@ class ControlState:
 def read_control(path: str) -> ControlState | None:
     """The mode in the control file, None when there is no file yet."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        raw = fileops.read_bytes(path, MAX_BYTES)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        raise ControlFileError(f"control file {path} is a directory") from None
+    except fileops.NotRegularFile as exc:
+        raise NotAControlFile(f"control file {path} is {exc.kind}, not a regular file: point --control-file "
+                              "(EXEC_CONTROL_FILE) at the file the trading system reads") from None
     except OSError as exc:
         raise ControlFileError(f"control file {path} cannot be read: {exc.strerror}") from None
     try:
@@ -73,6 +79,8 @@ def check_directory_writable(path: str) -> str:
             f"directory {directory} of the control file does not exist: create it (mkdir -p {directory}) "
             "so that an emergency pause can write there"
         )
+    import tempfile  # here, not at the top: `pause` imports this module and needs none of it
+
     probe = None
     try:
         fd, probe = tempfile.mkstemp(prefix=".writable-", dir=directory)
@@ -95,6 +103,7 @@ def check_directory_writable(path: str) -> str:
 
     lock = FileLock(real + ".lock", timeout=1.0)
     try:
+        fileops.check_regular(real + ".lock")
         lock.acquire()
         lock.release()
     except Timeout:
@@ -109,26 +118,12 @@ def check_directory_writable(path: str) -> str:
 
 
 def write_control_atomic(path: str, doc: dict) -> None:
-    """Replace the control file in one step: temp file in the same directory, fsync, rename, dir fsync.
+    """Replace the control file in one step: temp file in the same directory, fsync, rename, dir fsync
+    (`fileops.write_atomic`, mode 0644: the trading system may run as another user).
 
     A reader sees the old document or the new one, never a torn one. Callers hold the lock (a pause that
-    could not get it writes anyway, then again under the lock).
+    could not get it writes anyway, then again under the lock). NotRegularFile (an OSError), nothing
+    replaced, when a FIFO, socket, device or directory is at `path`.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        fileops.set_mode(fd, 0o644)  # mkstemp makes 0600; the trading system may run as another user
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        fileops.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fileops.fsync_directory(directory)  # where the platform can; the rename itself is atomic
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fileops.write_atomic(path, (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"), 0o644)

@@ -184,7 +184,7 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
             problems.append(f"the system serves its risk configuration at GET /config, and the run judged "
                             f"{', '.join(str(s.get('name')) for s in risk) or 'none'}: run the preflight without "
                             "--risk-config")
-        allocation, ceiling = _allocation(served), evidence.thresholds.get("max_allocation")
+        allocation, ceiling = _allocation(served, evidence), evidence.thresholds.get("max_allocation")
         if isinstance(ceiling, (int, float)) and (allocation is None or allocation > ceiling + 1e-12):
             problems.append(f"the system's allocation is {allocation} now, above the {ceiling} the run allowed "
                             "(--max-allocation)")
@@ -225,14 +225,18 @@ def _served_config(channels: Sequence[Channel], cfg: GateConfig) -> tuple[Any, s
         return None, str(exc)
 
 
-def _allocation(body: Any) -> float | None:
+def _allocation(body: Any, evidence: Evidence) -> float | None:
+    """The allocation in a served configuration, read where the run read it; None when unreadable."""
     from deploy_tool import ProbeError
     from deploy_tool.probes.riskconfig import parse_config
 
+    risk = evidence.inputs.get("risk_config")
+    section = risk.get("section") if isinstance(risk, dict) else None
     try:
-        return parse_config(body, "GET /config").values.get("allocation")
+        config = parse_config(body, "GET /config", section if isinstance(section, str) else None)
     except ProbeError:
         return None
+    return None if config.problems.get("allocation") else config.values.get("allocation")
 
 
 def deployment_key(channels: Sequence[Channel]) -> str:
@@ -243,11 +247,16 @@ def deployment_key(channels: Sequence[Channel]) -> str:
     return " ".join(parts)
 
 
-def _ledger(evidence_dir: str) -> list[dict[str, Any]]:
+def _ledger(evidence_dir: str) -> list[dict[str, Any]] | str:
+    """The runs that opened real, or why the ledger cannot be read (then the gate refuses: a ledger it
+    cannot read cannot say the run was not used elsewhere)."""
+    path = Path(evidence_dir) / LEDGER
     try:
-        text = (Path(evidence_dir) / LEDGER).read_text(encoding="utf-8")
-    except OSError:
+        text = fileops.read_text(path)
+    except FileNotFoundError:
         return []
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"the ledger {path} cannot be read ({getattr(exc, 'strerror', None) or exc})"
     entries = []
     for line in text.splitlines():
         try:
@@ -263,7 +272,10 @@ def _used_elsewhere(evidence: Evidence, channels: Sequence[Channel], cfg: GateCo
     if not channels or not evidence.run_id:
         return None
     here = deployment_key(channels)
-    for entry in _ledger(cfg.evidence_dir):
+    ledger = _ledger(cfg.evidence_dir)
+    if isinstance(ledger, str):
+        return f"{ledger}: move it aside only if you know which runs it recorded"
+    for entry in ledger:
         if entry.get("run_id") == evidence.run_id and entry.get("deployment") != here:
             return (f"this run already opened real on another deployment ({entry.get('deployment')}, "
                     f"{entry.get('ts')}): one run opens one deployment")
@@ -277,7 +289,7 @@ def mark_used(gate: Gate, channels: Sequence[Channel], evidence_dir: str) -> Non
     entry = {"ts": iso_utc(utc_now()), "run_id": gate.evidence.run_id, "deployment": deployment_key(channels),
              "evidence": gate.path, "signer": gate.signer}
     try:
-        with open(Path(evidence_dir) / LEDGER, "a", encoding="utf-8") as fh:
+        with fileops.open_regular(Path(evidence_dir) / LEDGER, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
     except OSError:
         pass  # the audit line of the switch records the run too; a read-only evidence dir must not undo it
@@ -289,7 +301,7 @@ def _signed(path: Path, cfg: GateConfig) -> tuple[Evidence | None, str | None, s
 
     envelope_path = attestation_path(path)
     try:
-        envelope = json.loads(envelope_path.read_text(encoding="utf-8"))
+        envelope = json.loads(fileops.read_text(envelope_path))
     except FileNotFoundError:
         return None, None, (f"is not signed (no {envelope_path.name} beside it): sign the preflight with "
                             "--signing-key or GD_SIGNING_KEY (`gradual-deploy keygen` makes a key), or pass "

@@ -104,7 +104,7 @@ def measure_risk_config(settings: Settings, redactor: Redactor | None = None) ->
 
     def measure() -> RiskConfig:
         if settings.risk_config:
-            return read_file(settings.risk_config)
+            return read_file(settings.risk_config, settings.risk_config_section)
         if settings.http_admin_url:
             from deploy_tool.probes.admin import AdminClient
 
@@ -114,7 +114,8 @@ def measure_risk_config(settings: Settings, redactor: Redactor | None = None) ->
 
             with AdminClient(settings.http_admin_url, token=settings.admin_token()) as client:
                 body = client.get_config()
-                return dataclasses.replace(parse_config(body, f"GET {client.shown_url}/config"),
+                return dataclasses.replace(parse_config(body, f"GET {client.shown_url}/config",
+                                                        settings.risk_config_section),
                                            sha256=served_config_digest(body))
         raise ProbeError("no risk configuration: set --http-admin-url (the system serves GET /config) or "
                          "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check")

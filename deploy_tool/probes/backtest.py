@@ -7,17 +7,19 @@ a winrate of 55 is rejected with a message, not read as 55 %.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deploy_tool import ProbeError
 from deploy_tool.times import parse_timestamp
 
+MAX_SUMMARY_BYTES = 256_000_000  # a freqtrade result with every trade of a long backtest is large, not endless
 ALIASES = {
     "sharpe": ("sharpe", "sharpe_ratio"),
     "winrate": ("winrate", "win_rate"),
@@ -37,6 +39,23 @@ class Strategy:
     generated_at: dt.datetime | None = None
     generated_at_source: str = ""
     error: str | None = None
+    # Where each figure came from, for the evidence: {"sharpe": "sharpe", "max_drawdown": "max_relative_drawdown",
+    # "drawdowns_seen": {...}, "freqtrade_version": "..."}; empty for our own summary format's plain fields.
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def drawdown_note(self) -> str:
+        seen = self.provenance.get("drawdowns_seen") or {}
+        if len(seen) < 2:
+            return f" ({self.provenance['max_drawdown']})" if self.provenance.get("max_drawdown") else ""
+        listed = ", ".join(f"{k} {v:g}" for k, v in seen.items())
+        return f" (the most conservative of {listed})"
+
+    def sharpe_note(self) -> str:
+        if not self.provenance.get("sharpe"):
+            return ""
+        version = self.provenance.get("freqtrade_version")
+        return (f" (freqtrade `{self.provenance['sharpe']}`, freqtrade "
+                + (f"{version}" if version else "version not recorded in the result") + ")")
 
 
 @dataclass(frozen=True)
@@ -48,11 +67,14 @@ class Summary:
     strategies: tuple[Strategy, ...]
 
 
-def _pick(obj: dict, field: str) -> tuple[str | None, Any]:
-    for key in ALIASES[field]:
-        if key in obj:
-            return key, obj[key]
-    return None, None
+def _pick(obj: dict, name: str) -> tuple[str | None, Any]:
+    """The figure under its first accepted name; ValueError when two names hold different values (which one
+    the summary's author meant is not for this tool to guess)."""
+    present = [key for key in ALIASES[name] if key in obj]
+    if len({json.dumps(obj[key], sort_keys=True, default=str) for key in present}) > 1:
+        raise ValueError(f"{name} is given twice with different values ({', '.join(f'{k} {obj[k]!r}' for k in present)}): "
+                         "ambiguous; keep one")
+    return (present[0], obj[present[0]]) if present else (None, None)
 
 
 def _number(key: str, value: Any) -> float:
@@ -72,13 +94,17 @@ def _strategy(obj: Any, name: str, fallback_time: tuple[dt.datetime | None, str]
         return Strategy(name=name, error=f"entry is {type(obj).__name__}, expected an object with sharpe, winrate, max_drawdown")
     values: dict[str, float] = {}
     problems = []
-    for field in ALIASES:
-        key, raw = _pick(obj, field)
+    for figure in ALIASES:
+        try:
+            key, raw = _pick(obj, figure)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
         if key is None:
-            problems.append(f"{field} missing (accepted names: {', '.join(ALIASES[field])})")
+            problems.append(f"{figure} missing (accepted names: {', '.join(ALIASES[figure])})")
             continue
         try:
-            values[field] = _number(key, raw)
+            values[figure] = _number(key, raw)
         except ValueError as exc:
             problems.append(str(exc))
     if "winrate" in values and not 0 <= values["winrate"] <= 1:
@@ -96,6 +122,9 @@ def _strategy(obj: Any, name: str, fallback_time: tuple[dt.datetime | None, str]
             problems.append(f"trades is {raw!r}, not a whole number >= 0")
         else:
             trades = int(raw)
+            if trades == 0:
+                problems.append("0 trades: the figures describe a strategy that never traded, which proves nothing; "
+                                "a backtest without trades never passes")
     generated_at, source = fallback_time
     if "generated_at" in obj:
         try:
@@ -122,8 +151,9 @@ def load_summary(path: str, strategy: str | None = None) -> Summary:
     if os.path.isdir(path):
         path = _latest_result(path)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        from deploy_tool import fileops
+
+        data = fileops.read_bytes(path, limit=MAX_SUMMARY_BYTES)  # a FIFO is refused, a huge file too
         mtime = dt.datetime.fromtimestamp(os.stat(path).st_mtime, dt.timezone.utc)
     except FileNotFoundError:
         raise ProbeError(
@@ -131,7 +161,7 @@ def load_summary(path: str, strategy: str | None = None) -> Summary:
             "result, or pass --skip-backtest-check"
         ) from None
     except OSError as exc:
-        raise ProbeError(f"backtest summary {path} cannot be read: {exc.strerror}") from None
+        raise ProbeError(f"backtest summary {path} cannot be read: {exc.strerror or exc}") from None
     text = _zipped_result(path, data) if path.lower().endswith(".zip") else data
     try:
         doc = json.loads(text.decode("utf-8"))
@@ -184,7 +214,12 @@ def _pick_strategy(strategies: tuple[Strategy, ...], wanted: str | None, path: s
 # --- freqtrade's result files -------------------------------------------------------------------------
 
 # freqtrade names the drawdown three ways over its versions: the account's, the relative one, the legacy one.
-FREQTRADE_DRAWDOWN = ("max_drawdown_account", "max_relative_drawdown", "max_drawdown")
+# freqtrade's drawdowns of the account, all fractions: "Absolute drawdown (account)" and "Max % of account
+# underwater" (the headline); 2026.x adds one of the marked-to-market wallet under `wallet_stats`. The gate
+# judges the largest. `max_drawdown` is an older freqtrade's other measure: read only when none of these is.
+FREQTRADE_DRAWDOWN = ("max_drawdown_account", "max_relative_drawdown")
+FREQTRADE_LEGACY_DRAWDOWN = "max_drawdown"
+NOT_A_FRACTION = ("abs", "start", "end", "date", "_ts", "high", "low", "duration", "count")
 # When the backtest ran: the run's end (epoch seconds, or a date string in older files), else the meta file's
 # start, else the end of the data it ran over (epoch ms).
 FREQTRADE_TIMES = ("backtest_run_end_ts", "backtest_run_start_ts")
@@ -200,8 +235,9 @@ def _latest_result(directory: str) -> str:
     """The result `.last_result.json` in a freqtrade results directory names."""
     marker = os.path.join(directory, ".last_result.json")
     try:
-        with open(marker, encoding="utf-8") as fh:
-            name = json.load(fh).get("latest_backtest")
+        from deploy_tool import fileops
+
+        name = json.loads(fileops.read_text(marker, limit=1_000_000)).get("latest_backtest")
     except FileNotFoundError:
         raise ProbeError(f"backtest summary {directory} is a directory without .last_result.json: point "
                          "--backtest-summary at a result file, or at freqtrade's backtest_results directory") from None
@@ -236,8 +272,9 @@ def _meta(path: str) -> dict[str, Any]:
     """freqtrade's `<stem>.meta.json` beside the result, by strategy; empty when there is none."""
     stem = path[: -len(".zip")] if path.lower().endswith(".zip") else path[: -len(".json")]
     try:
-        with open(f"{stem}.meta.json", encoding="utf-8") as fh:
-            meta = json.load(fh)
+        from deploy_tool import fileops
+
+        meta = json.loads(fileops.read_text(f"{stem}.meta.json", limit=16_000_000))
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}
@@ -263,6 +300,20 @@ def _freqtrade_time(stats: dict, meta: dict, fallback: tuple[dt.datetime | None,
     return fallback
 
 
+def _freqtrade_drawdowns(stats: dict) -> dict[str, float]:
+    """Every account drawdown (a fraction) freqtrade reports for a strategy, by field."""
+    seen: dict[str, float] = {}
+    candidates = [(k, stats.get(k)) for k in FREQTRADE_DRAWDOWN]
+    wallet = stats.get("wallet_stats")
+    if isinstance(wallet, dict):
+        candidates += [(f"wallet_stats.{k}", v) for k, v in wallet.items()
+                       if "drawdown" in str(k) and not any(t in str(k) for t in NOT_A_FRACTION)]
+    for key, value in candidates:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            seen[key] = abs(float(value))
+    return seen
+
+
 def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
                wanted: str | None) -> tuple[Strategy, ...]:
     """Each strategy of a freqtrade result, its figures under freqtrade's own names."""
@@ -270,14 +321,27 @@ def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
     found = []
     for name, stats in doc["strategy"].items():
         entry: dict[str, Any] = {k: stats[k] for k in ("sharpe", "winrate") if k in stats}
-        drawdown = next((k for k in FREQTRADE_DRAWDOWN if k in stats), None)
-        if drawdown is not None:
-            entry["max_drawdown"] = stats[drawdown]
+        seen = _freqtrade_drawdowns(stats)
+        if seen:
+            worst = max(seen, key=lambda k: abs(seen[k]))
+            entry["max_drawdown"] = seen[worst]
+        elif FREQTRADE_LEGACY_DRAWDOWN in stats:
+            worst = FREQTRADE_LEGACY_DRAWDOWN
+            entry["max_drawdown"] = stats[worst]
         if "total_trades" in stats:
             entry["trades"] = stats["total_trades"]
+        own = doc.get("metadata", {}).get(name) if isinstance(doc.get("metadata"), dict) else None
+        version = next((str(v) for v in (stats.get("freqtrade_version"),
+                                         own.get("freqtrade_version") if isinstance(own, dict) else None,
+                                         doc.get("freqtrade_version")) if v), None)
+        provenance = {"sharpe": "sharpe" if "sharpe" in stats else None,
+                      "max_drawdown": worst if (seen or FREQTRADE_LEGACY_DRAWDOWN in stats) else None,
+                      "drawdowns_seen": seen, "freqtrade_version": version}
         own_meta = meta.get(name)
         when = _freqtrade_time(stats, own_meta if isinstance(own_meta, dict) else {}, fallback)
         strategy = _strategy(entry, str(name), when)
+        if not strategy.error:
+            strategy = dataclasses.replace(strategy, provenance=provenance)
         if strategy.error:
             missing = [k for k in ("sharpe", "winrate") if k not in stats]
             hint = (f"; this freqtrade result has no {' or '.join(missing)} (an older freqtrade wrote it): re-run "

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from deploy_tool import ProbeError
+from deploy_tool import ProbeError, fileops
 from deploy_tool.audit import is_own_file
 from deploy_tool.times import format_duration, parse_timestamp
 
@@ -48,8 +48,9 @@ def checked_moment(value: object, now: dt.datetime, future_tolerance_s: float) -
 
 
 def iter_lines_backwards(path: str) -> Iterator[bytes]:
-    """The complete lines of a file, last first. A trailing piece without a newline is skipped."""
-    with open(path, "rb") as fh:
+    """The complete lines of a file, last first. A trailing piece without a newline is skipped. A FIFO,
+    socket or device at the path is an OSError (`fileops.NotRegularFile`) at once, never a wait."""
+    with fileops.open_regular(path, "rb") as fh:
         pos = fh.seek(0, os.SEEK_END)
         carry = b""
         dropped_tail = False
@@ -243,7 +244,7 @@ def read_risk_events(path: str, start: dt.datetime, now: dt.datetime, ts_column:
     """Count the risk-events CSV rows whose ts falls in [start, now], reading from the end."""
     result = RiskWindow(path)
     try:
-        with open(path, "rb") as fh:
+        with fileops.open_regular(path, "rb") as fh:
             header_line = fh.readline().decode("utf-8", "replace").rstrip("\r\n")
     except FileNotFoundError:
         return result

@@ -1,12 +1,17 @@
 """The trading system's risk configuration: its allocation and its loss and order limits.
 
 Read from the admin API (`GET /config`) or from a file the system itself uses: JSON, YAML, or a
-dotenv-style `KEY=VALUE` file such as its `.env`. Keys are matched without regard to case, so that
-`SINGLE_TRADE_MAX_LOSS_PCT=0.01` in a `.env` and `"single_trade_max_loss_pct": 0.01` in JSON are the same
-setting. Values are fractions and are never rescaled: a loss limit of 2 is rejected, not read as 2 %.
+dotenv-style `KEY=VALUE` file such as its `.env`. Keys are read only where the system reads them: at the top
+level and in a `risk` section, or only in the section `--risk-config-section` names (`live.risk`). A copy
+elsewhere (a `backtest:` or `paper:` section) is not the value the system uses and is not read. Keys are
+matched without regard to case, so that `SINGLE_TRADE_MAX_LOSS_PCT=0.01` in a `.env` and
+`"single_trade_max_loss_pct": 0.01` in JSON are the same setting; a setting found twice where it is read
+(`ALLOCATION` and `allocation`, or the top level and `risk`) is ambiguous and fails, naming both places.
+Values are fractions and are never rescaled: a loss limit of 2 is rejected, not read as 2 %.
 
 PyYAML and python-dotenv read the files (both well kept; dotenv's quoting, `export` prefixes and comments
-are easy to get subtly wrong by hand).
+are easy to get subtly wrong by hand). The input is bounded: a file above 1 MB, a YAML document with more
+than a few anchors' worth of aliases or nested too deep is refused before anything walks it.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ class RiskConfig:
         return f"{name} in {self.source}"
 
 
-def _number(name: str, raw: Any) -> float:
+def _number(name: str, raw: Any, setting: str | None = None) -> float:
+    """The value of `name` (as spelled where it was found) for `setting` (default: the same)."""
     if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
         raise ValueError(f"{name} is {raw!r}, not a number")
     try:
@@ -56,27 +62,65 @@ def _number(name: str, raw: Any) -> float:
         raise ValueError(f"{name} is {raw!r}, not a number") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} is {raw!r}: expected a finite number >= 0")
-    if name in FRACTIONS and value > 1:
+    if (setting or name) in FRACTIONS and value > 1:
         raise ValueError(f"{name} is {raw!r}: expected a fraction in [0, 1] (0.01 for 1 %), never rescaled")
     return value
 
 
-def parse_config(doc: Any, source: str) -> RiskConfig:
-    """The risk settings in a parsed document (a mapping of keys to values)."""
+DEFAULT_SECTIONS = ("", "risk")  # where a system reads its risk settings: the top level, a `risk` section
+
+
+def _section(doc: dict, path: str, source: str) -> dict | None:
+    """The mapping at the dotted `path` ("" is the document), None when absent."""
+    node: Any = doc
+    for part in [p for p in path.split(".") if p]:
+        if not isinstance(node, dict):
+            return None
+        key = next((k for k in node if str(k).strip().lower() == part.lower()), None)
+        if key is None:
+            return None
+        node = node[key]
+    if node is not None and not isinstance(node, dict):
+        raise ProbeError(f"risk configuration {source}: {path or 'the document'} is {type(node).__name__}, expected "
+                         "keys and values")
+    return node
+
+
+def parse_config(doc: Any, source: str, section: str | None = None) -> RiskConfig:
+    """The risk settings in a parsed document, read where the system reads them: the `section` given
+    (dotted), else the top level and a `risk` section. A setting found in two places there is ambiguous."""
     if not isinstance(doc, dict):
         raise ProbeError(f"risk configuration {source} holds {type(doc).__name__}, expected keys and values")
-    flat = {str(k).strip().lower(): v for k, v in _flatten(doc).items()}
+    places = (section,) if section else DEFAULT_SECTIONS
+    found: dict[str, list[tuple[str, Any]]] = {name: [] for name in KEYS}
+    for place in places:
+        mapping = _section(doc, place, source)
+        if mapping is None:
+            if section:
+                raise ProbeError(f"risk configuration {source} has no section {section!r} (--risk-config-section)")
+            continue
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                continue  # a section, not a setting
+            spelled = str(key).strip().lower()
+            for name, aliases in KEYS.items():
+                if spelled in aliases:
+                    found[name].append((f"{place}.{key}" if place else str(key), value))
     values: dict[str, float | None] = {}
     problems: dict[str, str] = {}
-    for name, aliases in KEYS.items():
-        key = next((a for a in aliases if a in flat), None)
+    for name, hits in found.items():
         values[name] = None
-        if key is None:
+        if len(hits) > 1:
+            shown = ", ".join(f"{where} = {value!r}" for where, value in hits)
+            problems[name] = (f"{name} is set {len(hits)} times where the system reads it ({shown}): ambiguous; "
+                              "keep the one the system uses, or name its section with --risk-config-section")
             continue
-        try:
-            values[name] = _number(key, flat[key])
-        except ValueError as exc:
-            problems[name] = str(exc)
+        if hits:
+            where, value = hits[0]
+            try:
+                values[name] = _number(where, value, name)
+            except ValueError as exc:
+                problems[name] = str(exc)
     return RiskConfig(source, values, problems)
 
 
@@ -92,22 +136,63 @@ def served_config_digest(body: Any) -> str:
     return config_digest(body)
 
 
-def _flatten(doc: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested sections (`risk: {daily_max_loss_pct: ...}`) flattened; the innermost key wins."""
-    found: dict[str, Any] = {}
-    for key, value in doc.items():
-        if isinstance(value, dict):
-            found.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            found.setdefault(str(key), value)
-    return found
+MAX_BYTES = 1_000_000
+MAX_ALIASES = 100
+MAX_DEPTH = 64
 
 
-def read_file(path: str) -> RiskConfig:
+def _load_yaml(text: str) -> Any:
+    """safe_load with bounds: a document whose aliases or nesting could make walking it explode (an alias
+    bomb) is refused while it is read, before anything walks it."""
+    import yaml
+
+    class Bounded(yaml.SafeLoader):
+        aliases = 0
+        depth = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                Bounded.aliases += 1
+                if Bounded.aliases > MAX_ALIASES:
+                    raise ValueError(f"more than {MAX_ALIASES} YAML aliases: refused (an alias bomb?)")
+            Bounded.depth += 1
+            try:
+                if Bounded.depth > MAX_DEPTH:
+                    raise ValueError(f"nested deeper than {MAX_DEPTH} levels: refused")
+                return super().compose_node(parent, index)
+            finally:
+                Bounded.depth -= 1
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            _no_duplicates([self.construct_object(k, deep=True) for k, _ in node.value
+                            if not (isinstance(k, yaml.ScalarNode) and k.tag == "tag:yaml.org,2002:merge")])
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=Bounded)  # noqa: S506 - a SafeLoader subclass
+
+
+def _no_duplicates(keys: list) -> None:
+    """A key written twice in one mapping: YAML and JSON readers keep the last silently; the system might
+    read the first. Ambiguous, so refused."""
+    seen = set()
+    for key in keys:
+        if isinstance(key, (str, int, float, bool)) and key in seen:
+            raise ValueError(f"the key {key!r} is written twice in one mapping: ambiguous, keep one")
+        if isinstance(key, (str, int, float, bool)):
+            seen.add(key)
+
+
+def _json_object(pairs: list) -> dict:
+    _no_duplicates([k for k, _ in pairs])
+    return dict(pairs)
+
+
+def read_file(path: str, section: str | None = None) -> RiskConfig:
     """The risk settings in a JSON, YAML or KEY=VALUE file."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        from deploy_tool import fileops
+
+        data = fileops.read_bytes(path, limit=MAX_BYTES)  # a FIFO or device refused, more than 1 MB too
         text = data.decode("utf-8")
     except FileNotFoundError:
         raise ProbeError(f"risk configuration {path} does not exist: point --risk-config at the system's "
@@ -117,11 +202,9 @@ def read_file(path: str) -> RiskConfig:
     lower = path.lower()
     try:
         if lower.endswith(".json"):
-            doc = json.loads(text)
+            doc = json.loads(text, object_pairs_hook=_json_object)
         elif lower.endswith((".yaml", ".yml")):
-            import yaml
-
-            doc = yaml.safe_load(text)
+            doc = _load_yaml(text)
         else:
             import io
 
@@ -130,8 +213,8 @@ def read_file(path: str) -> RiskConfig:
             doc = dict(dotenv_values(stream=io.StringIO(text)))
     except Exception as exc:  # json, yaml and dotenv each raise their own
         raise ProbeError(f"risk configuration {path} cannot be parsed: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:160]}") from None
+                         f"{(str(exc).splitlines() or [''])[0]}") from None  # masked whole by the Attempt, never cut first
     import dataclasses
     import hashlib
 
-    return dataclasses.replace(parse_config(doc or {}, path), sha256=hashlib.sha256(data).hexdigest())
+    return dataclasses.replace(parse_config(doc or {}, path, section), sha256=hashlib.sha256(data).hexdigest())
