@@ -378,3 +378,82 @@ def test_a_ramp_resumed_after_a_clean_hold_sets_the_next_step_before_holding_it(
     assert "already 1%" not in out
     assert live.admin.allocation == 0.01 and file_doc(live)["allocation"] == 0.01
     assert [e["allocation"] for e in events(live, "ramp_step") if e["ok"]][-1] == 0.01
+
+
+# --- a pause always wins (issue 17, point 2) ---------------------------------------------------------
+
+
+def _pause_by_hand(box: Sandbox, tmp_path_audit: str) -> None:
+    """`gradual-deploy pause` from another terminal: both channels, audited where the ramp audits."""
+    from deploy_tool.modes.change import pause
+
+    cfg, channels = from_cli(box, "watch")
+    outcome = pause(channels, reason="operator: incident", actor="alice", audit_dir=tmp_path_audit)
+    assert outcome.result == "done", outcome.as_dict()
+
+
+def _back_to_real(box: Sandbox) -> None:
+    """After the incident: mock, then real through the gate, as an operator would."""
+    to_mock(box)
+    cfg, channels = from_cli(box, "ramp")
+    gate = GateConfig(str(box.evidence_dir), 3600, str(box.trusted_keys), box.okx_url, box.database_url,
+                      admin_token=box.token)
+    assert switch(channels, "real", force=False, reason="after the incident", actor="alice", gate=gate).ok
+
+
+def test_a_pause_during_a_hold_stops_the_ramp_and_nothing_is_raised(live):
+    def pause_in_step_1(clock: FakeClock) -> None:
+        if clock.now >= 0.5 and live.admin.mode == "real":
+            _pause_by_hand(live, str(live.audit_dir))
+
+    code, lines, _ = run_ramp(live, steps="0.5%,0.75%,1%", hold="4s", on_sleep=pause_in_step_1)
+    out = "\n".join(lines)
+    assert code == 1, out
+    assert "ramp: STOPPED at step 1 (0.5%): the mode is no longer real (http paused" in out
+    assert live.admin.allocation == 0.005 and file_doc(live)["allocation"] == 0.005, "never raised after a pause"
+    assert modes(live) == ("paused", "paused")
+    assert [e["allocation"] for e in events(live, "ramp_step_held")] == [] and not events(live, "ramp_done")
+    (stopped,) = events(live, "ramp_stopped")
+    assert "no longer real" in stopped["reason"]
+    # resumed once back in real: the step whose hold the pause cut is held again, from its start
+    _back_to_real(live)
+    code, lines, _ = run_ramp(live, steps="0.5%,0.75%,1%", hold="1s")
+    out = "\n".join(lines)
+    assert code == 0, out
+    assert "allocation 0.5% has no clean hold on record: holding it again" in out
+
+
+def test_a_pause_that_comes_and_goes_between_rounds_spoils_the_hold(live):
+    """Paused and back to real between two rounds: no round saw it, the audit did."""
+    def pause_and_back(clock: FakeClock) -> None:
+        if 0.4 < clock.now < 0.6:
+            _pause_by_hand(live, str(live.audit_dir))
+            _back_to_real(live)
+
+    code, lines, _ = run_ramp(live, steps="0.5%,1%", hold="1.5s", on_sleep=pause_and_back)
+    out = "\n".join(lines)
+    assert code == 1, out
+    assert "the hold was not clean: pause to paused at" in out and "by alice" in out
+    assert live.admin.allocation == 0.005 and not events(live, "ramp_step_held")
+
+
+def test_a_pause_during_a_steps_write_takes_the_raise_back(live):
+    """The pause lands between the ramp's mode check and its allocation write: the raise is set back."""
+    from deploy_tool.modes.channels import HttpChannel
+
+    original = HttpChannel.apply_allocation
+
+    def pause_then_write(self, *args, **kwargs):
+        if args and args[0] == 0.01 and live.admin.mode == "real":
+            _pause_by_hand(live, str(live.audit_dir))
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HttpChannel, "apply_allocation", pause_then_write)
+        code, lines, _ = run_ramp(live, steps="0.5%,1%", hold="1s")
+    out = "\n".join(lines)
+    assert code == 1, out
+    assert "ramp: STOPPED at step 2 (1%): the mode is no longer real" in out
+    assert "the allocation was set back to 0.5%" in out
+    assert live.admin.allocation == 0.005 and file_doc(live)["allocation"] == 0.005
+    assert modes(live) == ("paused", "paused")

@@ -101,9 +101,12 @@ def test_a_clean_ramp_advances_to_full_allocation(live):
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
-def test_a_ramp_killed_mid_step_holds_that_step_again(live):
+def test_a_ramp_killed_mid_step_holds_that_step_again(live, run_suite):
     # The first step lies below the allocation (0.5 %): the ramp goes on at 1 % at once, and its ten-minute
-    # hold leaves all the time there is to kill it there, however slowly this test runs.
+    # hold leaves all the time there is to kill it there, however slowly this test runs. A ramp to 2 % needs
+    # evidence that checked 2 % (a flag alone does not raise the ceiling).
+    wider = run_suite("--max-allocation", "0.02", evidence_dir=live.evidence_dir)
+    assert wider.result.ret == 0, wider.output
     args = ramp_args(live, steps="0.3%,1%,2%", hold="10m") + ["--max-allocation", "0.02"]
     proc = subprocess.Popen(GD + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, live.token_env: live.token})
@@ -125,7 +128,7 @@ def test_a_ramp_killed_mid_step_holds_that_step_again(live):
 @pytest.mark.parametrize("setup,extra,phrase", [
     ("mock", [], "is in mock: a ramp starts only in real"),
     ("no-evidence", [], "evidence gate: no preflight evidence"),
-    (None, ["--steps", "0.5%,2%"], "step(s) 2% above --max-allocation 1%: lower them, or --force"),
+    (None, ["--steps", "0.5%,2%"], "step(s) 2% above 1%, --max-allocation: a step above what the gate checked needs a preflight run"),
     ("disagree", [], "the channels disagree on the allocation (http 0.5%, file 0.7%)"),
 ])
 def test_refusals(live, tmp_path, setup, extra, phrase):
@@ -173,3 +176,14 @@ def test_bad_steps_are_usage_errors(sandbox):
                           ("", "one or more allocations")):
         done = gd(sandbox, "ramp", *sandbox.watch_args(), "--steps", steps)
         assert done.returncode == 2 and phrase in done.stderr, done.stderr
+
+
+def test_a_flag_does_not_lift_the_ceiling_the_evidence_was_checked_against(live):
+    """The evidence's run checked --max-allocation 1 %: a ramp given --max-allocation 0.5 (50 %) still stops at
+    1 %, and only --force (audited as forced) goes above it."""
+    done = gd(live, *ramp_args(live, steps="0.5%,50%"), "--max-allocation", "0.5")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert ("ramp: REFUSED: step(s) 50% above 1%, the max_allocation the evidence's preflight checked" in done.stdout)
+    assert live.admin.allocation == 0.005 and file_doc(live).get("allocation") in (None, 0.005)
+    (refused,) = events(live, "ramp_refused")
+    assert "the max_allocation the evidence's preflight checked" in refused["reason"]

@@ -30,7 +30,7 @@ from deploy_tool.commands.watch import (
 from deploy_tool.modes.change import pause
 from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult, same_allocation
 from deploy_tool.modes.gate import GateConfig, evidence_gate
-from deploy_tool.times import format_duration
+from deploy_tool.times import format_duration, iso_utc, utc_now
 
 RAMP_EVENTS = ("ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done", "ramp_refused")
 
@@ -92,32 +92,45 @@ def _read_allocations(channels: Sequence[Channel]) -> tuple[dict[str, float | No
     return values, problems
 
 
-def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> tuple[str | None, dict[str, float | None]]:
-    """Why the ramp must not start (or None), and each channel's allocation."""
+def preflight(cfg: WatchConfig, channels: Sequence[Channel],
+              force: bool) -> tuple[str | None, dict[str, float | None], float]:
+    """Why the ramp must not start (or None), each channel's allocation, and the ceiling (`ceiling`)."""
     settings = cfg.settings
     assert settings.steps is not None
-    above = [s for s in settings.steps if s > settings.max_allocation + 1e-12]
-    if above and not force:
-        return (f"step(s) {', '.join(pct(s) for s in above)} above --max-allocation {pct(settings.max_allocation)}: "
-                "lower them, or --force (audited)"), {}
     for channel in channels:
         try:
             mode = channel.read()
         except ChannelError as exc:
-            return f"{channel.name}: cannot read the mode: {exc}", {}
+            return f"{channel.name}: cannot read the mode: {exc}", {}, settings.max_allocation
         if mode != "real":
-            return f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {}
+            return (f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {},
+                    settings.max_allocation)
     gate = evidence_gate(GateConfig.from_settings(settings), channels=channels)
     if not gate.ok:
-        return f"evidence gate: {gate.reason}", {}
+        return f"evidence gate: {gate.reason}", {}, settings.max_allocation
+    limit, source = ceiling(settings.max_allocation, gate.evidence.thresholds if gate.evidence else {})
+    above = [s for s in settings.steps if s > limit + 1e-12]
+    if above and not force:
+        return (f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: a step above what the "
+                "gate checked needs a preflight run with a higher --max-allocation (new evidence), or --force "
+                "(audited as forced)"), {}, limit
     values, problems = _read_allocations(channels)
     if problems:
-        return "; ".join(problems), {}
+        return "; ".join(problems), {}, limit
     known = {name: v for name, v in values.items() if v is not None}
     if len({round(v, 12) for v in known.values()}) > 1:
         return ("the channels disagree on the allocation (" + ", ".join(f"{n} {pct(v)}" for n, v in known.items())
-                + "): set them equal first"), {}
-    return None, values
+                + "): set them equal first"), {}, limit
+    return None, values, limit
+
+
+def ceiling(max_allocation: float, thresholds: dict[str, Any]) -> tuple[float, str]:
+    """The highest allocation a ramp may reach without --force, and where that limit comes from: the lower of
+    --max-allocation and the max_allocation the evidence's run was judged against."""
+    checked = thresholds.get("max_allocation")
+    if isinstance(checked, (int, float)) and not isinstance(checked, bool) and checked < max_allocation:
+        return float(checked), "the max_allocation the evidence's preflight checked"
+    return max_allocation, "--max-allocation"
 
 
 def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str, float | None], reason: str,
@@ -125,14 +138,46 @@ def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str,
     return [c.apply_allocation(allocation, current.get(c.name), reason, actor, cas=cas) for c in channels]
 
 
+def not_real(channels: Sequence[Channel]) -> str | None:
+    """Why the ramp must not go on (a channel not in real, or one whose mode cannot be read), or None. A
+    pause always wins: whoever paused or switched to mock, the ramp stops and raises nothing."""
+    seen = []
+    for channel in channels:
+        try:
+            mode = channel.read()
+        except ChannelError as exc:
+            return f"{channel.name} {channel.target}: cannot read the mode ({exc})"
+        seen.append(f"{channel.name} {mode or 'no mode'}")
+        if mode != "real":
+            return f"the mode is no longer real ({', '.join(seen)})"
+    return None
+
+
+def _paused_since(cfg: WatchConfig, since: str) -> str | None:
+    """A mode change away from real audited since `since` (ISO time): a pause that came and went between two
+    rounds still spoils the hold."""
+    for event in audit.read_events(cfg.settings.deploy_audit_dir, ("mode_switch",)):
+        if str(event.get("ts", "")) >= since and event.get("to") != "real" and event.get("result") != "refused":
+            return f"{event.get('action', 'switch')} to {event.get('to')} at {event.get('ts')} by {event.get('actor')}"
+    return None
+
+
+def _stopped(cfg: WatchConfig, index: int, step: float, why: str, emit: Callable[[str], None], note: str = "") -> int:
+    cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step, "reason": why,
+                "mode": "left as it was"})
+    emit(f"ramp: STOPPED at step {index + 1} ({pct(step)}): {why}; {note or 'no allocation raised'}; "
+         "`gradual-deploy ramp` resumes, holding this step again, once the system is back in real")
+    return EXIT_BREACH
+
+
 def _take_step(cfg: WatchConfig, targets: Sequence[Channel], index: int, step: float,
-               values: dict[str, float | None], label: str, emit: Callable[[str], None]) -> bool:
+               values: dict[str, float | None], label: str, emit: Callable[[str], None], limit: float) -> bool:
     """Set the step's allocation on `targets`, audited; False (ramp stopped, nothing overwritten) unless
     every one of them confirms."""
     results = _set_step(targets, step, values, f"ramp {label}", cfg.actor)
     ok = all(r.ok for r in results)
     cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": step, "from": values,
-                "forced": step > cfg.settings.max_allocation + 1e-12, "channels": [r.as_dict() for r in results],
+                "forced": step > limit + 1e-12, "channels": [r.as_dict() for r in results],
                 "ok": ok})
     if not ok:
         emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
@@ -149,14 +194,14 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
     settings = cfg.settings
     steps = settings.steps
     assert steps is not None
-    reason, values = preflight(cfg, channels, force)
+    reason, values, limit = preflight(cfg, channels, force)
     if reason:
         cfg.record({"event": "ramp_refused", "actor": cfg.actor, "steps": list(steps), "reason": reason})
         emit(f"ramp: REFUSED: {reason}")
         return EXIT_BREACH
     known = [v for v in values.values() if v is not None]
     start = resume_point(steps, known[0] if known else None, audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS))
-    forced = any(s > settings.max_allocation + 1e-12 for s in steps) or bool(settings.allow_unsigned)
+    forced = any(s > limit + 1e-12 for s in steps) or bool(settings.allow_unsigned)
     cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
                 "start_step": start.index + 1, "resume": start.why, "forced": forced,
                 "channels": [c.target for c in channels]})
@@ -165,31 +210,51 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
     for index in range(start.index, len(steps)):
         step = steps[index]
         label = f"step {index + 1}/{len(steps)} ({pct(step)})"
+        why = not_real(channels)
+        if why:  # checked before every step: a pause is never followed by a raise
+            return _stopped(cfg, index, step, why, emit)
         if not (index == start.index and start.already_set):
-            if not _take_step(cfg, channels, index, step, values, label, emit):
+            before = dict(values)
+            if not _take_step(cfg, channels, index, step, values, label, emit, limit):
                 return EXIT_BREACH
+            why = not_real(channels)
+            if why:  # paused while the step was written: the raise is taken back
+                previous = next((v for v in before.values() if v is not None), steps[0])
+                back = _set_step(channels, previous, {}, f"ramp {label}: taken back, {why}", cfg.actor, cas=False)
+                cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": previous,
+                            "taken_back": step, "channels": [r.as_dict() for r in back],
+                            "ok": all(r.ok for r in back)})
+                return _stopped(cfg, index, step, why, emit, f"the allocation was set back to {pct(previous)}"
+                                + ("" if all(r.ok for r in back) else " (NOT on every channel: see the audit)"))
             emit(f"ramp {label}: allocation {pct(known[0] if known else None)} -> {pct(step)} confirmed on "
                  + ", ".join(c.name for c in channels) + f"; holding {format_duration(settings.hold)}")
         else:
             # a channel that holds no allocation yet (a control file before its first ramp) gets this one
             missing = [c for c in channels if values.get(c.name) is None]
-            if missing and not _take_step(cfg, missing, index, step, values, label, emit):
+            if missing and not _take_step(cfg, missing, index, step, values, label, emit, limit):
                 return EXIT_BREACH
             emit(f"ramp {label}: allocation already {pct(step)}; holding {format_duration(settings.hold)}")
         values, known = {c.name: step for c in channels}, [step]
+        hold_started = iso_utc(utc_now())
         guarded = guard(cfg, channels, settings.hold, emit, clock=clock,
-                        extra={"ramp_step": index + 1, "allocation": step})
+                        extra={"ramp_step": index + 1, "allocation": step}, mode_check=lambda: not_real(channels))
         if guarded.result == "breach":
             assert guarded.last is not None
             return _abort(cfg, channels, steps, index, guarded, emit)
         if guarded.result == "ended":
             return EXIT_BREACH
+        if guarded.result == "mode":
+            return _stopped(cfg, index, step, guarded.why, emit, "the allocation left as it is")
         if guarded.result == "stopped":
             cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
                         "reason": "Ctrl+C", "mode": "left as it was"})
             emit(f"ramp stopped by Ctrl+C during {label}; allocation and mode left as they are; "
                  "`gradual-deploy ramp` resumes by holding this step again")
             return EXIT_INTERRUPTED
+        overlapped = _paused_since(cfg, hold_started) or not_real(channels)
+        if overlapped:  # a hold that a pause overlapped is not clean, however the rounds went
+            return _stopped(cfg, index, step, f"the hold was not clean: {overlapped}", emit,
+                            "the allocation left as it is")
         cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1, "allocation": step,
                     "rounds": guarded.rounds})
         emit(f"ramp {label}: held clean for {format_duration(settings.hold)} ({guarded.rounds} rounds)")

@@ -159,13 +159,17 @@ class Guarded:
     rounds: int
     last: RoundResult | None = None
     consecutive: int = 0
+    why: str = ""  # what the mode check saw, when it ended the stretch ("mode")
 
 
 def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit: Callable[[str], None], *,
-          clock: Clock = SYSTEM_CLOCK, extra: dict[str, Any] | None = None) -> Guarded:
+          clock: Clock = SYSTEM_CLOCK, extra: dict[str, Any] | None = None,
+          mode_check: Callable[[], str | None] | None = None) -> Guarded:
     """Run rounds for `duration_s` of `clock` time, one every --interval from the start of the last, or until
-    --failure-limit consecutive rounds fail (a breach, left to the caller to act on). Any end but the
-    duration, a breach or Ctrl+C pauses first. `extra` goes into every round record (the ramp's step)."""
+    --failure-limit consecutive rounds fail (a breach, left to the caller to act on), or until `mode_check`
+    (asked after every round) says why the mode is no longer one to go on in ("mode": someone paused).
+    Any end but the duration, a breach, the mode or Ctrl+C pauses first. `extra` goes into every round
+    record (the ramp's step)."""
     settings = cfg.settings
     deadline = clock.monotonic() + duration_s
     consecutive = number = 0
@@ -189,6 +193,9 @@ def guard(cfg: WatchConfig, channels: Sequence[Channel], duration_s: float, emit
                  else status_line(rnd, consecutive, settings.failure_limit, remaining))
             if consecutive >= settings.failure_limit:
                 return Guarded("breach", number, rnd, consecutive)
+            why = mode_check() if mode_check is not None else None
+            if why:
+                return Guarded("mode", number, rnd, consecutive, why)
             if remaining <= 0:
                 break
             clock.sleep(max(0.0, min(settings.interval - (clock.monotonic() - round_started), remaining)))
