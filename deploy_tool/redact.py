@@ -41,12 +41,29 @@ DATABASE_SCHEMES = frozenset({"postgres", "postgresql", "mysql", "mariadb", "mss
                               "cockroachdb", "redshift", "sqlite"})
 # C0 and C1 control characters and DEL, except newline and tab: escape sequences (ESC ]0;title BEL retitles a
 # terminal, ESC [31m recolours it, CR overwrites a line, CSI 0x9b is ESC [ on some terminals).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Unicode format and separator characters too: bidi overrides and isolates (U+202A-U+202E, U+2066-U+2069,
+# U+061C) reorder what a person reads, zero-width ones (U+200B-U+200F, U+2060, U+FEFF, U+00AD, U+180E) hide
+# text, U+2028/U+2029 break a line where a terminal or an editor may.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                      "\u2060-\u2069\ufeff]")
+_LINE_BREAKS = re.compile("[\n\t]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def sanitise(text: str) -> str:
-    """The text with every control character but newline and tab written out (ESC as `\\x1b`)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """The text with every control, bidi and invisible character but newline and tab written out (ESC as
+    `\\x1b`, U+202E as `\\u202e`)."""
+    return _CONTROL.sub(_escape, text)
+
+
+def one_line(text: str) -> str:
+    """Outside text that belongs on one line (a server's error in a message): newlines and tabs written out
+    too, so that no answer can add a line of its own (`pause: DONE`) to a report."""
+    return _LINE_BREAKS.sub(_escape, sanitise(text))
 
 
 def clip(text: str, limit: int) -> str:
@@ -154,8 +171,12 @@ class Redactor:
         for secret in values:
             if not secret or len(secret) < MIN_SECRET_LENGTH:
                 continue
-            # The same value also appears escaped in HTML and JSON documents.
-            forms = {secret, html.escape(secret), json.dumps(secret)[1:-1]}
+            # The same value also appears escaped in HTML and JSON documents, %-encoded in a URL, base64'd (an
+            # echoed Basic header), with '/' escaped by some JSON writers.
+            forms = {secret, html.escape(secret), json.dumps(secret)[1:-1], secret.replace("/", "\\/"),
+                     quote(secret, safe=""), base64.b64encode(secret.encode()).decode().rstrip("="),
+                     base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")}
+            forms = {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
             self._whole |= forms
             self._ordered = sorted(self._whole, key=len, reverse=True)
             if _pieces_apply(secret):
@@ -205,7 +226,8 @@ class Redactor:
 
     def _piece_set(self) -> frozenset[str]:
         if self._pieces is None:
-            owners = Counter(gram for grams in self._grams.values() for gram in grams)
+            # Lower-cased: a server that upper-cases what it echoes does not unmask it.
+            owners = Counter(gram for grams in self._grams.values() for gram in {g.lower() for g in grams})
             self._pieces = frozenset(gram for gram, count in owners.items() if count == 1)
         return self._pieces
 
@@ -220,8 +242,9 @@ class Redactor:
         if not pieces or len(text) < PIECE_LENGTH:
             return text
         spans: list[list[int]] = []
+        lowered = text.lower()
         for i in range(len(text) - PIECE_LENGTH + 1):
-            if text[i:i + PIECE_LENGTH] in pieces:
+            if lowered[i:i + PIECE_LENGTH] in pieces:
                 if spans and i <= spans[-1][1]:
                     spans[-1][1] = i + PIECE_LENGTH
                 else:
@@ -243,8 +266,9 @@ class Redactor:
         return sanitise(self.mask(text))
 
     def shorten(self, text: str, limit: int) -> str:
-        """Outside text for a message: scrubbed whole, then cut to `limit` characters (`clip`)."""
-        return clip(self.scrub(text), limit)
+        """Outside text for a one-line message: masked whole, every control character and line break written
+        out (`one_line`), then cut to `limit` characters (`clip`)."""
+        return clip(one_line(self.mask(text)), limit)
 
     def contains_secret(self, text: str) -> bool:
         return self.mask(text) != text

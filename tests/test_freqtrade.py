@@ -50,10 +50,10 @@ def test_an_older_result_without_sharpe_or_winrate_fails_by_name(run_suite, tmp_
 
 
 @pytest.mark.parametrize("drawdown,expected", [
-    ({"max_relative_drawdown": 0.04, "max_drawdown": 0.2}, 0.04),
+    ({"max_relative_drawdown": 0.04, "max_drawdown": 0.2}, 0.2),  # an older freqtrade's measure, larger: it wins
     ({"max_drawdown": 0.045}, 0.045),
 ])
-def test_the_drawdown_falls_back_in_freqtrades_order(run_suite, tmp_path, drawdown, expected):
+def test_the_largest_drawdown_wins_the_legacy_one_included(run_suite, tmp_path, drawdown, expected):
     doc = result(("S", strategy_stats("S", drawdown=drawdown)))
     run = _backtest(run_suite, write_json(tmp_path, "r", doc))
     assert run.check("backtest_max_drawdown[S]")["measured"] == expected
@@ -161,3 +161,29 @@ def test_a_handful_of_trades_does_not_pass_the_defaults(run_suite, tmp_path):
     assert (check["status"], check["measured"], check["threshold"]) == ("failed", 7, 30)
     assert run.check("backtest_sharpe[Lucky]")["status"] == "passed"
     assert run.evidence["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("bad", ["0.60", None, float("nan"), True, [0.6]])
+def test_a_drawdown_field_that_holds_no_number_fails_never_drops_out(run_suite, tmp_path, bad):
+    stats = strategy_stats("S", drawdown={"max_drawdown_account": bad, "max_relative_drawdown": 0.01})
+    run = _backtest(run_suite, write_json(tmp_path, "r", result(("S", stats))))
+    check = run.check("backtest_summary_valid[S]")
+    assert check["status"] == "failed" and "max_drawdown_account is" in check["message"], check["message"]
+
+
+@pytest.mark.parametrize("wallet", [{"drawdown": {"max_drawdown": 0.6}}, {"Max_Drawdown": 0.6},
+                                    [{"max_drawdown": 0.6}]])
+def test_a_wallet_drawdown_is_found_at_any_depth_and_case(run_suite, tmp_path, wallet):
+    stats = strategy_stats("S", drawdown={"max_drawdown_account": 0.01, "max_relative_drawdown": 0.01})
+    stats["wallet_stats"] = wallet
+    run = _backtest(run_suite, write_json(tmp_path, "r", result(("S", stats))))
+    check = run.check("backtest_max_drawdown[S]")
+    assert (check["status"], check["measured"]) == ("failed", 0.6), check
+
+
+def test_our_format_with_two_drawdowns_that_differ_is_ambiguous(run_suite, tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text('{"strategy": "s", "sharpe": 1, "winrate": 0.6, "max_drawdown": 0.01, '
+                    '"max_drawdown_account": 0.6, "trades": 100}')
+    run = _backtest(run_suite, path)
+    assert "max_drawdown is given twice with different values" in run.check("backtest_summary_valid[s]")["message"]

@@ -656,3 +656,17 @@ def test_a_ledger_the_gate_cannot_read_refuses_real(tmp_path, sandbox, run_suite
                             "--http-admin-url", sandbox.admin_url, "--admin-token-env", sandbox.token_env,
                             env={sandbox.token_env: sandbox.token}, cwd=tmp_path)
     assert proc.returncode == 1 and "opened-real.jsonl cannot be read" in out, out + err
+
+
+def test_a_fifo_as_the_sqlite_trades_database_fails_the_check_and_holds_no_round(tmp_path, sandbox):
+    fifo = tmp_path / "trades.db"
+    os.mkfifo(fifo)
+    proc, out, err, took = _gd("preflight", "-m", "db", "--database-url", f"sqlite:///{fifo}", "--evidence-dir",
+                               str(tmp_path / "ev"), cwd=tmp_path, timeout=60, what="a preflight on a FIFO database to end")
+    assert proc.returncode == 1 and "is a FIFO (named pipe), not a regular file" in out, out + err
+    args = [a for a in sandbox.watch_args()]
+    args[args.index("--database-url") + 1] = f"sqlite:///{fifo}"
+    proc, out, err, took = _gd("watch", *args, "--interval", "0.2s", "--duration", "1s",
+                               env={sandbox.token_env: sandbox.token}, cwd=tmp_path,
+                               timeout=60, what="a watch on a FIFO database to breach")
+    assert proc.returncode == 1 and "BREACH" in out and "FIFO" in out, out + err

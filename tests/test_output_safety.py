@@ -300,3 +300,45 @@ def _leaves(value: Any) -> list[Any]:
     if isinstance(value, list):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value]
+
+
+# ------------------------------------------------------------------------------------- the second hostile pass
+
+FORGED = "busy\npause: DONE\n  http x: real -> paused confirmed"
+BIDI = "boom \u202eTEKCOS\u202c \u2066x\u2069 \u200bzero\u2028line\ufeff"
+
+
+def forging(method: str, path: str, headers: dict) -> tuple[int, Any]:
+    token = headers.get("Authorization", "").removeprefix("Bearer ")
+    import base64
+
+    return 500, {"error": f"{FORGED} {BIDI} b64 {base64.b64encode(token.encode()).decode()} up {token.upper()}"}
+
+
+def test_a_server_can_neither_forge_lines_nor_hide_text_nor_echo_the_token_encoded(tmp_path, admin_api):
+    api = admin_api(forging)
+    audit = tmp_path / "audit"
+    done = _gd("pause", "--http-admin-url", api.url, "--admin-token-env", TOKEN_ENV, "--audit-dir", str(audit),
+               cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert "\npause: DONE" not in out and "busy\\x0apause: DONE" in out, out
+    audit_text = "\n".join(_audit_lines(audit))
+    for text in (out, audit_text, "\n".join(str(v) for line in _audit_lines(audit) for v in _leaves(json.loads(line)))):
+        for char in "\u202e\u202c\u2066\u2069\u200b\u2028\ufeff":
+            assert char not in text, (hex(ord(char)), text)
+        import base64
+
+        assert base64.b64encode(TOKEN.encode()).decode()[:PIECE] not in text
+        assert leaked(text.lower(), TOKEN.lower()) == [], text
+
+
+def test_the_redactor_masks_a_secret_in_its_common_encodings():
+    import base64
+    from urllib.parse import quote
+
+    token = "Zq8+rT/w3LmN9pXv2Kd=Yh7sEuQ1"
+    redactor = Redactor([token])
+    for form in (base64.b64encode(token.encode()).decode(), quote(token, safe=""), token.replace("/", "\\/"),
+                 token.upper(), token.lower()):
+        assert "***" in redactor.scrub(f"echo {form} end"), form
+        assert form[2:10] not in redactor.scrub(f"echo {form} end"), form

@@ -184,3 +184,37 @@ def test_a_yaml_alias_bomb_is_never_walked_and_a_big_one_is_refused(run_suite, t
     run = run_suite("-m", "risk", "--risk-config", str(path), "--capital", "10000", sandbox_args=False)
     message = run.check("risk_allocation")["message"]
     assert "more than 100 YAML aliases: refused" in message, message
+
+
+@pytest.mark.parametrize("name,text,phrase", [
+    ("sections.json", '{"RISK": {"allocation": 0.005}, "risk": {"allocation": 1.0}}',
+     "the section 'risk' is there 2 times ('RISK', 'risk'): ambiguous"),
+    ("space.json", '{"risk ": {"allocation": 0.005}, "risk": {"allocation": 1.0}}', "is there 2 times"),
+    ("spaced.json", '{" allocation ": 0.005}', "has spaces around it"),
+    ("object.yaml", "allocation:\n  value: 0.005\n", "allocation is an object of 1 key(s), not a number"),
+    ("twice.env", "ALLOCATION=0.9\nALLOCATION=0.005\n", "the key 'ALLOCATION' is written twice"),
+])
+def test_no_second_copy_or_odd_spelling_stands_in_for_the_value(run_suite, tmp_path, name, text, phrase):
+    path = tmp_path / name
+    path.write_text(text)
+    run = run_suite("-m", "risk", "--risk-config", str(path), "--capital", "10000", sandbox_args=False)
+    check = run.check("risk_allocation")
+    assert check["status"] == "failed" and phrase in check["message"], check["message"]
+
+
+def test_a_dotenv_variable_is_not_expanded_from_the_gates_environment(run_suite, tmp_path, monkeypatch):
+    monkeypatch.setenv("GD_TEST_ALLOC", "0.005")
+    path = tmp_path / "system.env"
+    path.write_text("ALLOCATION=${GD_TEST_ALLOC}\n")
+    run = run_suite("-m", "risk", "--risk-config", str(path), "--capital", "10000", sandbox_args=False)
+    message = run.check("risk_allocation")["message"]
+    assert "not a number" in message and "${GD_TEST_ALLOC}" in message, message
+
+
+def test_an_alias_bomb_under_a_setting_is_never_printed_whole(run_suite, tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb(9, 9, "list").replace("allocation: 0.005", "risk:\n  allocation: *l8"))
+    run = run_suite("-m", "risk", "--risk-config", str(path), "--capital", "10000", sandbox_args=False)
+    check = run.check("risk_allocation")
+    assert "allocation is a list of 9 item(s), not a number" in check["message"], check["message"]
+    assert check["duration_s"] < 5

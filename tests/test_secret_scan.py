@@ -77,3 +77,10 @@ def test_without_a_path_the_check_skips_and_a_wrong_path_fails(run_suite, tmp_pa
     assert "no --scan-path" in run.evidence["skipped"][0]["reason"]
     wrong = run_suite("-m", "secrets", "--scan-path", str(tmp_path / "nope"))
     assert wrong.result.ret == 1 and "is not a directory" in wrong.check("secrets_not_in_code")["message"]
+
+
+def test_an_okx_key_shaped_like_a_uuid_is_found(tmp_path):
+    from deploy_tool.probes.secretscan import scan
+
+    (tmp_path / "exchange.py").write_text('import os\napi_key = "8a5c2d1e-3b4f-4c6d-9e7f-0a1b2c3d4e5f"\n')
+    assert [(f.path, f.line) for f in scan(str(tmp_path)).findings] == [("exchange.py", 2)]

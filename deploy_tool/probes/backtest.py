@@ -23,7 +23,7 @@ MAX_SUMMARY_BYTES = 256_000_000  # a freqtrade result with every trade of a long
 ALIASES = {
     "sharpe": ("sharpe", "sharpe_ratio"),
     "winrate": ("winrate", "win_rate"),
-    "max_drawdown": ("max_drawdown", "max_dd", "maxDrawdown"),
+    "max_drawdown": ("max_drawdown", "max_dd", "maxDrawdown", "max_drawdown_account", "max_relative_drawdown"),
 }
 
 
@@ -216,7 +216,7 @@ def _pick_strategy(strategies: tuple[Strategy, ...], wanted: str | None, path: s
 # freqtrade names the drawdown three ways over its versions: the account's, the relative one, the legacy one.
 # freqtrade's drawdowns of the account, all fractions: "Absolute drawdown (account)" and "Max % of account
 # underwater" (the headline); 2026.x adds one of the marked-to-market wallet under `wallet_stats`. The gate
-# judges the largest. `max_drawdown` is an older freqtrade's other measure: read only when none of these is.
+# judges the largest of them and of an older freqtrade's `max_drawdown` (another measure; the larger wins).
 FREQTRADE_DRAWDOWN = ("max_drawdown_account", "max_relative_drawdown")
 FREQTRADE_LEGACY_DRAWDOWN = "max_drawdown"
 NOT_A_FRACTION = ("abs", "start", "end", "date", "_ts", "high", "low", "duration", "count")
@@ -300,18 +300,37 @@ def _freqtrade_time(stats: dict, meta: dict, fallback: tuple[dt.datetime | None,
     return fallback
 
 
-def _freqtrade_drawdowns(stats: dict) -> dict[str, float]:
-    """Every account drawdown (a fraction) freqtrade reports for a strategy, by field."""
+def _freqtrade_drawdowns(stats: dict) -> tuple[dict[str, float], list[str]]:
+    """Every drawdown (a fraction) freqtrade reports for a strategy, by field, the legacy `max_drawdown` and
+    `wallet_stats` (any depth, any case) included; and the drawdown fields that hold no number (a string, a
+    list, NaN): those fail the strategy, they never just drop out of the comparison."""
     seen: dict[str, float] = {}
-    candidates = [(k, stats.get(k)) for k in FREQTRADE_DRAWDOWN]
-    wallet = stats.get("wallet_stats")
-    if isinstance(wallet, dict):
-        candidates += [(f"wallet_stats.{k}", v) for k, v in wallet.items()
-                       if "drawdown" in str(k) and not any(t in str(k) for t in NOT_A_FRACTION)]
-    for key, value in candidates:
+    unusable: list[str] = []
+
+    def consider(key: str, value: Any) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             seen[key] = abs(float(value))
-    return seen
+        elif value is not None or key in FREQTRADE_DRAWDOWN:
+            unusable.append(f"{key} is {str(value)[:40]!r}, not a number")
+
+    for key in (*FREQTRADE_DRAWDOWN, FREQTRADE_LEGACY_DRAWDOWN):
+        if key in stats:
+            consider(key, stats[key])
+
+    def walk(node: Any, prefix: str, depth: int) -> None:
+        if depth > 4:
+            return
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, value in items:
+            key = f"{prefix}.{k}"
+            if isinstance(value, (dict, list)):
+                walk(value, key, depth + 1)
+            elif "drawdown" in str(k).lower() and not any(t in str(k).lower() for t in NOT_A_FRACTION):
+                consider(key, value)
+
+    if "wallet_stats" in stats:
+        walk(stats["wallet_stats"], "wallet_stats", 0)
+    return seen, unusable
 
 
 def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
@@ -321,13 +340,12 @@ def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
     found = []
     for name, stats in doc["strategy"].items():
         entry: dict[str, Any] = {k: stats[k] for k in ("sharpe", "winrate") if k in stats}
-        seen = _freqtrade_drawdowns(stats)
-        if seen:
-            worst = max(seen, key=lambda k: abs(seen[k]))
+        seen, unusable = _freqtrade_drawdowns(stats)
+        worst = max(seen, key=lambda k: seen[k]) if seen else None
+        if unusable:
+            entry["max_drawdown"] = f"unusable: {'; '.join(unusable)}"  # fails the strategy, with the reason
+        elif worst is not None:
             entry["max_drawdown"] = seen[worst]
-        elif FREQTRADE_LEGACY_DRAWDOWN in stats:
-            worst = FREQTRADE_LEGACY_DRAWDOWN
-            entry["max_drawdown"] = stats[worst]
         if "total_trades" in stats:
             entry["trades"] = stats["total_trades"]
         own = doc.get("metadata", {}).get(name) if isinstance(doc.get("metadata"), dict) else None
@@ -335,7 +353,7 @@ def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
                                          own.get("freqtrade_version") if isinstance(own, dict) else None,
                                          doc.get("freqtrade_version")) if v), None)
         provenance = {"sharpe": "sharpe" if "sharpe" in stats else None,
-                      "max_drawdown": worst if (seen or FREQTRADE_LEGACY_DRAWDOWN in stats) else None,
+                      "max_drawdown": worst,
                       "drawdowns_seen": seen, "freqtrade_version": version}
         own_meta = meta.get(name)
         when = _freqtrade_time(stats, own_meta if isinstance(own_meta, dict) else {}, fallback)

@@ -224,6 +224,12 @@ def _newest_sqlite(url: str, table: str, column: str, connect_timeout_s: float, 
     path = sqlite_path(url)
     if not os.path.exists(path):
         raise DatabaseUnreachable(f"SQLite database {path} does not exist: check --database-url")
+    from deploy_tool import fileops
+
+    try:  # SQLite opens a FIFO or a device and waits on it: a watch round must never wait on a file
+        fileops.check_regular(path)
+    except OSError as exc:
+        raise DatabaseUnreachable(f"SQLite database {path} cannot be used: {exc}") from None
     schema, name = split_table(table)
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=connect_timeout_s)

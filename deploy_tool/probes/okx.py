@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploy_tool import ProbeError
-from deploy_tool.redact import mask_url
+from deploy_tool.redact import clip, mask_url, one_line
 from deploy_tool.times import epoch_to_datetime, format_duration, iso_utc
 
 TIME_PATH = "/api/v5/public/time"
@@ -113,10 +113,10 @@ def probe_public_time(
 def _time_sample(url: str, status: int, body: Any, latency: float, midpoint_ms: float) -> TimeSample:
     code = str(body.get("code")) if isinstance(body, dict) else None
     if status != 200:
-        msg = body.get("msg", "") if isinstance(body, dict) else ""
+        msg = one_line(clip(str(body.get("msg", "")), 200)) if isinstance(body, dict) else ""
         return TimeSample(latency, status, code, error=f"HTTP {status} (expected 200) {msg}".strip())
     if code != "0":
-        msg = body.get("msg", "") if isinstance(body, dict) else ""
+        msg = one_line(clip(str(body.get("msg", "")), 200)) if isinstance(body, dict) else ""
         return TimeSample(latency, status, code, error=f'code {code!r} (expected "0"): {msg}')
     try:
         exchange_ms = float(body["data"][0]["ts"])
@@ -191,7 +191,7 @@ def probe_system_status(
     if status != 200:
         raise ProbeError(f"{shown} answered HTTP {status} (expected 200)")
     if not isinstance(body, dict) or str(body.get("code")) != "0" or not isinstance(body.get("data"), list):
-        raise ProbeError(f"{shown} did not answer with OKX's shape code \"0\" and a data list: {str(body)[:120]}")
+        raise ProbeError(f"{shown} did not answer with OKX's shape code \"0\" and a data list: {one_line(clip(str(body), 120))}")
     now = now or dt.datetime.now(dt.timezone.utc)
     events = []
     for item in body["data"]:
@@ -257,7 +257,7 @@ def _first(session: Any, url: str, timeout: Any, what: str) -> dict:
     status, body = get_json(session, url, timeout)
     shown = mask_url(url) or url
     if status != 200 or not isinstance(body, dict) or str(body.get("code")) != "0":
-        msg = body.get("msg", "") if isinstance(body, dict) else ""
+        msg = one_line(clip(str(body.get("msg", "")), 200)) if isinstance(body, dict) else ""
         raise ProbeError(f"{shown} answered HTTP {status} code {body.get('code') if isinstance(body, dict) else None!r} "
                          f"{msg}".rstrip())
     data = body.get("data")

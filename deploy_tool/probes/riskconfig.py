@@ -54,32 +54,49 @@ class RiskConfig:
 
 def _number(name: str, raw: Any, setting: str | None = None) -> float:
     """The value of `name` (as spelled where it was found) for `setting` (default: the same)."""
+    if isinstance(raw, (dict, list, tuple)):
+        raise ValueError(f"{name} is {_shown(raw)}, not a number")
     if isinstance(raw, bool) or raw is None or (isinstance(raw, str) and not raw.strip()):
-        raise ValueError(f"{name} is {raw!r}, not a number")
+        raise ValueError(f"{name} is {_shown(raw)}, not a number")
     try:
         value = float(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} is {raw!r}, not a number") from None
+        raise ValueError(f"{name} is {_shown(raw)}, not a number") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} is {raw!r}: expected a finite number >= 0")
+        raise ValueError(f"{name} is {_shown(raw)}: expected a finite number >= 0")
     if (setting or name) in FRACTIONS and value > 1:
-        raise ValueError(f"{name} is {raw!r}: expected a fraction in [0, 1] (0.01 for 1 %), never rescaled")
+        raise ValueError(f"{name} is {_shown(raw)}: expected a fraction in [0, 1] (0.01 for 1 %), never rescaled")
     return value
 
 
 DEFAULT_SECTIONS = ("", "risk")  # where a system reads its risk settings: the top level, a `risk` section
 
 
+def _shown(value: Any) -> str:
+    """A value for a message, never walked whole: a YAML alias bomb's repr would be billions of items."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} key(s)"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _section(doc: dict, path: str, source: str) -> dict | None:
-    """The mapping at the dotted `path` ("" is the document), None when absent."""
+    """The mapping at the dotted `path` ("" is the document), None when absent. Two keys that both could be
+    the section (`risk` and `RISK`, `risk ` with a space) are ambiguous: which one the system reads is not
+    for the gate to guess."""
     node: Any = doc
     for part in [p for p in path.split(".") if p]:
         if not isinstance(node, dict):
             return None
-        key = next((k for k in node if str(k).strip().lower() == part.lower()), None)
-        if key is None:
+        keys = [k for k in node if str(k).strip().lower() == part.lower()]
+        if len(keys) > 1:
+            raise ProbeError(f"risk configuration {source}: the section {part!r} is there {len(keys)} times "
+                             f"({', '.join(repr(str(k)) for k in keys)}): ambiguous; keep the one the system reads")
+        if not keys:
             return None
-        node = node[key]
+        node = node[keys[0]]
     if node is not None and not isinstance(node, dict):
         raise ProbeError(f"risk configuration {source}: {path or 'the document'} is {type(node).__name__}, expected "
                          "keys and values")
@@ -100,8 +117,6 @@ def parse_config(doc: Any, source: str, section: str | None = None) -> RiskConfi
                 raise ProbeError(f"risk configuration {source} has no section {section!r} (--risk-config-section)")
             continue
         for key, value in mapping.items():
-            if isinstance(value, dict):
-                continue  # a section, not a setting
             spelled = str(key).strip().lower()
             for name, aliases in KEYS.items():
                 if spelled in aliases:
@@ -111,12 +126,16 @@ def parse_config(doc: Any, source: str, section: str | None = None) -> RiskConfi
     for name, hits in found.items():
         values[name] = None
         if len(hits) > 1:
-            shown = ", ".join(f"{where} = {value!r}" for where, value in hits)
+            shown = ", ".join(f"{where} = {_shown(value)}" for where, value in hits)
             problems[name] = (f"{name} is set {len(hits)} times where the system reads it ({shown}): ambiguous; "
                               "keep the one the system uses, or name its section with --risk-config-section")
             continue
         if hits:
             where, value = hits[0]
+            if where.split(".")[-1] != where.split(".")[-1].strip():
+                problems[name] = (f"the key {where!r} has spaces around it: a system reading {name!r} does not see "
+                                  "it; write the key as the system reads it")
+                continue
             try:
                 values[name] = _number(where, value, name)
             except ValueError as exc:
@@ -209,8 +228,12 @@ def read_file(path: str, section: str | None = None) -> RiskConfig:
             import io
 
             from dotenv import dotenv_values
+            from dotenv.parser import parse_stream
 
-            doc = dict(dotenv_values(stream=io.StringIO(text)))
+            names = [b.key for b in parse_stream(io.StringIO(text)) if b.key is not None]
+            _no_duplicates(names)  # dotenv keeps the last of two ALLOCATION= lines; the system might not
+            # ${VAR} is not expanded: the gate's own environment is not the trading system's
+            doc = dict(dotenv_values(stream=io.StringIO(text), interpolate=False))
     except Exception as exc:  # json, yaml and dotenv each raise their own
         raise ProbeError(f"risk configuration {path} cannot be parsed: {type(exc).__name__}: "
                          f"{(str(exc).splitlines() or [''])[0]}") from None  # masked whole by the Attempt, never cut first

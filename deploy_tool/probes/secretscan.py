@@ -52,6 +52,8 @@ MAX_BYTES = 1_000_000
 ALLOWLIST_SWITCH = b"pragma"  # every allowlist pragma detect-secrets knows holds this word
 # detect-secrets' filter that drops every path holding "swagger" (meant for API docs): it would hide code.
 SWAGGER_FILTER = "detect_secrets.filters.heuristic.is_swagger_file"
+# and the one that drops every UUID-shaped value: an OKX API key is a UUID.
+UUID_FILTER = "detect_secrets.filters.heuristic.is_potential_uuid"
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,7 @@ def _scan_files(root: str, files: list[tuple[str, bool, bool]], allowlisted: boo
 
     found = set()
     with default_settings() as settings, tempfile.TemporaryDirectory(prefix="gd-secretscan-") as scratch:
-        settings.disable_filters(SWAGGER_FILTER)
+        settings.disable_filters(SWAGGER_FILTER, UUID_FILTER)
         for rel, utf8, pragma in files:
             if allowlisted and not pragma:
                 continue
