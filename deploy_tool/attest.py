@@ -69,15 +69,18 @@ def write_key_pair(directory: str | os.PathLike) -> tuple[Path, Path, str]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         private_pem, public_pem, kid = generate()
-        fd = os.open(private_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        raise AttestError(f"{private_path} already exists: a key is never overwritten; choose another --out "
+        for existing in (private_path, public_path):
+            if os.path.lexists(existing):
+                raise FileExistsError(0, "exists", str(existing))
+        for target, data, mode in ((public_path, public_pem, 0o644), (private_path, private_pem, 0o600)):
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+    except FileExistsError as exc:
+        raise AttestError(f"{exc.filename} already exists: a key is never overwritten; choose another --out "
                           "(rotation: make the new pair elsewhere, pin both public keys, then retire the old)") from None
     except OSError as exc:
         raise AttestError(f"cannot write a key in {folder}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_pem)
-    public_path.write_bytes(public_pem)
     return private_path, public_path, kid
 
 
@@ -137,7 +140,10 @@ def load_trusted(path: str | os.PathLike) -> dict[str, Ed25519PublicKey]:
     from deploy_tool import fileops
 
     where = Path(path)
-    files = sorted(p for p in where.iterdir() if p.suffix in (".pem", ".pub")) if where.is_dir() else [where]
+    try:
+        files = sorted(p for p in where.iterdir() if p.suffix in (".pem", ".pub")) if where.is_dir() else [where]
+    except OSError as exc:
+        raise AttestError(f"cannot read the trusted keys in {where}: {exc.strerror or exc}") from None
     keys: dict[str, Ed25519PublicKey] = {}
     for file in files:
         try:
@@ -188,7 +194,10 @@ def tree_digest(root: str | os.PathLike) -> str:
     base = Path(root)
     lines = []
     seen = {os.path.realpath(base)}
-    for folder, dirs, names in os.walk(base, followlinks=True):
+    def unreadable(exc: OSError) -> None:
+        raise exc  # a directory it cannot read could hold any change: path_digest says so, never skips it
+
+    for folder, dirs, names in os.walk(base, followlinks=True, onerror=unreadable):
         kept = []
         for name in sorted(dirs):
             path = Path(folder) / name

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool import DeployError, fileops
-from deploy_tool.manifest import ALWAYS
 from deploy_tool.times import iso_utc, parse_timestamp
 
 SCHEMA = "gradual-deploy/preflight-evidence/2"
 OLD_SCHEMAS = ("gradual-deploy/preflight-evidence/1",)
-REQUIRED_GROUPS = ALWAYS  # every run; admin, control, account and secrets when the run was pointed at them
 STATUSES = ("passed", "failed", "skipped")
 ATTESTATION_SUFFIX = ".intoto.json"
 

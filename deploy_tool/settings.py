@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Collection, Mapping
 
@@ -546,6 +545,8 @@ def load_config(path: str, source: str = "the command line") -> ConfigFile:
 
     def error(problem: str) -> OptionError:
         return OptionError(f"--config {shown} (from {source}) {problem}", f"--config {shown} {problem}")
+
+    import tomllib  # only a run given --config pays for it (not a pause)
 
     try:
         from deploy_tool import fileops

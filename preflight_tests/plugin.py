@@ -264,19 +264,14 @@ def _new_entry(item: pytest.Item, status: str = PENDING, message: str = "") -> C
 def opens_real(evidence: Evidence) -> dict[str, Any]:
     """Whether this evidence, by itself, can open real, and why not: what a person reading it wants to know.
     The gate decides again from the signed document, with the deployment's targets and subjects."""
+    from deploy_tool.modes.gate import incomplete  # the gate's own rule, so that the two never disagree
+
     why = []
     if evidence.verdict != "pass":
         why.append("the verdict is FAIL")
-    statuses = {c.id: c.status for c in evidence.checks}
-    lacking = [f"{cid} {statuses.get(cid) or 'did not run'}" for cid in evidence.manifest
-               if statuses.get(cid) != "passed"]
+    lacking = incomplete(evidence)
     if lacking:
-        why.append("required checks not passed: " + ", ".join(lacking))
-    if evidence.skips_requested:
-        why.append(f"checks skipped on request ({', '.join(evidence.skips_requested)})")
-    if evidence.foreign_tests:
-        why.append(f"the run collected {len(evidence.foreign_tests)} test(s) that are not the suite's "
-                   f"({', '.join(evidence.foreign_tests[:3])})")
+        why.append(lacking)
     if not evidence.signed_by:
         why.append("it is not signed (--signing-key or GD_SIGNING_KEY)")
     return {"ok": not why, "why": why}

@@ -466,7 +466,8 @@ def test_an_older_signed_pass_put_beside_a_newer_run_does_not_stand_in_for_it(ru
 
 @pytest.mark.parametrize("override", [["-c", "other.ini"], ["--rootdir=/tmp"], ["-o", "python_functions=test_okx*"],
                                       ["-opython_functions=x"], ["--override-ini=addopts=-k okx"], ["--noconftest"],
-                                      ["-p", "evil_gd"], ["-pevil_gd"]])
+                                      ["-p", "evil_gd"], ["-pevil_gd"], ["-qp", "evil_gd"], ["-qcmy.ini"],
+                                      ["-xo", "python_functions=x"]])
 def test_gradual_deploy_preflight_refuses_to_replace_its_own_configuration(tmp_path, override):
     done = _gd("preflight", *override, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -651,3 +652,30 @@ def _toml(tmp_path: Path, line: str) -> Path:
     path = tmp_path / "typo.toml"
     path.write_text(f"[gradual-deploy]\n{line}\n")
     return path
+
+
+
+def test_allow_unsigned_never_waves_through_a_signature_that_fails(run_suite, sandbox, tmp_path):
+    run = _passing(run_suite)
+    other, _, _ = attest.write_key_pair(tmp_path / "other")
+    _resign(run, other, lambda p: None)  # present, but signed by a key nobody pinned
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path, "--allow-unsigned"),
+             "no signature verifies with a trusted key")
+
+
+def test_a_ledger_line_the_gate_cannot_read_refuses_real(run_suite, sandbox, tmp_path):
+    run = _passing(run_suite)
+    (run.evidence_dir / "opened-real.jsonl").write_text('{"run_id": "x", "deployment": "y"}\n{torn\n')
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path), "has a line it cannot read (line 2)",
+             "fix or restore that file")
+
+
+@pytest.mark.parametrize("database_url,phrase", [
+    ("postgresql://u:p@db:54x2/t", "it checked the trades database"),
+    ("postgresql://app@/trades?host=db.prod", "this deployment uses db.prod:5432/trades"),
+])
+def test_a_database_url_the_gate_cannot_match_refuses_without_a_traceback(run_suite, sandbox, tmp_path,
+                                                                           database_url, phrase):
+    run = _passing(run_suite)
+    gate = [a if a != sandbox.database_url else database_url for a in sandbox.gate_args()]
+    _refused(_switch_real(sandbox, run.evidence_dir, tmp_path, gate_args=gate), phrase)

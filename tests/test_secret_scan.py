@@ -19,6 +19,8 @@ def _source(tmp_path):
     (root / "config.yaml").write_text(f"okx:\n  secret_key: {HEX_KEY}\n")
     (root / ".venv").mkdir()
     (root / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a real virtual environment: left out
+    (root / ".venv" / "bin").mkdir()
+    (root / ".venv" / "bin" / "python").write_text("")
     (root / ".venv" / "vendored.py").write_text(f'secret_key = "{HEX_KEY}"\n')
     return root
 
@@ -31,7 +33,7 @@ def test_clean_source_passes(run_suite, tmp_path):
     assert check["status"] == "passed" and "no hard-coded secret in 1 file(s)" in check["message"]
     # what was not scanned is in the evidence, with the reason
     assert "3 path(s) not scanned" in check["message"]
-    for entry in (".env (key home", "config.yaml (key home", ".venv (virtual environment: holds pyvenv.cfg)"):
+    for entry in (".env (key home", "config.yaml (key home", ".venv (virtual environment: holds pyvenv.cfg and an interpreter)"):
         assert entry in check["message"]
     # and whole, structured, beside the message (which shows at most ten)
     details = check["details"]
@@ -84,3 +86,12 @@ def test_an_okx_key_shaped_like_a_uuid_is_found(tmp_path):
 
     (tmp_path / "exchange.py").write_text('import os\napi_key = "8a5c2d1e-3b4f-4c6d-9e7f-0a1b2c3d4e5f"\n')
     assert [(f.path, f.line) for f in scan(str(tmp_path)).findings] == [("exchange.py", 2)]
+
+
+def test_a_pyvenv_cfg_alone_does_not_take_code_out_of_the_scan(tmp_path):
+    from deploy_tool.probes.secretscan import scan
+
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "strategies" / "live.py").write_text(f'secret_key = "{HEX_KEY}"\n')
+    assert {(f.path, f.line) for f in scan(str(tmp_path)).findings} == {("strategies/live.py", 1)}

@@ -58,8 +58,8 @@ def test_directories_are_scanned_whatever_their_name(tmp_path, directory):
 
 def test_real_environments_caches_and_version_control_are_left_out_and_listed(tmp_path):
     left_out = {
-        ".venv": "virtual environment: holds pyvenv.cfg",
-        "tools/py311": "virtual environment: holds pyvenv.cfg",
+        ".venv": "virtual environment: holds pyvenv.cfg and an interpreter",
+        "tools/py311": "virtual environment: holds pyvenv.cfg and an interpreter",
         "conda/envs/bot": "conda environment: holds conda-meta",
         "web/node_modules": "installed node packages: next to package.json",
         ".git": "version control",
@@ -70,6 +70,7 @@ def test_real_environments_caches_and_version_control_are_left_out_and_listed(tm
     }
     files = {f"{d}/vendored.py": KEY_LINE for d in left_out}
     files |= {".venv/pyvenv.cfg": "home = /usr/bin\n", "tools/py311/pyvenv.cfg": "home = /usr/bin\n",
+              ".venv/bin/python": "", "tools/py311/Scripts/python.exe": "",
               "conda/envs/bot/conda-meta/history": "", "web/package.json": "{}\n"}
     root = _tree(tmp_path, files)
     found, criterion = _judged(root)
@@ -78,7 +79,7 @@ def test_real_environments_caches_and_version_control_are_left_out_and_listed(tm
     assert found.files == 2  # strategies/momentum.py and web/package.json
     assert criterion.ok, criterion.message
     assert "9 path(s) not scanned" in criterion.message
-    assert ".venv (virtual environment: holds pyvenv.cfg)" in criterion.message
+    assert ".venv (virtual environment: holds pyvenv.cfg and an interpreter)" in criterion.message
 
 
 @pytest.mark.parametrize("name", [".env.prod.py", ".env.py", "config/.env.live.js", ".env.example", "okx.env.sh",

@@ -44,7 +44,6 @@ def run_demo(base_dir: str) -> int:
     evidence_dir = Path(base_dir) / "evidence"
     audit_dir = Path(base_dir) / "audit"
     who = f"{actor()}@{host()}"
-    redactor = Redactor.from_environ()  # refreshed below once the demo's token is in the environment
     with Sandbox(workdir, token=token, token_env=token_env) as sandbox:
         os.environ.update(sandbox.account_env())  # the sandbox's own API key, for the account checks
         redactor = Redactor.from_environ()

@@ -5,7 +5,8 @@ trading system's checkout, whose pytest.ini, conftest.py, `addopts` or installed
 otherwise decide which checks are collected (a `python_functions` line there once left four of them) and
 which thresholds hold. So the run names its own ini (`preflight_tests/preflight.ini`) and rootdir, loads no
 conftest, ignores PYTEST_ADDOPTS and PYTEST_PLUGINS, and loads only the plugins the suite needs. What the
-operator puts on the command line (-m, -k, --skip-*, -p, every suite option) still goes through.
+operator puts on the command line (-m, -k, --skip-*, every suite option) still goes through; what would
+replace that configuration or load code into the process (-c, -o, -p, --rootdir, ...) is refused.
 """
 
 from __future__ import annotations
@@ -73,9 +74,25 @@ def foreign_overrides(args: Sequence[str]) -> list[str]:
         if arg == "--":
             break
         name = arg.split("=", 1)[0]
-        if name in OVERRIDES or (arg.startswith(("-c", "-o", "-p")) and not arg.startswith("--") and len(arg) > 2):
+        if name in OVERRIDES or _cluster_names(arg):
             found.append(arg)
     return found
+
+
+# pytest's short options that take a value: in a cluster (`-qp x`, `-rfE`) the rest of it is that value.
+_TAKES_VALUE = set("kmrWcop")
+
+
+def _cluster_names(arg: str) -> bool:
+    """Does a cluster of short flags (`-qp evil`, `-qcmy.ini`, `-xo key=v`) hold -p, -c or -o?"""
+    if not arg.startswith("-") or arg.startswith("--") or len(arg) < 2 or not arg[1].isalpha():
+        return False
+    for char in arg[1:]:
+        if char in "pco":
+            return True
+        if char in _TAKES_VALUE or not char.isalpha():
+            return False
+    return False
 
 
 @contextmanager

@@ -219,7 +219,10 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                 return EXIT_BREACH
             why = not_real(channels)
             if why:  # paused while the step was written: the raise is taken back
-                previous = next((v for v in before.values() if v is not None), steps[0])
+                previous = next((v for v in before.values() if v is not None), None)
+                if previous is None or same_allocation(previous, step):
+                    return _stopped(cfg, index, step, why, emit, f"the allocation stays at {pct(step)}: there is "
+                                    "no lower one to set back to; the pause holds")
                 back = _set_step(channels, previous, {}, f"ramp {label}: taken back, {why}", cfg.actor, cas=False)
                 cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": previous,
                             "taken_back": step, "channels": [r.as_dict() for r in back],

@@ -47,40 +47,32 @@ class Report:
 
 def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now: dt.datetime | None = None) -> Report:
     """Verify the evidence at `path` (its .intoto.json, or the plain JSON beside it) offline."""
-    from deploy_tool.attest import AttestError, load_trusted, subject_problems, verify
-    from deploy_tool.modes.gate import incomplete
+    from deploy_tool.attest import subject_problems
+    from deploy_tool.modes.gate import Unverified, belongs_to, incomplete, read_signed
 
     plain = path.endswith(".json") and not path.endswith(ATTESTATION_SUFFIX)
     envelope_path = attestation_path(path) if plain else Path(path)
     report = Report(str(envelope_path))
     try:
-        envelope = json.loads(envelope_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        report.problems.append(f"{envelope_path} does not exist: this evidence is not signed")
+        evidence, keyid = read_signed(envelope_path, trusted_keys)
+    except Unverified as exc:
+        report.problems.append(f"{envelope_path.name} {exc}")
         return report
-    except (OSError, ValueError, RecursionError) as exc:
-        report.problems.append(f"{envelope_path} cannot be read as JSON: {exc}")
-        return report
-    try:
-        verified = verify(envelope, load_trusted(trusted_keys))
-        evidence = Evidence.from_json(verified.predicate)
-    except (AttestError, EvidenceError) as exc:
-        report.problems.append(f"{exc} (trusted keys: {trusted_keys}; --trusted-keys names the signer's public key)")
-        return report
-    report.signer = verified.keyid
+    report.signer = keyid
     report.run_id = evidence.run_id
-    report.subjects = verified.subjects
+    report.subjects = evidence.subjects
     report.verdict = evidence.verdict
     if plain:  # the envelope beside a JSON must be that run's, not another run's copied over it
+        from deploy_tool import fileops
+
         try:
-            beside: Any = json.loads(Path(path).read_text(encoding="utf-8"))
+            beside: Any = json.loads(fileops.read_text(path))
         except (OSError, ValueError, RecursionError) as exc:
             report.problems.append(f"{path} cannot be read: {exc}")
             beside = {}
-        if not isinstance(beside, dict) or beside.get("run_id") != evidence.run_id \
-                or evidence.html_report != Path(path).with_suffix(".html").name:
-            report.problems.append(f"{envelope_path.name} is the signature of another run ({evidence.html_report}, "
-                                   f"run {evidence.run_id[:12]}), not of {Path(path).name}")
+        other = belongs_to(evidence, Path(path), beside.get("run_id") if isinstance(beside, dict) else None)
+        if other:
+            report.problems.append(f"{envelope_path.name} is the signature of another run: {other}")
     if evidence.declared_verdict != evidence.verdict:
         report.problems.append(f"the evidence says {evidence.declared_verdict!r}, its checks say {evidence.verdict!r}")
     lacking = incomplete(evidence)
@@ -92,7 +84,7 @@ def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now
     report.targets = evidence.targets
     report.finished_at = iso_utc(evidence.finished_at)
     report.age_s = ((now or utc_now()) - evidence.finished_at).total_seconds()
-    problems, matched = subject_problems(verified.subjects, given)
+    problems, matched = subject_problems(evidence.subjects, given)
     report.problems.extend(problems)
     report.matched = matched
     return report

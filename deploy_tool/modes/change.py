@@ -149,7 +149,9 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
     outcome.channels = results
     outcome.result = "done" if all(r.ok for r in results) else "failed"
     if target == "real" and outcome.result == "done" and gate.ok:  # a forced switch uses up no run
-        mark_used(gate, channels, gate_cfg.evidence_dir)
+        problem = mark_used(gate, channels, gate_cfg.evidence_dir)
+        if problem:
+            outcome.reason = f"{outcome.reason}; WARNING: {problem}"
     if outcome.result == "failed":
         problems = "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)
         outcome.reason = f"{problems}" + ("" if not outcome.reason else f" ({outcome.reason})")

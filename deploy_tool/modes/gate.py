@@ -123,13 +123,26 @@ def _database(url: str | None) -> tuple[str, ...] | None:
         return None
     if url.startswith("sqlite:///"):
         return ("sqlite", os.path.realpath(url[len("sqlite:///"):]))
+    from urllib.parse import parse_qs
+
     parts = urlsplit(url)
-    return ("postgresql", (parts.hostname or "").lower(), str(parts.port or 5432), parts.path.lstrip("/"))
+    query = {k.lower(): v[-1] for k, v in parse_qs(parts.query).items()}
+    try:
+        port = str(query.get("port") or parts.port or 5432)
+    except ValueError:  # a port that is no number: names nothing the gate can compare
+        return ("unreadable", url.split("@")[-1])
+    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql") else parts.scheme
+    host = (query.get("host") or parts.hostname or "").lower()
+    return (scheme, host, port, query.get("dbname") or parts.path.lstrip("/"))
 
 
 def _shown_db(url: str | None) -> str:
     found = _database(url)
-    return "none" if found is None else (found[1] if found[0] == "sqlite" else f"{found[1]}:{found[2]}/{found[3]}")
+    if found is None:
+        return "none"
+    if found[0] in ("sqlite", "unreadable"):
+        return found[1] if found[0] == "sqlite" else f"{found[1]} (a port that is no number)"
+    return f"{found[1]}:{found[2]}/{found[3]}"
 
 
 def _foreign(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -> str | None:
@@ -175,8 +188,10 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
     from deploy_tool.probes.riskconfig import served_config_digest
 
     problems = []
-    served, why_not = _served_config(channels, cfg)
+    served, why_not, failed = _served_config(channels, cfg)
     risk = [s for s in evidence.subjects if (s.get("annotations") or {}).get("role") == "risk_config"]
+    if failed:  # it might serve a configuration the run never judged, or an allocation above what it allowed
+        problems.append(f"the gate cannot read the system's risk configuration (GET /config): {why_not}")
     if served is not None:
         # What the system serves is what it uses: the run must have judged that, not a file beside it, and
         # the allocation (left out of the digest for the ramp) must still be within what the run allowed.
@@ -199,7 +214,7 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
                 problems.append(f"its risk configuration came from {name}, which this switch cannot read again "
                                 f"({why_not})")
                 continue
-            now = served_config_digest(served)
+            now = served_config_digest(served, _risk_section(evidence))
         else:
             try:
                 now = path_digest(name)
@@ -211,18 +226,26 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
     return "; ".join(problems) or None
 
 
-def _served_config(channels: Sequence[Channel], cfg: GateConfig) -> tuple[Any, str]:
-    """(the body of GET /config of the switch's admin API, or None; why not)."""
+def _served_config(channels: Sequence[Channel], cfg: GateConfig) -> tuple[Any, str, bool]:
+    """(the body of GET /config of the switch's admin API, or None; why not; whether that is a failure: only
+    a system that serves no /config at all (HTTP 404) or a switch without an admin API is not one)."""
     http = [c for c in channels if c.name == "http"]
     if not http:
-        return None, "no admin API given: --http-admin-url"
+        return None, "no admin API given: --http-admin-url", False
     from deploy_tool.probes.admin import AdminClient, AdminError
 
     try:
         with AdminClient(http[0].target, token=cfg.admin_token) as client:
-            return client.get_config(), ""
+            return client.get_config(), "", False
     except (AdminError, OSError) as exc:
-        return None, str(exc)
+        return None, str(exc), "HTTP 404" not in str(exc)
+
+
+def _risk_section(evidence: Evidence) -> str | None:
+    """The --risk-config-section the run read its risk settings from."""
+    risk = evidence.inputs.get("risk_config")
+    section = risk.get("section") if isinstance(risk, dict) else None
+    return section if isinstance(section, str) and section else None
 
 
 def _allocation(body: Any, evidence: Evidence) -> float | None:
@@ -230,10 +253,8 @@ def _allocation(body: Any, evidence: Evidence) -> float | None:
     from deploy_tool import ProbeError
     from deploy_tool.probes.riskconfig import parse_config
 
-    risk = evidence.inputs.get("risk_config")
-    section = risk.get("section") if isinstance(risk, dict) else None
     try:
-        config = parse_config(body, "GET /config", section if isinstance(section, str) else None)
+        config = parse_config(body, "GET /config", _risk_section(evidence))
     except ProbeError:
         return None
     return None if config.problems.get("allocation") else config.values.get("allocation")
@@ -258,13 +279,16 @@ def _ledger(evidence_dir: str) -> list[dict[str, Any]] | str:
     except (OSError, UnicodeDecodeError) as exc:
         return f"the ledger {path} cannot be read ({getattr(exc, 'strerror', None) or exc})"
     entries = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             entry = json.loads(line)
         except ValueError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
+            entry = None
+        if not isinstance(entry, dict):  # a line it cannot read may be the use it must know of
+            return f"the ledger {path} has a line it cannot read (line {number})"
+        entries.append(entry)
     return entries
 
 
@@ -274,7 +298,8 @@ def _used_elsewhere(evidence: Evidence, channels: Sequence[Channel], cfg: GateCo
     here = deployment_key(channels)
     ledger = _ledger(cfg.evidence_dir)
     if isinstance(ledger, str):
-        return f"{ledger}: move it aside only if you know which runs it recorded"
+        return (f"{ledger}: fix or restore that file (it records which run opened which deployment); move it "
+                "aside only if you know what it recorded")
     for entry in ledger:
         if entry.get("run_id") == evidence.run_id and entry.get("deployment") != here:
             return (f"this run already opened real on another deployment ({entry.get('deployment')}, "
@@ -282,52 +307,66 @@ def _used_elsewhere(evidence: Evidence, channels: Sequence[Channel], cfg: GateCo
     return None
 
 
-def mark_used(gate: Gate, channels: Sequence[Channel], evidence_dir: str) -> None:
-    """Record that the gate's run opened real on this deployment (the ledger `_used_elsewhere` reads)."""
+def mark_used(gate: Gate, channels: Sequence[Channel], evidence_dir: str) -> str | None:
+    """Record that the gate's run opened real on this deployment (the ledger `_used_elsewhere` reads); why
+    it could not, for the switch to report (the switch itself is done: its audit line names the run too)."""
     if gate.evidence is None or not gate.evidence.run_id or not channels:
-        return
+        return None
     entry = {"ts": iso_utc(utc_now()), "run_id": gate.evidence.run_id, "deployment": deployment_key(channels),
              "evidence": gate.path, "signer": gate.signer}
+    path = Path(evidence_dir) / LEDGER
     try:
-        with fileops.open_regular(Path(evidence_dir) / LEDGER, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-    except OSError:
-        pass  # the audit line of the switch records the run too; a read-only evidence dir must not undo it
+        fileops.append(str(path), (json.dumps(entry) + "\n").encode("utf-8"))
+    except OSError as exc:
+        return (f"the run could not be recorded in {path} ({getattr(exc, 'strerror', None) or exc}): another "
+                "deployment sharing this evidence directory would not see that it was used; fix the file")
+    return None
 
 
-def _signed(path: Path, cfg: GateConfig) -> tuple[Evidence | None, str | None, str | None]:
-    """(evidence from the envelope, signer key id, why not)."""
+class Unverified(Exception):
+    """The signed twin of an evidence cannot be verified; `absent`: there is none at all."""
+
+    def __init__(self, reason: str, absent: bool = False) -> None:
+        super().__init__(reason)
+        self.absent = absent
+
+
+def read_signed(envelope_path: Path, trusted_keys: str | None) -> tuple[Evidence, str]:
+    """The run in a DSSE envelope a pinned key signed, and that key's id; Unverified saying why not. The
+    gate and `verify` both read signed evidence through this."""
     from deploy_tool.attest import AttestError, load_trusted, verify
 
-    envelope_path = attestation_path(path)
     try:
         envelope = json.loads(fileops.read_text(envelope_path))
     except FileNotFoundError:
-        return None, None, (f"is not signed (no {envelope_path.name} beside it): sign the preflight with "
-                            "--signing-key or GD_SIGNING_KEY (`gradual-deploy keygen` makes a key), or pass "
-                            "--allow-unsigned for a rehearsal (audited as forced)")
+        raise Unverified(f"is not signed (no {envelope_path.name} beside it): sign the preflight with "
+                         "--signing-key or GD_SIGNING_KEY (`gradual-deploy keygen` makes a key), or pass "
+                         "--allow-unsigned for a rehearsal (audited as forced)", absent=True) from None
     except (OSError, ValueError, RecursionError) as exc:
-        return None, None, f"has an unreadable signature file {envelope_path.name}: {exc}; {RERUN}"
-    if not cfg.trusted_keys:
-        return None, None, "cannot be verified: no --trusted-keys (GD_TRUSTED_KEYS) names the keys that may open real"
+        raise Unverified(f"has an unreadable signature file {envelope_path.name}: {exc}; {RERUN}") from None
+    if not trusted_keys:
+        raise Unverified("cannot be verified: no --trusted-keys (GD_TRUSTED_KEYS) names the keys that may open real")
     try:
-        verified = verify(envelope, load_trusted(cfg.trusted_keys))
+        verified = verify(envelope, load_trusted(trusted_keys))
     except AttestError as exc:
-        return None, None, (f"has a signature the gate does not accept: {exc}; the keys that may open real are "
-                            f"in {cfg.trusted_keys} (--trusted-keys): pin the signer's public key there, or re-run "
-                            "the preflight signed by a pinned key")
+        raise Unverified(f"has a signature the gate does not accept: {exc}; the keys that may open real are in "
+                         f"{trusted_keys} (--trusted-keys): pin the signer's public key there, or re-run the "
+                         "preflight signed by a pinned key") from None
     try:
         evidence = Evidence.from_json(verified.predicate)
     except EvidenceError as exc:
-        return None, verified.keyid, f"is signed but {exc}"
+        raise Unverified(f"is signed but {exc}") from None
     if evidence.subjects != verified.subjects:
-        return None, verified.keyid, "is signed but its predicate's subjects are not the statement's: re-run"
-    # The signed run must be this file's run: an older passing envelope put beside a newer run's JSON
-    # would otherwise stand in for it.
-    if evidence.html_report != path.with_suffix(".html").name:
-        return None, verified.keyid, (f"has a signature file {envelope_path.name} that belongs to another run "
-                                      f"({evidence.html_report}); {RERUN}")
-    return evidence, verified.keyid, None
+        raise Unverified(f"is signed but its predicate's subjects are not the statement's: {RERUN}")
+    return evidence, verified.keyid
+
+
+def belongs_to(evidence: Evidence, json_path: Path, plain_run_id: str | None) -> str | None:
+    """Why a signed run is not the run of the JSON at `json_path` (another run's envelope copied beside it)."""
+    if evidence.html_report != json_path.with_suffix(".html").name or plain_run_id != evidence.run_id:
+        return (f"has a signature file that belongs to another run ({evidence.html_report}, run "
+                f"{evidence.run_id[:12]}; the JSON says run {(plain_run_id or 'none')[:12]}); {RERUN}")
+    return None
 
 
 def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.datetime | None = None) -> Gate:
@@ -339,16 +378,17 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
     name = str(found.path)
     if found.evidence is None:
         return Gate(False, f"newest evidence {name} {found.error}: {RERUN}", name)
-    evidence, signer, unsigned = _signed(found.path, cfg)
-    if evidence is not None and found.evidence.run_id != evidence.run_id:
-        unsigned = (f"has a signature file that belongs to another run (run {evidence.run_id[:12]}, the JSON says "
-                    f"{found.evidence.run_id[:12] or 'none'}); {RERUN}")
-        evidence = None
-    forced = False
-    if evidence is None:
-        if not cfg.allow_unsigned:
-            return Gate(False, f"newest evidence {name} {unsigned}", name, found.evidence)
-        evidence, forced = found.evidence, True
+    forced, signer = False, None
+    try:
+        evidence, signer = read_signed(attestation_path(found.path), cfg.trusted_keys)
+        other = belongs_to(evidence, found.path, found.evidence.run_id)
+        if other:
+            raise Unverified(other)
+    except Unverified as exc:
+        # --allow-unsigned takes evidence that has no signature; a signature that fails is never waved through
+        if not (exc.absent and cfg.allow_unsigned):
+            return Gate(False, f"newest evidence {name} {exc}", name, found.evidence)
+        evidence, signer, forced = found.evidence, None, True
     age = ((now or utc_now()) - evidence.finished_at).total_seconds()
 
     def refuse(reason: str) -> Gate:

@@ -116,7 +116,7 @@ def measure_risk_config(settings: Settings, redactor: Redactor | None = None) ->
                 body = client.get_config()
                 return dataclasses.replace(parse_config(body, f"GET {client.shown_url}/config",
                                                         settings.risk_config_section),
-                                           sha256=served_config_digest(body))
+                                           sha256=served_config_digest(body, settings.risk_config_section))
         raise ProbeError("no risk configuration: set --http-admin-url (the system serves GET /config) or "
                          "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check")
 

@@ -253,18 +253,32 @@ def _zipped_result(path: str, data: bytes) -> bytes:
     import io
     import zipfile
 
+    import zlib
+
     stem = os.path.basename(path)[: -len(".zip")]
+
+    def bounded(archive: zipfile.ZipFile, name: str) -> bytes:
+        # A zip bomb: the member's declared size first, then never more than that limit read.
+        if archive.getinfo(name).file_size > MAX_SUMMARY_BYTES:
+            raise ProbeError(f"backtest summary {path}: {name} unpacks to more than {MAX_SUMMARY_BYTES} bytes")
+        with archive.open(name) as member:
+            content = member.read(MAX_SUMMARY_BYTES + 1)
+        if len(content) > MAX_SUMMARY_BYTES:
+            raise ProbeError(f"backtest summary {path}: {name} unpacks to more than {MAX_SUMMARY_BYTES} bytes")
+        return content
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
             if f"{stem}.json" in names:
-                return archive.read(f"{stem}.json")
+                return bounded(archive, f"{stem}.json")
             results = [n for n in names if n.endswith(".json") and not n.endswith(("_config.json", ".meta.json"))
                        and not n.startswith(f"{stem}_")]
             if len(results) == 1:
-                return archive.read(results[0])
-    except (zipfile.BadZipFile, OSError, KeyError) as exc:
-        raise ProbeError(f"backtest summary {path} is not a readable zip: {exc}") from None
+                return bounded(archive, results[0])
+    except (zipfile.BadZipFile, OSError, KeyError, RuntimeError, NotImplementedError, zlib.error, EOFError) as exc:
+        # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile cannot read
+        raise ProbeError(f"backtest summary {path} is not a readable zip: {type(exc).__name__}: {exc}") from None
     raise ProbeError(f"backtest summary {path} holds no {stem}.json (members: {', '.join(names[:8])})")
 
 

@@ -143,15 +143,24 @@ def parse_config(doc: Any, source: str, section: str | None = None) -> RiskConfi
     return RiskConfig(source, values, problems)
 
 
-def served_config_digest(body: Any) -> str:
+def served_config_digest(body: Any, section: str | None = None) -> str:
     """The digest that binds evidence to a risk configuration served by GET /config: every value but the
-    allocation, which the ramp itself moves step by step (POST /allocation) under its own ceiling; any
-    other change after the pass (a loss limit, the order cap) invalidates the evidence."""
+    allocation, wherever the system reads it (the top level and `risk`, or `section`), which the ramp itself
+    moves step by step (POST /allocation) under its own ceiling; any other change after the pass (a loss
+    limit, the order cap) invalidates the evidence."""
     from deploy_tool.attest import config_digest
 
     allocation = set(KEYS["allocation"])
-    if isinstance(body, dict):
-        body = {k: v for k, v in body.items() if str(k).strip().lower() not in allocation}
+
+    def without(node: Any, path: list[str]) -> Any:
+        if not isinstance(node, dict):
+            return node
+        if not path:
+            return {k: v for k, v in node.items() if str(k).strip().lower() not in allocation}
+        return {k: without(v, path[1:]) if str(k).strip().lower() == path[0].lower() else v for k, v in node.items()}
+
+    for place in ((section,) if section else DEFAULT_SECTIONS):
+        body = without(body, [p for p in place.split(".") if p])
     return config_digest(body)
 
 

@@ -119,14 +119,23 @@ def is_key_home(name: str) -> bool:
     return suffix not in NOT_DOTENV_SUFFIXES
 
 
+def _has_interpreter(path: str) -> bool:
+    """A real virtual environment has its interpreter beside pyvenv.cfg; a code directory that only holds a
+    pyvenv.cfg (to opt out of the scan) has not."""
+    import glob
+
+    return any(os.path.exists(os.path.join(path, *parts)) for parts in (("bin", "python"), ("Scripts", "python.exe"))) \
+        or bool(glob.glob(os.path.join(path, "lib", "python*", "site-packages")))
+
+
 def excluded_dir(path: str, name: str) -> str | None:
     """Why a directory is left out, or None when it is scanned."""
     if name in VCS_DIRS:
         return "version control"
     if name in CACHE_DIRS:
         return "tool cache"
-    if os.path.isfile(os.path.join(path, "pyvenv.cfg")):
-        return "virtual environment: holds pyvenv.cfg"
+    if os.path.isfile(os.path.join(path, "pyvenv.cfg")) and _has_interpreter(path):
+        return "virtual environment: holds pyvenv.cfg and an interpreter"
     if os.path.isdir(os.path.join(path, "conda-meta")):
         return "conda environment: holds conda-meta"
     if name == "node_modules" and os.path.isfile(os.path.join(os.path.dirname(path), "package.json")):
