@@ -108,6 +108,7 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel],
     gate = evidence_gate(GateConfig.from_settings(settings), channels=channels)
     if not gate.ok:
         return f"evidence gate: {gate.reason}", {}, settings.max_allocation
+    cfg.gate_forced = gate.forced  # opened on unsigned evidence: the ramp's start is audited as forced
     limit, source = ceiling(settings.max_allocation, gate.evidence.thresholds if gate.evidence else {})
     above = [s for s in settings.steps if s > limit + 1e-12]
     if above and not force:
@@ -201,7 +202,7 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
         return EXIT_BREACH
     known = [v for v in values.values() if v is not None]
     start = resume_point(steps, known[0] if known else None, audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS))
-    forced = any(s > limit + 1e-12 for s in steps) or bool(settings.allow_unsigned)
+    forced = any(s > limit + 1e-12 for s in steps) or cfg.gate_forced
     cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
                 "start_step": start.index + 1, "resume": start.why, "forced": forced,
                 "channels": [c.target for c in channels]})

@@ -69,6 +69,7 @@ class WatchConfig:
     actor: str = "watch"
     redactor: Redactor = field(default_factory=Redactor)
     warn: Callable[[str], None] = _stderr
+    gate_forced: bool = False  # the ramp's evidence gate opened only on unsigned evidence (--allow-unsigned)
 
     def record(self, entry: dict[str, Any]) -> None:
         """Append to gradual-deploy's own audit with every known secret masked. A failure to write (a full

@@ -399,7 +399,7 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
     if evidence.verdict != "pass":  # a document that says pass over checks that do not
         failed = [c.id for c in evidence.checks if c.status == "failed"]
         return refuse("says pass but " + (f"holds failed checks: {', '.join(failed)}" if failed
-                                          else "holds no passed check"))
+                                          else "holds no passed check") + f": it is not a pass; {RERUN}")
     if age > max(cfg.max_age_s, 0):
         return refuse(f"is {format_age(age)} old, max {format_age(cfg.max_age_s)}: {RERUN}")
     if age < -CLOCK_TOLERANCE_S:
