@@ -468,11 +468,30 @@ def observe_risk_events(obs: Observation, settings: Settings) -> Criterion:
                      text if ok else f"{text}: roll back and investigate")
 
 
+def _recent_rate(obs: Observation, settings: Settings, part: str, whole: str) -> tuple[float, str] | None:
+    """(rate, words) over the latest round's slice, when it holds at least --min-orders of `whole`; None
+    when there is no slice or too few to judge (the window's rate still is)."""
+    recent = obs.audit.recent
+    if recent is None or obs.recent_s is None:
+        return None
+    count, hits = getattr(recent, whole), getattr(recent, part)
+    if count < settings.min_orders:
+        return None
+    return hits / count, f"in the last {format_duration(obs.recent_s)}: {hits} of {count}"
+
+
 def observe_order_failure_rate(obs: Observation, settings: Settings) -> Criterion:
+    """Failed order results over the window, and over the latest round's slice: a total outage breaches in
+    the first round that sees it instead of once it outweighs the window's history."""
     maximum = settings.max_order_failure_rate
     results, failures = obs.audit.order_results, obs.audit.order_failures
     rate = failures / results if results else 0.0
     text = f"{failures} of {results} order results failed {obs.window} ({rate:.1%}), max {maximum:.1%}"
+    recent = _recent_rate(obs, settings, "order_failures", "order_results")
+    if recent is not None and recent[0] > maximum and recent[0] > rate:
+        return Criterion("observe_order_failure_rate", "observe", False, recent[0], maximum, "fraction",
+                         f"{recent[1]} order results failed ({recent[0]:.1%}), max {maximum:.1%} ({text}): the "
+                         "exchange or the order path is failing now")
     ok = rate <= maximum
     return Criterion("observe_order_failure_rate", "observe", ok, rate, maximum, "fraction",
                      text if ok else f"{text}: the exchange or the order path is failing")
@@ -483,6 +502,11 @@ def observe_risk_block_rate(obs: Observation, settings: Settings) -> Criterion:
     intents, blocks = obs.audit.order_intents, obs.audit.risk_blocks
     rate = blocks / intents if intents else (math.inf if blocks else 0.0)
     text = f"{blocks} risk blocks for {intents} order intents {obs.window} ({rate:.1%}), max {maximum:.1%}"
+    recent = _recent_rate(obs, settings, "risk_blocks", "order_intents")
+    if recent is not None and recent[0] > maximum and recent[0] > rate:
+        return Criterion("observe_risk_block_rate", "observe", False, recent[0], maximum, "fraction",
+                         f"risk blocks for order intents: {recent[1]} ({recent[0]:.1%}), max {maximum:.1%} "
+                         f"({text}): the strategy keeps hitting its risk limits now")
     ok = rate <= maximum
     return Criterion("observe_risk_block_rate", "observe", ok, None if math.isinf(rate) else rate, maximum,
                      "fraction", text if ok else f"{text}: the strategy keeps hitting its risk limits")

@@ -390,6 +390,10 @@ class Settings:
     max_risk_block_rate: float = _setting("--max-risk-block-rate", "max risk_block / order_intent in the window",
                                           fraction, "0.5", group="observe",
                                           threshold=True, looser="higher", bounds=(0, 1))
+    min_orders: int = _setting("--min-orders", "fewest order results (or intents) in the latest round's slice "
+                               "(the last --interval) for its rates to be judged; fewer: only the window's are",
+                               positive_count, "3", group="observe", threshold=True, looser="higher",
+                               bounds=(1, MANY))
     min_signals: int = _setting("--min-signals", "fewest order intents expected in the window", count, "0",
                                 group="observe", threshold=True, looser="lower", bounds=(0, MANY))
     # Unset is off, the loosest; any value is tighter than that, and a higher one looser than a lower.

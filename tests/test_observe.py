@@ -219,3 +219,49 @@ def test_a_wrong_risk_csv_path_fails_the_suite_and_watch(run_suite, sandbox, tmp
     done = subprocess.run([sys.executable, "-m", "deploy_tool", "watch", *args], capture_output=True, text=True,
                           timeout=60, env={**__import__("os").environ, sandbox.token_env: sandbox.token}, cwd=tmp_path)
     assert done.returncode == 1 and "observe_risk_events: no risk-events file" in done.stdout
+
+
+# --- the latest round's slice (issue 17, point 1 in part) -------------------------------------------------
+
+
+def _orders(directory, now, clean_s: float, failing: int, per_s: float = 1.0) -> None:
+    """An audit of `clean_s` seconds of filled orders, then `failing` rejected ones in the last second."""
+    import datetime as dt
+    import json as _json
+
+    lines = []
+    moments = int(clean_s * per_s)
+    for i in range(moments, 0, -1):
+        at = now - dt.timedelta(seconds=1 + i / per_s)
+        lines.append({"ts": at.isoformat(), "event": "order_intent"})
+        lines.append({"ts": at.isoformat(), "event": "order_result", "status": "filled", "price": 100, "fill_price": 100})
+    for i in range(failing):
+        at = now - dt.timedelta(seconds=0.9 - i * 0.1)
+        lines.append({"ts": at.isoformat(), "event": "order_intent"})
+        lines.append({"ts": at.isoformat(), "event": "order_result", "status": "rejected"})
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"audit-{now:%Y-%m-%d}.jsonl").write_text("".join(_json.dumps(x) + "\n" for x in lines))
+
+
+def test_a_total_outage_breaches_in_the_first_round_that_sees_it(tmp_path):
+    """Ten minutes of clean history, then every order rejected for the last second: over the window that is
+    1 %, far below the 20 % limit; over the latest round's slice it is 100 %."""
+    from deploy_tool.criteria import observe_order_failure_rate
+    from deploy_tool.probes.observe import observe
+    from deploy_tool.settings import defaults
+    from deploy_tool.times import utc_now
+
+    now = utc_now()
+    _orders(tmp_path / "audit", now, clean_s=590, failing=6)
+    settings = defaults(interval=1.0)
+    obs = observe(str(tmp_path / "audit"), str(tmp_path / "none.csv"), 600, now=now, recent_s=settings.interval)
+    assert obs.audit.order_results == 596 and obs.audit.recent is not None and obs.audit.recent.order_results == 6
+    verdict = observe_order_failure_rate(obs, settings)
+    assert not verdict.ok and verdict.measured == 1.0
+    assert "in the last 1s: 6 of 6 order results failed (100.0%)" in verdict.message
+    # window only (what the tool judged before): 6 of 596, 1 %, passes
+    window_only = observe(str(tmp_path / "audit"), str(tmp_path / "none.csv"), 600, now=now)
+    assert observe_order_failure_rate(window_only, settings).ok
+    # too few in the slice to judge (--min-orders): the window's rate alone decides
+    few = defaults(interval=1.0, min_orders=7)
+    assert observe_order_failure_rate(obs, few).ok

@@ -95,7 +95,7 @@ def measure_observation(settings: Settings, redactor: Redactor | None = None) ->
         settings.audit_dir, settings.risk_events_csv, settings.observe_window, ts_field=settings.audit_ts_field,
         event_field=settings.audit_event_field, status_field=settings.audit_status_field,
         risk_ts_column=settings.risk_events_ts_column, future_tolerance_s=settings.max_clock_skew_ms / 1000,
-        fields=fields), redactor)
+        fields=fields, recent_s=settings.interval), redactor)
 
 
 def measure_risk_config(settings: Settings, redactor: Redactor | None = None) -> Attempt[RiskConfig]:

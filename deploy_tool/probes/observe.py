@@ -17,7 +17,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Iterator
 
 from deploy_tool import ProbeError, fileops
 from deploy_tool.audit import is_own_file
@@ -91,6 +91,10 @@ class AuditWindow:
     slippage_bps_total: float = 0.0  # adverse slippage, summed over the fills
     pnl_lines: int = 0
     pnl_total: float = 0.0  # realized PnL in the quote currency
+    # The latest slice of the window (since the last round): counted apart, so that a total outage shows in
+    # the first round that sees it, not once it outweighs the whole window's history.
+    recent: AuditWindow | None = None
+    recent_start: dt.datetime | None = None
 
     @property
     def mean_slippage_bps(self) -> float | None:
@@ -130,9 +134,13 @@ def read_audit_window(
     status_field: str = "status",
     future_tolerance_s: float = FUTURE_TOLERANCE_S,
     fields: FillFields = FillFields(),
+    recent_start: dt.datetime | None = None,
 ) -> AuditWindow:
-    """Count the audit events in [start, now], reading today's file (and the days back to `start`)."""
+    """Count the audit events in [start, now], reading today's file (and the days back to `start`); those in
+    [recent_start, now] also apart, in `.recent`."""
     result = AuditWindow()
+    if recent_start is not None:
+        result.recent, result.recent_start = AuditWindow(), max(recent_start, start)
     day = now.date()
     first = True
     while day >= start.date():
@@ -179,6 +187,21 @@ def _fill(obj: dict, fields: FillFields, out: AuditWindow) -> None:
             out.pnl_total += pnl
 
 
+def _count(obj: dict, event: Any, status_field: str, fields: FillFields, out: AuditWindow) -> None:
+    if event == "order_intent":
+        out.order_intents += 1
+    elif event == "order_result":
+        out.order_results += 1
+        if str(obj.get(status_field, "")).lower() in FAILED_STATUSES:
+            out.order_failures += 1
+        else:
+            _fill(obj, fields, out)
+    elif event == "risk_block":
+        out.risk_blocks += 1
+    elif event == "risk_event":
+        out.risk_events += 1
+
+
 def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, event_field: str,
                 status_field: str, out: AuditWindow, future_tolerance_s: float,
                 fields: FillFields = FillFields()) -> bool:
@@ -211,18 +234,9 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
                 continue
             out.lines += 1
             event = obj.get(event_field, obj.get("type"))
-            if event == "order_intent":
-                out.order_intents += 1
-            elif event == "order_result":
-                out.order_results += 1
-                if str(obj.get(status_field, "")).lower() in FAILED_STATUSES:
-                    out.order_failures += 1
-                else:
-                    _fill(obj, fields, out)
-            elif event == "risk_block":
-                out.risk_blocks += 1
-            elif event == "risk_event":
-                out.risk_events += 1
+            _count(obj, event, status_field, fields, out)
+            if out.recent is not None and out.recent_start is not None and moment >= out.recent_start:
+                _count(obj, event, status_field, fields, out.recent)
     except OSError as exc:
         raise ProbeError(f"cannot read the audit file {path}: {exc.strerror}") from None
     return older_seen > 0
@@ -298,6 +312,7 @@ class Observation:
     audit_dir: str
     audit: AuditWindow
     risk: RiskWindow
+    recent_s: float | None = None  # the latest slice the rates are judged on too (`audit.recent`)
 
     @property
     def window(self) -> str:
@@ -307,10 +322,13 @@ class Observation:
 def observe(audit_dir: str, risk_events_csv: str, window_s: float, now: dt.datetime | None = None,
             ts_field: str = "ts", event_field: str = "event", status_field: str = "status",
             risk_ts_column: str = "ts", future_tolerance_s: float = FUTURE_TOLERANCE_S,
-            fields: FillFields = FillFields()) -> Observation:
-    """Read the last `window_s` seconds of the audit and the risk events."""
+            fields: FillFields = FillFields(), recent_s: float | None = None) -> Observation:
+    """Read the last `window_s` seconds of the audit and the risk events; the last `recent_s` of the audit
+    apart as well."""
     now = now or dt.datetime.now(dt.timezone.utc)
     start = now - dt.timedelta(seconds=window_s)
-    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field, future_tolerance_s, fields)
+    recent_start = now - dt.timedelta(seconds=recent_s) if recent_s else None
+    audit = read_audit_window(audit_dir, start, now, ts_field, event_field, status_field, future_tolerance_s, fields,
+                              recent_start)
     risk = read_risk_events(risk_events_csv, start, now, risk_ts_column, future_tolerance_s)
-    return Observation(window_s, now, audit_dir, audit, risk)
+    return Observation(window_s, now, audit_dir, audit, risk, recent_s if recent_s else None)
