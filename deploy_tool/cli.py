@@ -376,8 +376,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from deploy_tool.commands.verify import report_lines, verify_evidence
 
-    trusted = args.trusted_keys or os.environ.get("GD_TRUSTED_KEYS", "").strip() or BY_NAME["trusted_keys"].default
-    report = verify_evidence(args.evidence, str(trusted), args.subject)
+    try:  # flag > GD_TRUSTED_KEYS > default, as every command resolves it
+        trusted = resolve(["trusted_keys"], cli=lambda o: args.trusted_keys if o.name == "trusted_keys" else None)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
+    report = verify_evidence(args.evidence, trusted.trusted_keys, args.subject)
     _print([json.dumps(report.as_dict())] if args.json else report_lines(report), Redactor.from_environ())
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from deploy_tool.redact import Redactor, mask_url, url_secrets
-from test_notify import Receiver
+from test_notify import receiver  # noqa: F401 - the notification receiver fixture
 
 GD = [sys.executable, "-m", "deploy_tool"]
 TOKEN = "Ech0Tok3n9f3a1c7e2b"  # 19 characters, as the issue's
@@ -89,15 +89,6 @@ def admin_api():
     yield start
     for server in servers:
         server.close()
-
-
-@pytest.fixture
-def receiver():
-    found = Receiver()
-    yield found
-    found.released.set()
-    found.server.shutdown()
-    found.server.server_close()
 
 
 def straddling(method: str, path: str, headers: dict) -> tuple[int, Any]:
