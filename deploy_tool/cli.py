@@ -311,8 +311,14 @@ def cmd_preflight(pytest_args: list[str]) -> int:
         return EXIT_USAGE
     result = run_preflight(pytest_args)
     if result.verdict is not None:
+        from deploy_tool.evidence import attestation_path
+
+        signed = attestation_path(result.json) if result.json is not None else None
         _print([f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code})",
-                f"  evidence (HTML): {result.html}", f"  evidence (JSON): {result.json}"], Redactor.from_environ())
+                f"  evidence (HTML): {result.html}", f"  evidence (JSON): {result.json}",
+                f"  signed          : {signed}" if signed is not None and signed.exists()
+                else "  signed          : no (this evidence cannot open real: --signing-key or GD_SIGNING_KEY)"],
+               Redactor.from_environ())
     return result.exit_code
 
 

@@ -107,6 +107,8 @@ def test_the_same_selection_through_gradual_deploy_preflight_does_not_open_real(
                cwd=tmp_path, env={sandbox.token_env: sandbox.token})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "this evidence does not open real" in done.stdout
+    (signed,) = evidence.glob("preflight-*.intoto.json")
+    assert done.stdout.rstrip().endswith(f"  signed          : {signed}")  # said last, where an operator looks
     _refused(_switch_real(sandbox, evidence, tmp_path), "is not a complete go-live pass",
              "backtest_sharpe[bad] skipped")
 
