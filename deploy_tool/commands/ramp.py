@@ -154,6 +154,34 @@ def not_real(channels: Sequence[Channel]) -> str | None:
     return None
 
 
+def versions(channels: Sequence[Channel]) -> dict[str, Any]:
+    """Each channel's write counter (the control file's `version`, the admin API's `GET /mode` version), or
+    why it cannot be read: a hold during which any of them moved was not left alone (someone paused and came
+    back between two rounds, whatever audit they wrote to, or none)."""
+    from deploy_tool.modes.channels import FileChannel, HttpChannel
+    from deploy_tool.modes.controlfile import read_control
+
+    found: dict[str, Any] = {}
+    for channel in channels:
+        try:
+            if isinstance(channel, FileChannel):
+                state = read_control(channel.path)
+                found[channel.name] = state.version if state else None
+            elif isinstance(channel, HttpChannel):
+                found[channel.name] = channel.client.get_mode().get("version")
+            else:
+                found[channel.name] = "unknown"
+        except Exception as exc:  # a counter that cannot be read proves nothing: the hold is not clean
+            found[channel.name] = f"unreadable ({type(exc).__name__})"
+    return found
+
+
+def _moved(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    changed = [f"{name} version {before.get(name)} -> {value}" for name, value in after.items()
+               if value != before.get(name) or not isinstance(value, int)]
+    return f"the channels changed during the hold ({', '.join(changed)})" if changed else None
+
+
 def _paused_since(cfg: WatchConfig, since: str) -> str | None:
     """A mode change away from real audited since `since` (ISO time): a pause that came and went between two
     rounds still spoils the hold."""
@@ -239,7 +267,7 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                 return EXIT_BREACH
             emit(f"ramp {label}: allocation already {pct(step)}; holding {format_duration(settings.hold)}")
         values, known = {c.name: step for c in channels}, [step]
-        hold_started = iso_utc(utc_now())
+        hold_started, counters = iso_utc(utc_now()), versions(channels)
         guarded = guard(cfg, channels, settings.hold, emit, clock=clock,
                         extra={"ramp_step": index + 1, "allocation": step}, mode_check=lambda: not_real(channels))
         if guarded.result == "breach":
@@ -255,7 +283,8 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
             emit(f"ramp stopped by Ctrl+C during {label}; allocation and mode left as they are; "
                  "`gradual-deploy ramp` resumes by holding this step again")
             return EXIT_INTERRUPTED
-        overlapped = _paused_since(cfg, hold_started) or not_real(channels)
+        overlapped = (_moved(counters, versions(channels)) or _paused_since(cfg, hold_started)
+                      or not_real(channels))
         if overlapped:  # a hold that a pause overlapped is not clean, however the rounds went
             return _stopped(cfg, index, step, f"the hold was not clean: {overlapped}", emit,
                             "the allocation left as it is")
