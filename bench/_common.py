@@ -37,3 +37,112 @@ def wall(cmd: Sequence[str], **kwargs) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def timed(cmd: Sequence[str], **kwargs) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall time of one fresh process (its output captured, so that every command pays the same for it)."""
+    started = time.perf_counter()
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, **kwargs)
+    return time.perf_counter() - started, done
+
+
+def p90(values: Sequence[float]) -> float:
+    """The 90th percentile (inclusive, interpolated); the largest value when there are fewer than two."""
+    if len(values) < 2:
+        return max(values)
+    return statistics.quantiles(values, n=10, method="inclusive")[-1]
+
+
+def phases(count: int, interval: float) -> list[float]:
+    """`count` offsets evenly spaced over [0, interval): 0, interval/count, ..., (count-1)*interval/count."""
+    return [interval * k / count for k in range(count)]
+
+
+class Lines:
+    """A child process's stdout, read on a thread: each line with the monotonic time it was read, so that
+    a bench can wait for a line (with a deadline) and place an event at a chosen time after it."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import queue
+        import threading
+
+        self.proc = proc
+        self.seen: list[str] = []
+        self._queue: "queue.Queue[tuple[float, str] | None]" = queue.Queue()
+        self._closed = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._queue.put((time.monotonic(), line.rstrip("\n")))
+        self._queue.put(None)
+
+    def wait_for(self, matches, timeout: float) -> tuple[float, str]:
+        """The first line from now on for which `matches(line)` is true, and when it was read; RuntimeError
+        (naming the lines seen) when the process ends or `timeout` seconds pass first."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while not self._closed:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                self._closed = True
+                break
+            self.seen.append(item[1])
+            if matches(item[1]):
+                return item
+        tail = "\n".join(self.seen[-15:])
+        raise RuntimeError(f"no such line within {timeout:g} s (exit {self.proc.poll()}); last lines:\n{tail}")
+
+
+def json_record(line: str) -> dict | None:
+    """A `--json` output line as a dict, or None for a plain line."""
+    import json
+
+    if not line.startswith("{"):
+        return None
+    try:
+        doc = json.loads(line)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def control_doc(path) -> dict | None:
+    """The control file's JSON as it is now; None while it cannot be read (it is replaced atomically, so
+    that should never happen, but a poll must not crash on it)."""
+    import json
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def poll_until(condition, since: float, timeout: float, every: float = 0.002) -> float | None:
+    """Seconds from `since` (a time.monotonic() reading) to the first poll at which `condition()` holds,
+    polled every `every` s; None if it does not hold within `timeout` s of `since`."""
+    while True:
+        if condition():
+            return time.monotonic() - since
+        if time.monotonic() - since > timeout:
+            return None
+        time.sleep(every)
+
+
+def line_lag(record: dict, read_at: float) -> float | None:
+    """Seconds from a round's start (the `ts` of its `--json` record: taken when the round began) to the
+    moment its line was read (`read_at`, a time.monotonic() reading); None without a readable ts."""
+    import datetime as dt
+
+    try:
+        started = dt.datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return None
+    return time.time() - (time.monotonic() - read_at) - started

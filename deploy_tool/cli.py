@@ -51,7 +51,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     + CHANNELS + ("capital", "max_daily_loss", "notify"),
 }
 COMMAND_SETTINGS["ramp"] = (*COMMAND_SETTINGS["watch"], "steps", "hold", "max_allocation", "max_evidence_age",
-                             "trusted_keys", "allow_unsigned")
+                             "trusted_keys", "allow_unsigned", "confirm_url", "wait_for_approval")
 COMMAND_SETTINGS["status"] = (*COMMAND_SETTINGS["status"], "deploy_audit_dir")
 ALIASES = {"deploy_audit_dir": ("--audit-dir",)}
 
@@ -141,7 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Set the allocation to each of --steps in turn on every channel (compare-and-swap, "
                                     "read back, audited) and hold it for --hold under the watch rounds; a breach "
                                     "pauses every channel, sets the allocation back to the first step and exits 1. "
-                                    "Resumes where the channels and the audit say it stopped.")
+                                    "Resumes where the channels and the audit say it stopped. Before every raise it "
+                                    "waits for what --confirm-url and --wait-for-approval ask; `gradual-deploy ramp "
+                                    "approve` (from another terminal, same --deploy-audit-dir) approves a waiting "
+                                    "ramp.")
+    ra.add_argument("action", nargs="?", choices=("approve",), help="approve: let a waiting ramp go on (audited)")
+    ra.add_argument("--step", type=int, default=None, help="with approve: the step the ramp must be waiting "
+                                                           "before (a check, so that a late approval approves "
+                                                           "nothing else)")
+    ra.add_argument("--reason", default="", help="with approve: why, for the audit")
     _add_settings(ra, "ramp")
     ra.add_argument("--plan", action="store_true", help="print the schedule and the minimum time to full allocation")
     ra.add_argument("--force", action="store_true", help="allow steps above --max-allocation (audited)")
@@ -469,10 +477,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_ramp(args: argparse.Namespace) -> int:
+    from deploy_tool.analysis import WatchConfig
     from deploy_tool.commands.ramp import RAMP_EVENTS, plan_lines, ramp, resume_point
-    from deploy_tool.commands.watch import WatchConfig
 
     settings = _settings(args)
+    if args.action == "approve":
+        from deploy_tool.commands.ramp import approve
+
+        done, text = approve(settings.deploy_audit_dir, _actor(), args.reason, args.step)
+        _print([f"ramp approve: {text}"], settings.redactor(), None if done else sys.stderr)
+        return EXIT_OK if done else EXIT_FAILED
     if settings.steps is None:
         raise UsageError("ramp needs --steps, e.g. --steps 0.5%,1%,2%,5%")
     if args.plan:
@@ -491,5 +505,5 @@ def cmd_ramp(args: argparse.Namespace) -> int:
     if not settings.database_url and not settings.skip_db_check:
         raise UsageError("ramp watches the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
     channels = _channels(settings)
-    cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
+    cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor(), command="ramp")
     return ramp(cfg, channels, force=args.force, emit=lambda line: _print([line], cfg.redactor, flush=True))

@@ -2,9 +2,9 @@
 
 Each judge takes what a probe measured and the `Settings`, and returns a `Criterion`: its id, group,
 measured value, threshold, unit, verdict and the message a person reads. The preflight tests record one
-criterion each and assert it; `watch` runs the same judges every round (`round_criteria`). A probe that
-could not measure is an `Attempt` holding the reason, and every criterion built on it fails with that
-reason: a check that could not measure never passes.
+criterion each and assert it; `watch` and `ramp` run the same judges every round (`deploy_tool.analysis`).
+A probe that could not measure is an `Attempt` holding the reason, and every criterion built on it fails
+with that reason (outcome "error"): a check that could not measure never passes.
 """
 
 from __future__ import annotations
@@ -16,13 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from deploy_tool import MODES
-from deploy_tool.probes import (
-    Attempt,
-    measure_observation,
-    measure_status,
-    measure_time,
-    measure_trades,
-)
+from deploy_tool.probes import Attempt
 from deploy_tool.times import format_age, format_duration, iso_utc, utc_now
 
 if TYPE_CHECKING:
@@ -43,6 +37,12 @@ TRADES_FUTURE_TOLERANCE_S = 1.0
 BACKTEST_FUTURE_TOLERANCE_S = 60.0
 ADMIN_HEALTH_LIMIT_MS = 2000.0
 
+# A criterion's outcome (Argo Rollouts' measurement phases): measured and in bounds; measured and out of
+# bounds; too few samples to judge; could not measure. Only "pass" and "inconclusive" are ok: in the
+# preflight suite an inconclusive criterion passes as the contract's rule says (0 orders: a rate of 0), and
+# an analysis run (`deploy_tool.analysis`) counts it apart, so that a ramp never advances on it.
+PASS, FAIL, INCONCLUSIVE, ERROR = "pass", "fail", "inconclusive", "error"
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -56,11 +56,18 @@ class Criterion:
     unit: str | None
     message: str
     details: dict[str, Any] | None = None  # structured facts behind the message, kept whole in the evidence
+    outcome: str = ""  # PASS, FAIL, INCONCLUSIVE or ERROR; unset: PASS if ok, else FAIL
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            object.__setattr__(self, "outcome", PASS if self.ok else FAIL)
+        if self.ok != (self.outcome in (PASS, INCONCLUSIVE)):
+            raise ValueError(f"{self.id}: outcome {self.outcome!r} with ok={self.ok}")
 
 
 def unmeasured(id: str, group: str, error: str, threshold: Any = None, unit: str | None = None) -> Criterion:
-    """The failing criterion of a check whose probe could not measure."""
-    return Criterion(id, group, False, None, threshold, unit, error)
+    """The failing criterion of a check whose probe could not measure (an error, not a failed measurement)."""
+    return Criterion(id, group, False, None, threshold, unit, error, outcome=ERROR)
 
 
 # --- okx ----------------------------------------------------------------------------------------
@@ -116,9 +123,9 @@ def okx_no_maintenance(probe: StatusProbe, settings: Settings) -> Criterion:
 def okx_criteria(time_probe: Attempt[TimeProbe], status_probe: Attempt[StatusProbe],
                  settings: Settings) -> list[Criterion]:
     """The exchange group, as `watch` runs it every round."""
-    found = [_judged(time_probe, judge, settings)
+    found = [judged(time_probe, judge, settings)
              for judge in (okx_public_time_ok, okx_public_time_latency, okx_clock_skew)]
-    return [*found, _judged(status_probe, okx_no_maintenance, settings)]
+    return [*found, judged(status_probe, okx_no_maintenance, settings)]
 
 
 # --- db -----------------------------------------------------------------------------------------
@@ -493,6 +500,9 @@ def observe_order_failure_rate(obs: Observation, settings: Settings) -> Criterio
                          f"{recent[1]} order results failed ({recent[0]:.1%}), max {maximum:.1%} ({text}): the "
                          "exchange or the order path is failing now")
     ok = rate <= maximum
+    if ok and results < settings.min_orders:
+        return Criterion("observe_order_failure_rate", "observe", True, rate, maximum, "fraction",
+                         f"{text}: too few to judge (--min-orders {settings.min_orders})", outcome=INCONCLUSIVE)
     return Criterion("observe_order_failure_rate", "observe", ok, rate, maximum, "fraction",
                      text if ok else f"{text}: the exchange or the order path is failing")
 
@@ -508,6 +518,9 @@ def observe_risk_block_rate(obs: Observation, settings: Settings) -> Criterion:
                          f"risk blocks for order intents: {recent[1]} ({recent[0]:.1%}), max {maximum:.1%} "
                          f"({text}): the strategy keeps hitting its risk limits now")
     ok = rate <= maximum
+    if ok and intents < settings.min_orders:
+        return Criterion("observe_risk_block_rate", "observe", True, rate, maximum, "fraction",
+                         f"{text}: too few to judge (--min-orders {settings.min_orders})", outcome=INCONCLUSIVE)
     return Criterion("observe_risk_block_rate", "observe", ok, None if math.isinf(rate) else rate, maximum,
                      "fraction", text if ok else f"{text}: the strategy keeps hitting its risk limits")
 
@@ -532,7 +545,8 @@ def observe_slippage(obs: Observation, settings: Settings) -> Criterion:
                          "cannot be measured; write them, or rename with --audit-price-field/--audit-fill-price-field")
     mean = audit.mean_slippage_bps
     if mean is None:
-        return Criterion("observe_slippage", "observe", True, None, maximum, "bps", f"no fills {obs.window}")
+        return Criterion("observe_slippage", "observe", True, None, maximum, "bps",
+                         f"no fills {obs.window}: nothing to judge slippage on", outcome=INCONCLUSIVE)
     text = f"mean adverse slippage {mean:.1f} bps over {audit.fills} fill(s) {obs.window}, max {maximum:g} bps"
     ok = mean <= maximum
     return Criterion("observe_slippage", "observe", ok, mean, maximum, "bps",
@@ -561,10 +575,12 @@ OBSERVE_JUDGES = (observe_audit_recent, observe_audit_parseable, observe_risk_ev
                   observe_risk_block_rate, observe_signals, observe_slippage, observe_realized_pnl)
 
 
-# --- one watch round ----------------------------------------------------------------------------
+# --- probes judged -------------------------------------------------------------------------------
 
 
-def _judged(attempt: Attempt[Any], judge: Callable[[Any, Settings], Criterion], settings: Settings) -> Criterion:
+def judged(attempt: Attempt[Any], judge: Callable[[Any, Settings], Criterion], settings: Settings) -> Criterion:
+    """The judge's criterion on the attempt's value, or the error criterion of the probe that could not
+    measure."""
     if attempt.error is not None:
         probe_id, group = _JUDGE_IDS[judge]
         return unmeasured(probe_id, group, attempt.error)
@@ -577,13 +593,3 @@ _JUDGE_IDS: dict[Callable[..., Criterion], tuple[str, str]] = {
                           ("db", (trades_fresh,)), ("observe", OBSERVE_JUDGES))
     for judge in judges
 }
-
-
-def round_criteria(settings: Settings, redactor: Redactor | None = None) -> list[Criterion]:
-    """Measure and judge once what `watch` guards: observe, the trades feed (unless skipped) and the
-    exchange. Every probe that cannot measure yields failing criteria, never passing ones."""
-    observation = measure_observation(settings, redactor)
-    found = [_judged(observation, judge, settings) for judge in OBSERVE_JUDGES]
-    if not settings.skip_db_check:
-        found.append(_judged(measure_trades(settings, redactor), trades_fresh, settings))
-    return [*found, *okx_criteria(measure_time(settings, redactor), measure_status(settings, redactor), settings)]

@@ -578,8 +578,11 @@ class TradingSystemSim:
             except OSError:
                 pass
 
+    HISTORY_TICKS = 4  # a second of trading at start: enough orders (--min-orders 3) for a first round to judge
+
     def start(self) -> "TradingSystemSim":
-        self.tick()
+        for _ in range(self.HISTORY_TICKS):
+            self.tick()
         self._thread.start()
         return self
 

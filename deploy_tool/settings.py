@@ -390,8 +390,9 @@ class Settings:
     max_risk_block_rate: float = _setting("--max-risk-block-rate", "max risk_block / order_intent in the window",
                                           fraction, "0.5", group="observe",
                                           threshold=True, looser="higher", bounds=(0, 1))
-    min_orders: int = _setting("--min-orders", "fewest order results (or intents) in the latest round's slice "
-                               "(the last --interval) for its rates to be judged; fewer: only the window's are",
+    min_orders: int = _setting("--min-orders", "fewest order results (or intents) a rate is judged on: a window "
+                               "with fewer is inconclusive unless already failing, and a round's slice (the last "
+                               "--interval) with fewer is not judged on its own",
                                positive_count, "3", group="observe", threshold=True, looser="higher",
                                bounds=(1, MANY))
     min_signals: int = _setting("--min-signals", "fewest order intents expected in the window", count, "0",
@@ -424,13 +425,29 @@ class Settings:
     steps: tuple[float, ...] | None = _setting("--steps", "the allocation at each ramp step, rising, e.g. "
                                                "0.5%,1%,2%,5% (or 0.005,0.01,...)", steps, None, group="ramp",
                                                flag_only=True)
+    confirm_url: str | None = _setting("--confirm-url", "a webhook asked before every raise of the allocation "
+                                       "(POST, JSON): HTTP 200 goes on, anything else waits and asks again every "
+                                       "--interval (Flagger's confirm-traffic-increase)", url, None,
+                                       env=("GD_CONFIRM_URL",), group="ramp", ini_key=False)
+    wait_for_approval: bool = _on_off("--wait-for-approval", "before every raise of the allocation, wait for "
+                                      "`gradual-deploy ramp approve` from another terminal", group="ramp")
     hold: float = _setting("--hold", "how long each ramp step must hold clean before the next", duration, "2h",
                            group="ramp", flag_only=True, bounds=(0, 7 * DAY))
     interval: float = _setting("--interval", "time between watch rounds", duration, "30s", group="watch",
                                flag_only=True, bounds=(0, DAY))
     duration: float = _setting("--duration", "how long to watch", duration, "2h", group="watch", flag_only=True, bounds=(0, 31 * DAY))
-    failure_limit: int = _setting("--failure-limit", "consecutive failing rounds that trigger the pause",
-                                  positive_count, "1", group="watch", flag_only=True, bounds=(1, 10_000))
+    failure_limit: int = _setting("--failure-limit", "consecutive failing rounds (a criterion measured out of "
+                                  "bounds) that trigger the pause", positive_count, "1", group="watch",
+                                  flag_only=True, bounds=(1, 10_000))
+    consecutive_error_limit: int = _setting("--consecutive-error-limit", "consecutive rounds in which a probe could "
+                                            "not measure that are tolerated; one more triggers the pause (as Argo "
+                                            "Rollouts' consecutiveErrorLimit)", count, "4", group="watch",
+                                            flag_only=True, bounds=(0, 10_000))
+    inconclusive_limit: int = _setting("--inconclusive-limit", "consecutive inconclusive rounds (too few orders "
+                                       "to judge a rate, see --min-orders) that are tolerated; one more makes the "
+                                       "analysis inconclusive: a ramp waits for `gradual-deploy ramp approve`, a "
+                                       "watch says so", count, "3", group="watch", flag_only=True,
+                                       bounds=(0, 10_000))
     deploy_audit_dir: str = _setting("--deploy-audit-dir", "where gradual-deploy's own audit JSONL goes "
                                      "(switch and pause call it --audit-dir)", text_value, "data/audit",
                                      group="watch", flag_only=True)

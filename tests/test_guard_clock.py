@@ -16,10 +16,11 @@ import pytest
 
 from waiting import wait_until
 from deploy_tool.cli import COMMAND_SETTINGS, build_parser
-from deploy_tool.commands import watch as watch_mod
+from deploy_tool import analysis as analysis_mod
 from deploy_tool.commands.ramp import ramp
 from deploy_tool.commands.watch import WatchConfig, watch
-from deploy_tool.criteria import measure_trades, trades_fresh
+from deploy_tool.criteria import trades_fresh
+from deploy_tool.probes import measure_trades
 from deploy_tool.modes.change import switch
 from deploy_tool.modes.channels import Channel, FileChannel, build_channels
 from deploy_tool.modes.gate import GateConfig
@@ -45,8 +46,12 @@ class FakeClock:
     def monotonic(self) -> float:
         return self.now
 
+    LIMIT_S = 3600.0  # a run that goes on past this on the fake clock waits for something that never comes
+
     def sleep(self, seconds: float) -> None:
         assert seconds >= 0, f"asked to sleep {seconds} s"
+        if self.now + seconds > self.LIMIT_S:
+            raise RuntimeError(f"still running after {self.LIMIT_S:g} s on the fake clock: waiting forever?")
         self.sleeps.append(seconds)
         self.advance(seconds)
         if self.on_sleep is not None:
@@ -111,9 +116,11 @@ def test_a_clean_watch_runs_one_round_per_interval_to_the_end_and_leaves_the_mod
     cfg, channels = from_cli(world, "watch", "--interval", "1s", "--duration", "2.5s")
     clock, lines = FakeClock(world.system), []
     assert watch(cfg, channels, lines.append, clock=clock) == 0
-    assert clock.sleeps == [1.0, 1.0, 0.5] and clock.now == 2.5
+    # each round starts 0.1 s early (ACT_ALLOWANCE_S: judging and pausing), so that --interval bounds the
+    # time from a fact to its pause
+    assert clock.sleeps == pytest.approx([0.9, 0.9, 0.7]) and clock.now == pytest.approx(2.5)
     assert len(rounds(lines)) == 3 and all(" OK " in r for r in rounds(lines)), lines
-    assert [r.rsplit("; ", 1)[1] for r in rounds(lines)] == ["2s left", "2s left", "0s left"]
+    assert [r.rsplit("; ", 1)[1] for r in rounds(lines)] == ["2s left", "2s left", "1s left"]
     assert "order failures 0.0%" in lines[0]
     assert lines[-1] == "watch finished: no breach in 2.5s (3 rounds)"
     assert modes(world) == ("mock", "mock")
@@ -121,19 +128,20 @@ def test_a_clean_watch_runs_one_round_per_interval_to_the_end_and_leaves_the_mod
     assert events(world, "watch_end")[0]["rounds"] == 3
 
 
-@pytest.mark.parametrize("round_takes,sleeps,count", [(0.3, [0.7, 0.7, 0.2], 3), (1.5, [0.0], 2)])
-def test_a_slow_round_shortens_the_wait_not_the_cadence(world, monkeypatch, round_takes, sleeps, count):
-    """Rounds start every --interval from the start of the last; one slower than the interval is followed
-    at once by the next, and none starts after the duration."""
+@pytest.mark.parametrize("round_takes,sleeps,count", [(0.3, [0.3, 0.3, 0.3, 0.3], 5), (1.5, [0.0], 2)])
+def test_a_slow_round_starts_the_next_one_earlier(world, monkeypatch, round_takes, sleeps, count):
+    """A round starts before --interval is over by the time the last one took plus the allowance to act, at
+    most half the interval (a fact that lands just after a round read it is acted on within --interval);
+    one slower than the interval is followed at once by the next, and none starts after the duration."""
     cfg, channels = from_cli(world, "watch", "--interval", "1s", "--duration", "2.5s")
     clock, lines = FakeClock(world.system), []
-    measure = watch_mod.run_round
+    measure = analysis_mod.measure_round
 
     def slow_round(number, cfg):
         clock.advance(round_takes)
         return measure(number, cfg)
 
-    monkeypatch.setattr(watch_mod, "run_round", slow_round)
+    monkeypatch.setattr(analysis_mod, "measure_round", slow_round)
     assert watch(cfg, channels, lines.append, clock=clock) == 0
     assert clock.sleeps == pytest.approx(sleeps)
     assert len(rounds(lines)) == count and lines[-1] == f"watch finished: no breach in 2.5s ({count} rounds)"
@@ -178,7 +186,7 @@ def test_a_breach_pauses_both_channels(world, fault, limit, failing):
                    f"the stalled feed's newest trade to age past {threshold} s")
     clock, lines = FakeClock(world.system), []
     assert watch(cfg, channels, lines.append, clock=clock) == 1
-    assert len(rounds(lines)) == int(limit) and clock.sleeps == [0.5] * (int(limit) - 1)
+    assert len(rounds(lines)) == int(limit) and clock.sleeps == [0.4] * (int(limit) - 1)
     assert f"FAIL ({limit}/{limit}) " in rounds(lines)[-1] and failing in rounds(lines)[-1]
     assert "pause: DONE" in lines[-1]
     assert modes(world) == ("paused", "paused")
@@ -212,7 +220,7 @@ def test_a_termination_during_the_watch_pauses_first(world, capsys):
     cfg, channels = from_cli(world, "watch", "--interval", "1s", "--duration", "10m")
 
     def terminated(clock: FakeClock) -> None:
-        raise watch_mod.Terminated("SIGTERM")
+        raise analysis_mod.Terminated("SIGTERM")
 
     assert watch(cfg, channels, lambda line: None, clock=FakeClock(world.system, terminated)) == 1
     err = capsys.readouterr().err
@@ -222,18 +230,25 @@ def test_a_termination_during_the_watch_pauses_first(world, capsys):
     assert stopped["pause"] == "done" and stopped["reason"] == "terminated by SIGTERM" and stopped["rounds"] == 1
 
 
-def test_a_round_that_crashes_counts_as_failing(world, monkeypatch):
+@pytest.mark.parametrize("limit", [0, 4])
+def test_a_round_that_crashes_is_an_error_and_errors_past_the_limit_breach(world, monkeypatch, limit):
+    """A round that cannot measure is not a failed criterion (--failure-limit 1 does not fire on it) and never
+    a pass: one more than --consecutive-error-limit in a row pauses (Argo's consecutiveErrorLimit, default 4)."""
     def broken(number, cfg):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(watch_mod, "run_round", broken)
-    cfg, _ = from_cli(world, "watch", "--interval", "0.1s", "--duration", "5s", "--failure-limit", "1")
+    monkeypatch.setattr(analysis_mod, "measure_round", broken)
+    cfg, _ = from_cli(world, "watch", "--interval", "0.1s", "--duration", "5s", "--failure-limit", "1",
+                      *(["--consecutive-error-limit", str(limit)] if limit != 4 else []))
     lines: list[str] = []
     code = watch(cfg, [FileChannel(str(world.control_file))], emit=lines.append, clock=FakeClock(world.system))
     assert code == 1
-    assert "the round crashed: RuntimeError: disk on fire" in lines[0]
+    assert len(rounds(lines)) == limit + 1, lines
+    assert "ERROR (1/" in lines[0] and "the round crashed: RuntimeError: disk on fire" in lines[0]
     assert file_doc(world)["mode"] == "paused"
-    assert file_doc(world)["reason"].startswith("watch: 1 consecutive failing")
+    assert file_doc(world)["reason"].startswith(f"watch: {limit + 1} consecutive round(s) could not measure")
+    (breach,) = events(world, "watch_breach")
+    assert breach["breach"] == "errored" and breach["consecutive"]["error"] == limit + 1
 
 
 def test_watch_goes_on_guarding_when_its_audit_cannot_be_written(world, tmp_path, capsys):
@@ -244,7 +259,7 @@ def test_watch_goes_on_guarding_when_its_audit_cannot_be_written(world, tmp_path
     cfg, channels = from_cli(world, "watch", *flags, "--duration", "1.2s")
     clock, lines = FakeClock(world.system), []
     assert watch(cfg, channels, lines.append, clock=clock) == 0
-    assert clock.sleeps == pytest.approx([0.5, 0.5, 0.2])
+    assert clock.sleeps == pytest.approx([0.4, 0.4, 0.4])
     assert [" OK " in r for r in rounds(lines)] == [True] * 3 and lines[-1].startswith("watch finished: no breach")
     err = capsys.readouterr().err
     assert "WARNING: cannot append to the audit" in err and "still watching" in err
@@ -294,13 +309,13 @@ def test_a_clean_ramp_holds_each_step_then_advances_to_full_allocation(live):
     out = "\n".join(lines)
     assert code == 0, out
     assert "allocation 0.5% has no clean hold on record: holding it again" in out
-    assert "ramp step 1/2 (0.5%): held clean for 1.5s (3 rounds)" in out
+    assert "ramp step 1/2 (0.5%): held clean for 1.5s (5 rounds)" in out, "the last round judges the hold's end"
     assert "ramp step 2/2 (1%): allocation 0.5% -> 1% confirmed on http, file; holding 1.5s" in out
-    assert "ramp step 2/2 (1%): held clean for 1.5s (3 rounds)" in out
-    assert lines[-1] == "ramp complete: allocation 1%" and clock.now == 3.0
+    assert "ramp step 2/2 (1%): held clean for 1.5s (5 rounds)" in out
+    assert lines[-1] == "ramp complete: allocation 1%" and clock.now == pytest.approx(3.0)
     assert live.admin.allocation == 0.01 and file_doc(live)["allocation"] == 0.01
     assert file_doc(live)["mode"] == "real", "an allocation write keeps the mode"
-    assert [(e["ramp_step"], e["allocation"]) for e in events(live, "watch_round")] == [(1, 0.005)] * 3 + [(2, 0.01)] * 3
+    assert [(e["ramp_step"], e["allocation"]) for e in events(live, "watch_round")] == [(1, 0.005)] * 5 + [(2, 0.01)] * 5
     assert [e["allocation"] for e in events(live, "ramp_step_held")] == [0.005, 0.01]
     code, lines, clock = run_ramp(live)
     assert code == 0 and "nothing to do" in lines[-1] and clock.sleeps == []
@@ -435,7 +450,7 @@ def test_a_pause_that_comes_and_goes_between_rounds_spoils_the_hold(live, tmp_pa
         os.mkfifo(where)  # an audit directory that is a FIFO: the pause's line is lost
 
     def pause_and_back(clock: FakeClock) -> None:
-        if 0.4 < clock.now < 0.6:
+        if 0.3 < clock.now < 0.5:
             _pause_by_hand(live, where)
             _back_to_real(live)
 

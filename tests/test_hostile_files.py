@@ -380,7 +380,7 @@ def test_watch_with_a_fifo_as_its_audit_guards_and_pauses_on_a_breach(sandbox):
 
 
 @pytest.mark.parametrize("which", ["audit", "risk csv"])
-def test_a_fifo_as_the_trading_systems_file_fails_the_round_with_a_reason(sandbox, which):
+def test_a_fifo_as_the_trading_systems_file_is_an_error_round_with_a_reason(sandbox, which):
     """The trading system's audit or risk-events file as a FIFO: the old round waited for a writer forever."""
     _to_mock(sandbox)
     extra: list[str] = []
@@ -395,12 +395,15 @@ def test_a_fifo_as_the_trading_systems_file_fails_the_round_with_a_reason(sandbo
         os.mkfifo(fifo)
         extra = ["--risk-events-csv", str(fifo)]  # the later flag wins
         reason = f"cannot read the risk-events file {fifo}: it is a FIFO (named pipe), not a regular file"
-    proc = _watch(sandbox, "--interval", "0.3s", "--duration", "10m", "--failure-limit", "1", "--json", *extra)
+    proc = _watch(sandbox, "--interval", "0.3s", "--duration", "10m", "--consecutive-error-limit", "1", "--json",
+                  *extra)
     out, err = communicate_or_kill(proc, 60, f"watch to fail its round on a FIFO as the {which}")
     assert proc.returncode == 1, out + err
     rounds = [json.loads(line) for line in out.splitlines() if json.loads(line).get("event") == "watch_round"]
-    assert len(rounds) == 1 and not rounds[0]["ok"]
-    messages = [m["message"] for m in rounds[0]["measurements"].values() if not m["ok"]]
+    # a file that cannot be read is a probe that cannot measure: an error round, never a pass; one more than
+    # --consecutive-error-limit in a row pauses
+    assert len(rounds) == 2 and [r["outcome"] for r in rounds] == ["error", "error"]
+    messages = [m["message"] for m in rounds[-1]["measurements"].values() if m["outcome"] == "error"]
     assert any(reason in m for m in messages), messages
     assert sandbox.admin.mode == "paused" and _mode(sandbox.control_file) == "paused"
 

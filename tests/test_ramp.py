@@ -128,7 +128,7 @@ def test_a_ramp_killed_mid_step_holds_that_step_again(live, run_suite):
 @pytest.mark.parametrize("setup,extra,phrase", [
     ("mock", [], "is in mock: a ramp starts only in real"),
     ("no-evidence", [], "evidence gate: no preflight evidence"),
-    (None, ["--steps", "0.5%,2%"], "step(s) 2% above 1%, --max-allocation: a step above what the gate checked needs a preflight run"),
+    (None, ["--steps", "0.5%,2%"], "step(s) 2% above 1%, --max-allocation: a step above what the gate checked needs new evidence"),
     ("disagree", [], "the channels disagree on the allocation (http 0.5%, file 0.7%)"),
 ])
 def test_refusals(live, tmp_path, setup, extra, phrase):

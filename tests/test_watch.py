@@ -119,7 +119,8 @@ def test_watch_json_lines(sandbox):
     assert proc.returncode == 0, err
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0]["event"] == "watch_round" and "measurements" in records[0]
-    assert records[-1] == {"event": "watch_end", "result": "no_breach", "rounds": len(records) - 1}
+    assert records[-1] == {"event": "watch_end", "result": "no_breach", "rounds": len(records) - 1,
+                           "outcomes": {"pass": len(records) - 1}}
 
 
 def test_ctrl_c_stops_cleanly_and_leaves_the_mode(sandbox):
@@ -170,7 +171,7 @@ def test_watch_judges_the_same_criteria_as_the_suite(sandbox):
     from pathlib import Path
 
     import preflight_tests
-    from deploy_tool.criteria import round_criteria
+    from deploy_tool.analysis import WatchConfig, measure_round
     from deploy_tool.settings import defaults
 
     suite = Path(preflight_tests.__file__).parent
@@ -179,7 +180,7 @@ def test_watch_judges_the_same_criteria_as_the_suite(sandbox):
         names |= set(re.findall(r"^def test_(\w+)\(", (suite / f"test_{group}.py").read_text(), re.M))
     settings = defaults(okx_base_url=sandbox.okx_url, database_url=sandbox.database_url,
                         audit_dir=str(sandbox.audit_dir), risk_events_csv=str(sandbox.risk_events_csv))
-    found = round_criteria(settings)
+    found = measure_round(1, WatchConfig(settings)).checks
     assert {c.id for c in found} == names
     latency = next(c for c in found if c.id == "okx_public_time_latency")
     assert latency.threshold == settings.api_latency_threshold_ms and latency.unit == "ms"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from deploy_tool import audit, fileops
-from deploy_tool.commands import watch
+from deploy_tool import analysis as watch  # the loop watch and ramp both run
 from deploy_tool.modes.change import pause
 from deploy_tool.modes.channels import FileChannel
 from deploy_tool.modes.controlfile import read_control, write_control_atomic

@@ -2,37 +2,43 @@
 next, and back to the first ("stable") step and `paused` on a breach.
 
 Modelled on canary analysis (Argo Rollouts' setWeight / pause / analysis with failureLimit; an abort
-returns to the stable weight), for capital. Every step is a compare-and-swap on each channel's
-allocation with read-back, every step and hold is audited, and the state lives in the channels and the
-audit, not in memory: a ramp that died mid-step resumes by holding that step again.
+returns to the stable weight; Flagger's confirm-traffic-increase), for capital. The ramp is steps around
+one analysis run per hold (`deploy_tool.analysis`): a step is raised only after the last one held clean
+on a passing round, the mode is real, and every confirmation asked for (--confirm-url, --wait-for-approval,
+or a person after an inconclusive hold) said go. Every step is a compare-and-swap on each channel's
+allocation with read-back, every step, hold and wait is audited and told through --notify, and the state
+lives in the channels and the audit, not in memory: a ramp that died mid-step resumes by holding that step
+again.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from deploy_tool import audit
-from deploy_tool.commands.watch import (
-    EXIT_BREACH,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
+from deploy_tool.analysis import (
     SYSTEM_CLOCK,
     Clock,
+    Ended,
+    Round,
     WatchConfig,
+    breach_pause,
     breach_reason,
     channel_lines,
     emit_channels,
-    guard,
+    run,
     snapshot,
 )
-from deploy_tool.modes.change import pause
 from deploy_tool.modes.channels import Channel, ChannelError, ChannelResult, same_allocation
-from deploy_tool.modes.gate import GateConfig, evidence_gate
+from deploy_tool.modes.gate import Gate, GateConfig, evidence_gate
 from deploy_tool.times import format_duration, iso_utc, utc_now
 
-RAMP_EVENTS = ("ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done", "ramp_refused")
+EXIT_OK, EXIT_BREACH, EXIT_INTERRUPTED = 0, 1, 130
+RAMP_EVENTS = ("ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done", "ramp_refused",
+               "ramp_waiting", "ramp_approved")
 
 
 def pct(value: float | None) -> str:
@@ -105,16 +111,21 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel],
         if mode != "real":
             return (f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {},
                     settings.max_allocation)
-    gate = evidence_gate(GateConfig.from_settings(settings), channels=channels)
+    gate_cfg = GateConfig.from_settings(settings)
+    gate = evidence_gate(gate_cfg, channels=channels)
     if not gate.ok:
         return f"evidence gate: {gate.reason}", {}, settings.max_allocation
     cfg.gate_forced = gate.forced  # opened on unsigned evidence: the ramp's start is audited as forced
-    limit, source = ceiling(settings.max_allocation, gate.evidence.thresholds if gate.evidence else {})
+    configured = risk_limit(gate, channels, gate_cfg)
+    if isinstance(configured, str):
+        return configured, {}, settings.max_allocation
+    limit, source = ceiling(settings.max_allocation, gate.evidence.thresholds if gate.evidence else {}, configured)
     above = [s for s in settings.steps if s > limit + 1e-12]
     if above and not force:
         return (f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: a step above what the "
-                "gate checked needs a preflight run with a higher --max-allocation (new evidence), or --force "
-                "(audited as forced)"), {}, limit
+                "gate checked needs new evidence (a preflight run with a higher --max-allocation, and the risk "
+                "configuration's max_allocation raised if it sets one); --force goes above it, audited as "
+                "forced"), {}, limit
     values, problems = _read_allocations(channels)
     if problems:
         return "; ".join(problems), {}, limit
@@ -125,13 +136,49 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel],
     return None, values, limit
 
 
-def ceiling(max_allocation: float, thresholds: dict[str, Any]) -> tuple[float, str]:
-    """The highest allocation a ramp may reach without --force, and where that limit comes from: the lower of
-    --max-allocation and the max_allocation the evidence's run was judged against."""
+def risk_limit(gate: Gate, channels: Sequence[Channel], cfg: GateConfig) -> float | None | str:
+    """The risk configuration's own allocation limit (`max_allocation`, read where the evidence's run read
+    the configuration: its file, else the admin API's GET /config), None when it sets none, or why it cannot
+    be read (then the ramp does not start: its ceiling would be unknown)."""
+    from deploy_tool import ProbeError
+    from deploy_tool.probes.riskconfig import parse_config, read_file
+
+    inputs = gate.evidence.inputs.get("risk_config") if gate.evidence else None
+    path = inputs.get("path") if isinstance(inputs, dict) else None
+    section = inputs.get("section") if isinstance(inputs, dict) else None
+    try:
+        if path:
+            config = read_file(str(path), section)
+        else:
+            http = [c for c in channels if c.name == "http"]
+            if not http:
+                return ("the risk configuration the evidence judged was served by an admin API, and this ramp has "
+                        "none: give --http-admin-url, so that the ramp can read its allocation limit")
+            from deploy_tool.probes.admin import AdminClient, AdminError
+
+            try:
+                with AdminClient(http[0].target, token=cfg.admin_token) as client:
+                    config = parse_config(client.get_config(), f"GET {client.shown_url}/config", section)
+            except (AdminError, OSError) as exc:
+                raise ProbeError(str(exc)) from None
+    except ProbeError as exc:
+        return f"cannot read the risk configuration for its allocation limit: {exc}"
+    if "max_allocation" in config.problems:
+        return f"the risk configuration's allocation limit: {config.problems['max_allocation']}"
+    return config.values.get("max_allocation")
+
+
+def ceiling(max_allocation: float, thresholds: dict[str, Any], configured: float | None = None) -> tuple[float, str]:
+    """The highest allocation a ramp may reach without --force, and where that limit comes from: the lowest
+    of --max-allocation, the max_allocation the evidence's run was judged against, and the risk
+    configuration's own max_allocation."""
+    found = [(max_allocation, "--max-allocation")]
     checked = thresholds.get("max_allocation")
-    if isinstance(checked, (int, float)) and not isinstance(checked, bool) and checked < max_allocation:
-        return float(checked), "the max_allocation the evidence's preflight checked"
-    return max_allocation, "--max-allocation"
+    if isinstance(checked, (int, float)) and not isinstance(checked, bool):
+        found.append((float(checked), "the max_allocation the evidence's preflight checked"))
+    if configured is not None:
+        found.append((configured, "the risk configuration's max_allocation"))
+    return min(found, key=lambda pair: pair[0])
 
 
 def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str, float | None], reason: str,
@@ -191,7 +238,7 @@ def _paused_since(cfg: WatchConfig, since: str) -> str | None:
     return None
 
 
-def _stopped(cfg: WatchConfig, index: int, step: float, why: str, emit: Callable[[str], None], note: str = "") -> int:
+def _stopped(cfg: WatchConfig, index: int, step: float | None, why: str, emit: Callable[[str], None], note: str = "") -> int:
     cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step, "reason": why,
                 "mode": "left as it was"})
     emit(f"ramp: STOPPED at step {index + 1} ({pct(step)}): {why}; {note or 'no allocation raised'}; "
@@ -216,8 +263,22 @@ def _take_step(cfg: WatchConfig, targets: Sequence[Channel], index: int, step: f
     return ok
 
 
+@dataclass
+class Step:
+    """Where the ramp is: the step being taken or held (0-based), its allocation, and its label."""
+
+    index: int
+    allocation: float
+    count: int
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index + 1}/{self.count} ({pct(self.allocation)})"
+
+
 def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
-         emit: Callable[[str], None] = print, clock: Clock = SYSTEM_CLOCK) -> int:
+         emit: Callable[[str], None] = print, clock: Clock = SYSTEM_CLOCK,
+         measure: Callable[[int, WatchConfig], Round] | None = None) -> int:
     """Run the ramp, each hold timed by `clock`; 0 at full allocation, 1 refused, stopped or aborted (paused,
     stable allocation), 130 Ctrl+C."""
     settings = cfg.settings
@@ -232,97 +293,275 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
     start = resume_point(steps, known[0] if known else None, audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS))
     forced = any(s > limit + 1e-12 for s in steps) or cfg.gate_forced
     cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
-                "start_step": start.index + 1, "resume": start.why, "forced": forced,
-                "channels": [c.target for c in channels]})
+                "start_step": start.index + 1, "resume": start.why, "forced": forced, "ceiling": limit,
+                "confirm": _confirmations(settings), "channels": [c.target for c in channels]})
     for line in plan_lines(steps, settings.hold, start):
         emit(line)
+    person = ""  # why a person must approve the next raise (the last hold was inconclusive)
+    counters: dict[str, Any] = {}
+    hold_started = ""
     for index in range(start.index, len(steps)):
-        step = steps[index]
-        label = f"step {index + 1}/{len(steps)} ({pct(step)})"
+        step = Step(index, steps[index], len(steps))
         why = not_real(channels)
         if why:  # checked before every step: a pause is never followed by a raise
-            return _stopped(cfg, index, step, why, emit)
+            return _stopped(cfg, index, step.allocation, why, emit)
         if not (index == start.index and start.already_set):
+            if _confirmations(settings) or person:
+                held = known[0] if known else None
+                ended = _wait(cfg, channels, step, held, person, emit=emit, clock=clock, measure=measure)
+                if ended.result != "ready":
+                    return _ended(cfg, channels, steps, index - 1, held, ended, emit)
+                if person:  # the inconclusive hold counts as held once a person approved going on
+                    cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index, "allocation": held,
+                                "approved": ended.why})
+                person = ""
+                overlapped = (counters and _moved(counters, versions(channels))) or (
+                    hold_started and _paused_since(cfg, hold_started)) or not_real(channels)
+                if overlapped:  # someone paused (and came back) while the ramp waited: nothing is raised
+                    return _stopped(cfg, index, step.allocation, f"while waiting: {overlapped}", emit)
             before = dict(values)
-            if not _take_step(cfg, channels, index, step, values, label, emit, limit):
+            if not _take_step(cfg, channels, index, step.allocation, values, step.label, emit, limit):
                 return EXIT_BREACH
             why = not_real(channels)
             if why:  # paused while the step was written: the raise is taken back
-                previous = next((v for v in before.values() if v is not None), None)
-                if previous is None or same_allocation(previous, step):
-                    return _stopped(cfg, index, step, why, emit, f"the allocation stays at {pct(step)}: there is "
-                                    "no lower one to set back to; the pause holds")
-                back = _set_step(channels, previous, {}, f"ramp {label}: taken back, {why}", cfg.actor, cas=False)
-                cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": index + 1, "allocation": previous,
-                            "taken_back": step, "channels": [r.as_dict() for r in back],
-                            "ok": all(r.ok for r in back)})
-                return _stopped(cfg, index, step, why, emit, f"the allocation was set back to {pct(previous)}"
-                                + ("" if all(r.ok for r in back) else " (NOT on every channel: see the audit)"))
-            emit(f"ramp {label}: allocation {pct(known[0] if known else None)} -> {pct(step)} confirmed on "
-                 + ", ".join(c.name for c in channels) + f"; holding {format_duration(settings.hold)}")
+                return _take_back(cfg, channels, step, before, why, emit)
+            emit(f"ramp {step.label}: allocation {pct(known[0] if known else None)} -> {pct(step.allocation)} "
+                 f"confirmed on " + ", ".join(c.name for c in channels) + f"; holding {format_duration(settings.hold)}")
+            cfg.tell("ramp step", f"gradual-deploy ramp: {step.label} taken",
+                     [f"allocation {pct(known[0] if known else None)} -> {pct(step.allocation)} on "
+                      + ", ".join(c.target for c in channels), f"holding {format_duration(settings.hold)}"])
         else:
             # a channel that holds no allocation yet (a control file before its first ramp) gets this one
             missing = [c for c in channels if values.get(c.name) is None]
-            if missing and not _take_step(cfg, missing, index, step, values, label, emit, limit):
+            if missing and not _take_step(cfg, missing, index, step.allocation, values, step.label, emit, limit):
                 return EXIT_BREACH
-            emit(f"ramp {label}: allocation already {pct(step)}; holding {format_duration(settings.hold)}")
-        values, known = {c.name: step for c in channels}, [step]
+            emit(f"ramp {step.label}: allocation already {pct(step.allocation)}; holding "
+                 f"{format_duration(settings.hold)}")
+        values, known = {c.name: step.allocation for c in channels}, [step.allocation]
         hold_started, counters = iso_utc(utc_now()), versions(channels)
-        guarded = guard(cfg, channels, settings.hold, emit, clock=clock,
-                        extra={"ramp_step": index + 1, "allocation": step}, mode_check=lambda: not_real(channels))
-        if guarded.result == "breach":
-            assert guarded.last is not None
-            return _abort(cfg, channels, steps, index, guarded, emit)
-        if guarded.result == "ended":
-            return EXIT_BREACH
-        if guarded.result == "mode":
-            return _stopped(cfg, index, step, guarded.why, emit, "the allocation left as it is")
-        if guarded.result == "stopped":
-            cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
-                        "reason": "Ctrl+C", "mode": "left as it was"})
-            emit(f"ramp stopped by Ctrl+C during {label}; allocation and mode left as they are; "
-                 "`gradual-deploy ramp` resumes by holding this step again")
-            return EXIT_INTERRUPTED
+        ended = run(cfg, channels, duration_s=settings.hold, need_pass=True, stop_inconclusive=True,
+                    extra={"ramp_step": index + 1, "allocation": step.allocation},
+                    mode_check=lambda: not_real(channels), emit=emit, clock=clock, measure=measure)
+        if ended.result not in ("held", "inconclusive"):
+            return _ended(cfg, channels, steps, index, step.allocation, ended, emit)
         overlapped = (_moved(counters, versions(channels)) or _paused_since(cfg, hold_started)
                       or not_real(channels))
         if overlapped:  # a hold that a pause overlapped is not clean, however the rounds went
-            return _stopped(cfg, index, step, f"the hold was not clean: {overlapped}", emit,
+            return _stopped(cfg, index, step.allocation, f"the hold was not clean: {overlapped}", emit,
                             "the allocation left as it is")
-        cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1, "allocation": step,
-                    "rounds": guarded.rounds})
-        emit(f"ramp {label}: held clean for {format_duration(settings.hold)} ({guarded.rounds} rounds)")
+        if ended.result == "inconclusive":
+            person = (f"the hold of {step.label} was inconclusive: {ended.tally.consecutive['inconclusive'] if ended.tally else '?'} "
+                      "rounds in a row had too few orders to judge ("
+                      + "; ".join(f"{c.id}: {c.message}" for c in (ended.last.failures if ended.last else []))[:300]
+                      + ")")
+            emit(f"ramp {step.label}: INCONCLUSIVE after {ended.rounds} rounds: it does not advance on its own")
+            if index == len(steps) - 1:  # the last step: a person says whether the ramp is done
+                done = _wait(cfg, channels, None, step.allocation, person, emit=emit, clock=clock, measure=measure)
+                if done.result != "ready":
+                    return _ended(cfg, channels, steps, index, step.allocation, done, emit)
+                cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1,
+                            "allocation": step.allocation, "rounds": ended.rounds, "approved": done.why})
+            continue
+        cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1, "allocation": step.allocation,
+                    "rounds": ended.rounds})
+        emit(f"ramp {step.label}: held clean for {format_duration(settings.hold)} ({ended.rounds} rounds)")
+        cfg.tell("ramp step", f"gradual-deploy ramp: {step.label} held clean",
+                 [f"allocation {pct(step.allocation)} held clean for {format_duration(settings.hold)} "
+                  f"({ended.rounds} rounds)"])
     cfg.record({"event": "ramp_done", "actor": cfg.actor, "allocation": steps[-1]})
-    emit(f"ramp complete: allocation {pct(steps[-1])}" if start.index < len(steps)
-         else f"ramp: nothing to do: {start.why}")
+    if start.index < len(steps):
+        emit(f"ramp complete: allocation {pct(steps[-1])}")
+        cfg.tell("ramp done", f"gradual-deploy ramp: complete at {pct(steps[-1])}",
+                 [f"every step held clean; allocation {pct(steps[-1])}"])
+    else:
+        emit(f"ramp: nothing to do: {start.why}")
     return EXIT_OK
 
 
-def _abort(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float], index: int, guarded: Any,
-           emit: Callable[[str], None]) -> int:
-    """A breach: pause through every channel, then the allocation back to the first step, audited."""
-    rnd = guarded.last
-    reason = breach_reason(f"ramp step {index + 1} ({pct(steps[index])})", rnd, guarded.consecutive)
-    outcome = pause(channels, reason=reason, actor=cfg.actor, audit_dir=cfg.settings.deploy_audit_dir,
-                    scrub=cfg.redactor.scrub_data)
-    restored = _set_step(channels, steps[0], {}, f"ramp abort: back to the stable {pct(steps[0])}", cfg.actor,
-                         cas=False)
-    written = snapshot(cfg, rnd, outcome, reason, kind="ramp-abort", step=index + 1, allocation=steps[index],
+def _ended(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float], index: int, held: float | None,
+           ended: Ended, emit: Callable[[str], None]) -> int:
+    """A hold or a wait that ended otherwise than held or ready: a breach aborts, the mode stops, Ctrl+C
+    leaves everything as it is. `index` is the step held (-1: none yet, a wait before the first), `held` the
+    allocation the channels hold."""
+    label = (f"step {index + 1}/{len(steps)} ({pct(steps[index])})" if index >= 0
+             else f"the wait before step 1 (allocation {pct(held)})")
+    if ended.result == "breach":
+        return _abort(cfg, channels, steps, index, held, ended, emit)
+    if ended.result == "ended":
+        return EXIT_BREACH
+    if ended.result == "mode":
+        return _stopped(cfg, max(index, 0), held, ended.why, emit, "the allocation left as it is")
+    cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": held,
+                "reason": "Ctrl+C", "mode": "left as it was"})
+    emit(f"ramp stopped by Ctrl+C during {label}; allocation and mode left as they are; "
+         "`gradual-deploy ramp` resumes by holding this step again")
+    return EXIT_INTERRUPTED
+
+
+def _take_back(cfg: WatchConfig, channels: Sequence[Channel], step: Step, before: dict[str, float | None], why: str,
+               emit: Callable[[str], None]) -> int:
+    previous = next((v for v in before.values() if v is not None), None)
+    if previous is None or same_allocation(previous, step.allocation):
+        return _stopped(cfg, step.index, step.allocation, why, emit, f"the allocation stays at {pct(step.allocation)}: "
+                        "there is no lower one to set back to; the pause holds")
+    back = _set_step(channels, previous, {}, f"ramp {step.label}: taken back, {why}", cfg.actor, cas=False)
+    cfg.record({"event": "ramp_step", "actor": cfg.actor, "step": step.index + 1, "allocation": previous,
+                "taken_back": step.allocation, "channels": [r.as_dict() for r in back], "ok": all(r.ok for r in back)})
+    return _stopped(cfg, step.index, step.allocation, why, emit, f"the allocation was set back to {pct(previous)}"
+                    + ("" if all(r.ok for r in back) else " (NOT on every channel: see the audit)"))
+
+
+# --- confirmation between steps (Flagger's confirm-traffic-increase) ------------------------------------
+
+CONFIRM_TIMEOUT_S = 5.0
+
+
+def _confirmations(settings: Any) -> list[str]:
+    return [name for name, on in (("confirm-url", settings.confirm_url), ("approval", settings.wait_for_approval))
+            if on]
+
+
+def ask_webhook(url: str, payload: dict[str, Any], timeout_s: float = CONFIRM_TIMEOUT_S) -> tuple[bool, str]:
+    """POST the step to the confirmation webhook: (go on, what it answered). Only HTTP 200 goes on; an error,
+    a timeout or any other status waits."""
+    import requests
+
+    try:
+        answer = requests.post(url, json=payload, timeout=timeout_s, allow_redirects=False)
+    except requests.RequestException as exc:
+        return False, f"no answer ({type(exc).__name__})"
+    return answer.status_code == 200, f"HTTP {answer.status_code}"
+
+
+def approvals(audit_dir: str, wait_id: str) -> dict[str, Any] | None:
+    """The `gradual-deploy ramp approve` of this wait, if one was recorded."""
+    return next((e for e in audit.read_events(audit_dir, ("ramp_approved",)) if e.get("wait_id") == wait_id), None)
+
+
+def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, current: float | None, person: str, *,
+          emit: Callable[[str], None], clock: Clock, measure: Callable[[int, WatchConfig], Round] | None) -> Ended:
+    """Wait, still guarding (rounds every --interval, a breach aborts, a pause stops), until every
+    confirmation asked for says go: --confirm-url answers 200, and `gradual-deploy ramp approve` names this
+    wait (with --wait-for-approval, or when `person` says why a person must decide). `step` None: the wait
+    is for completing the ramp. Shown, audited and told when it starts; every webhook answer that changes
+    is audited."""
+    settings = cfg.settings
+    wait_id = uuid.uuid4().hex[:12]
+    target = f"{step.label}" if step else "completing the ramp"
+    needs = [n for n in _confirmations(settings) if step is not None or n == "approval"]
+    if person and "approval" not in needs:
+        needs.append("approval")
+    state: dict[str, Any] = {"webhook": "not asked yet", "approved": None}
+    payload = {"phase": "confirm-step" if step else "confirm-done", "step": step.index + 1 if step else None,
+               "from": current, "to": step.allocation if step else None, "wait_id": wait_id,
+               "channels": [c.target for c in channels], "actor": cfg.actor}
+
+    def ready() -> str | None:
+        done = []
+        if "confirm-url" in needs:
+            go, answer = ask_webhook(str(settings.confirm_url), payload)
+            if answer != state["webhook"]:
+                cfg.record({"event": "ramp_confirm", "actor": cfg.actor, "wait_id": wait_id, "answer": answer,
+                            "go": go})
+            state["webhook"] = answer
+            if not go:
+                return None
+            done.append(f"--confirm-url answered {answer}")
+        if "approval" in needs:
+            approval = state["approved"] or approvals(settings.deploy_audit_dir, wait_id)
+            if approval is None:
+                return None
+            state["approved"] = approval
+            done.append(f"approved by {approval.get('actor', '?')}"
+                        + (f" ({approval['reason']})" if approval.get("reason") else ""))
+        return "; ".join(done)
+
+    why = person or "confirmation before every raise"
+    how = []
+    if "confirm-url" in needs:
+        how.append("the --confirm-url to answer HTTP 200")
+    if "approval" in needs:
+        how.append(f"`gradual-deploy ramp approve --deploy-audit-dir {settings.deploy_audit_dir}` "
+                   "from another terminal")
+    cfg.record({"event": "ramp_waiting", "actor": cfg.actor, "wait_id": wait_id, "for": target,
+                "step_to": step.index + 1 if step else None, "allocation_to": step.allocation if step else None,
+                "held_allocation": current, "needs": needs, "reason": why})
+    go = ready()
+    if go:
+        cfg.record({"event": "ramp_confirmed", "actor": cfg.actor, "wait_id": wait_id, "by": go})
+        return Ended("ready", 0, why=go)
+    text = f"ramp: WAITING before {target}: {why}; waiting for " + " and ".join(how) + "; still guarding"
+    emit(text)
+    cfg.tell("ramp waiting", f"gradual-deploy ramp: waiting before {target}", [text])
+    held_step = step.index if step else len(settings.steps or ())  # the number of the step held meanwhile
+    ended = run(cfg, channels, duration_s=None, ready=ready, mode_check=lambda: not_real(channels),
+                extra={"ramp_step": held_step, "allocation": current,
+                       "waiting": f"waiting before {target}"},
+                emit=emit, clock=clock, measure=measure)
+    if ended.result == "ready":
+        cfg.record({"event": "ramp_confirmed", "actor": cfg.actor, "wait_id": wait_id, "by": ended.why})
+        emit(f"ramp: confirmed before {target}: {ended.why}")
+    return ended
+
+
+def approve(audit_dir: str, actor: str, reason: str, step: int | None = None) -> tuple[bool, str]:
+    """`gradual-deploy ramp approve`: approve the wait a running ramp is in (the newest ramp event is its
+    `ramp_waiting`), audited; (done, what was approved or why not)."""
+    history = audit.read_events(audit_dir, RAMP_EVENTS + ("ramp_confirmed",))
+    newest = history[-1] if history else None
+    if newest is None or newest.get("event") not in ("ramp_waiting", "ramp_approved"):
+        shown = f"{newest.get('event')} at {newest.get('ts')}" if newest else "none"
+        return False, (f"no ramp is waiting for approval in {audit_dir} (its newest ramp event: {shown}); a ramp "
+                       "waits with --wait-for-approval, or after an inconclusive hold; check --deploy-audit-dir")
+    waiting = next(e for e in reversed(history) if e.get("event") == "ramp_waiting")
+    if step is not None and waiting.get("step_to") != step:
+        return False, (f"the ramp waits before {waiting.get('for')}, not step {step}: approve what it waits for, "
+                       "or leave out --step")
+    if approvals(audit_dir, str(waiting.get("wait_id"))):
+        return True, f"already approved: {waiting.get('for')}"
+    from deploy_tool.audit import append
+
+    append(audit_dir, {"event": "ramp_approved", "actor": actor, "wait_id": waiting.get("wait_id"),
+                       "for": waiting.get("for"), "step_to": waiting.get("step_to"), "reason": reason})
+    return True, f"approved: {waiting.get('for')} (the waiting ramp goes on at its next round)"
+
+
+def _abort(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float], index: int, held: float | None,
+           ended: Ended, emit: Callable[[str], None]) -> int:
+    """A breach: pause through every channel, then the allocation back to the first step, audited. Back
+    means down: an allocation below the first step (a breach while waiting before it) is left as it is."""
+    rnd, tally = ended.last, ended.tally
+    assert rnd is not None and tally is not None
+    held_text = pct(held)
+    reason = breach_reason(f"ramp step {index + 1} ({held_text})" if index >= 0
+                           else f"ramp, before step 1 (allocation {held_text})", ended)
+    outcome = breach_pause(cfg, channels, reason)
+    down = held is not None and held >= steps[0] - 1e-12
+    restored = (_set_step(channels, steps[0], {}, f"ramp abort: back to the stable {pct(steps[0])}", cfg.actor,
+                          cas=False) if down else [])
+    written = snapshot(cfg, rnd, outcome, reason, kind="ramp-abort", step=index + 1, allocation=held,
                        stable_allocation=steps[0], allocation_restore=[r.as_dict() for r in restored])
-    cfg.record({"event": "ramp_abort", "actor": cfg.actor, "step": index + 1, "allocation": steps[0],
-                "aborted_allocation": steps[index], "round": rnd.number, "failures": [c.id for c in rnd.failures],
-                "measurements": rnd.measurements(), "pause": outcome.result,
-                "restore": "done" if all(r.ok for r in restored) else "failed", "evidence": written})
+    cfg.record({"event": "ramp_abort", "actor": cfg.actor, "step": index + 1,
+                "allocation": steps[0] if down else held,
+                "aborted_allocation": held, "round": rnd.number, "breach": ended.breach,
+                "failures": [c.id for c in rnd.failures], "measurements": rnd.measurements(),
+                "pause": outcome.result,
+                "restore": ("done" if all(r.ok for r in restored) else "failed") if down else "not needed",
+                "evidence": written})
     if cfg.json_lines:
         emit(json.dumps({"event": "ramp_abort", "step": index + 1, "pause": outcome.as_dict(),
                          "restore": [r.as_dict() for r in restored], "evidence": written}))
     else:
-        emit(f"RAMP ABORT at step {index + 1} ({pct(steps[index])}) after {guarded.consecutive} failing round(s): "
+        what = "round(s) that could not measure" if ended.breach == "errored" else "failing round(s)"
+        count = tally.consecutive["error" if ended.breach == "errored" else "fail"]
+        emit(f"RAMP ABORT at step {index + 1} ({held_text}) after {count} {what}: "
              "pausing through every channel and going back to the stable allocation")
         emit_channels(emit, outcome.channels)
         emit_channels(emit, restored)
-        emit(f"pause: {outcome.result.upper()}; allocation back to {pct(steps[0])}: "
-             f"{'DONE' if all(r.ok for r in restored) else 'FAILED'}; evidence snapshot: {written}")
-    cfg.tell("ramp abort", f"gradual-deploy ramp: ABORT at {pct(steps[index])}, pause {outcome.result.upper()}",
+        back = (f"allocation back to {pct(steps[0])}: {'DONE' if all(r.ok for r in restored) else 'FAILED'}" if down
+                else f"allocation left at {held_text}, below the stable {pct(steps[0])}")
+        emit(f"pause: {outcome.result.upper()}; {back}; evidence snapshot: {written}")
+    cfg.tell("ramp abort", f"gradual-deploy ramp: ABORT at {held_text}, pause {outcome.result.upper()}",
              [reason, *channel_lines(outcome.channels), *channel_lines(restored),
               f"allocation back to {pct(steps[0])}; evidence snapshot: {written}"])
     return EXIT_BREACH

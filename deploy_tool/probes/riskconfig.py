@@ -30,8 +30,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "max_order_notional": ("max_order_notional", "max_notional_per_order", "order_max_notional"),
     "single_trade_max_loss_pct": ("single_trade_max_loss_pct", "single_trade_max_loss"),
     "daily_max_loss_pct": ("daily_max_loss_pct", "daily_max_loss"),
+    # optional: the most the system itself lets the allocation be; a ramp never goes above it
+    "max_allocation": ("max_allocation", "allocation_limit", "max_capital_allocation"),
 }
-FRACTIONS = ("allocation", "single_trade_max_loss_pct", "daily_max_loss_pct")
+FRACTIONS = ("allocation", "single_trade_max_loss_pct", "daily_max_loss_pct", "max_allocation")
 
 
 @dataclass(frozen=True)
