@@ -45,7 +45,7 @@ from deploy_tool.criteria import (
 )
 from deploy_tool.evidence import json_number
 from deploy_tool.modes.change import Outcome, pause
-from deploy_tool.modes.channels import Channel
+from deploy_tool.modes.channels import Channel, ChannelError
 from deploy_tool.probes import measure_observation, measure_status, measure_time, measure_trades
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import Settings
@@ -290,6 +290,7 @@ def run(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], Non
         mode_check: Callable[[], str | None] | None = None, need_pass: bool = False,
         stop_inconclusive: bool = False, ready: Callable[[], str | None] | None = None,
         on_inconclusive: Callable[[Round, Tally], None] | None = None,
+        each_round: Callable[[Round], dict[str, Any]] | None = None,
         measure: Callable[[int, WatchConfig], Round] | None = None) -> Ended:
     """Run rounds until one of `Ended`'s ends. --interval is the longest a fact waits to be judged and acted
     on: a fact that lands just after a round has read it waits for the next round to read it, measure the
@@ -299,7 +300,8 @@ def run(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], Non
     `duration_s` None runs until something else ends it (a wait). `need_pass`: the duration ends only on a
     passing round (an inconclusive or error round holds the run on: a ramp never advances on one). `ready`
     is asked after every round that did not end the run (a wait's confirmation: None = not yet, else what
-    said go). `extra` goes into every round record. Any end but these pauses first."""
+    said go). `extra` goes into every round record, and so does what `each_round` returns for the round
+    (watch: the modes it read). Any end but these pauses first."""
     settings, limits = cfg.settings, cfg.limits
     measure = measure or measure_round
     tally = Tally(limits)
@@ -316,7 +318,8 @@ def run(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], Non
                 rnd = crashed_round(number, exc)
             verdict = tally.add(rnd)
             remaining = None if deadline is None else deadline - clock.monotonic()
-            record = {"event": "watch_round", **(extra or {}), "round": number, "outcome": rnd.outcome,
+            seen = each_round(rnd) if each_round is not None and verdict not in ("failed", "errored") else {}
+            record = {"event": "watch_round", **(extra or {}), **seen, "round": number, "outcome": rnd.outcome,
                       "ok": rnd.ok, "consecutive": dict(tally.consecutive),
                       "consecutive_failures": tally.consecutive[FAIL],
                       "failures": [c.id for c in rnd.failures], "measurements": rnd.measurements()}
@@ -387,6 +390,35 @@ def _ended_early(cfg: WatchConfig, channels: Sequence[Channel], rounds: int, exc
                  [reason, *channel_lines(outcome.channels)])
     except Exception:
         pass
+
+
+# --- the mode check -----------------------------------------------------------------------------
+
+
+def read_modes(channels: Sequence[Channel]) -> dict[str, str]:
+    """Each channel's mode as it reads now, or why it cannot be read."""
+    found = {}
+    for channel in channels:
+        try:
+            found[channel.name] = channel.read() or "no mode"
+        except ChannelError as exc:
+            found[channel.name] = f"unreadable ({exc})"
+    return found
+
+
+def not_real(channels: Sequence[Channel]) -> str | None:
+    """Why the ramp must not go on (a channel not in real, or one whose mode cannot be read), or None. A
+    pause always wins: whoever paused or switched to mock, the ramp stops and raises nothing."""
+    seen = []
+    for channel in channels:
+        try:
+            mode = channel.read()
+        except ChannelError as exc:
+            return f"{channel.name} {channel.target}: cannot read the mode ({exc})"
+        seen.append(f"{channel.name} {mode or 'no mode'}")
+        if mode != "real":
+            return f"the mode is no longer real ({', '.join(seen)})"
+    return None
 
 
 # --- acting on a breach -------------------------------------------------------------------------

@@ -181,6 +181,28 @@ def test_the_mode_check_and_readiness_are_asked_after_every_round(cfg):
     assert breach.result == "breach" and breach.breach == "failed" and breach.rounds == 2
 
 
+def test_watch_reads_the_mode_every_round_and_says_when_it_changed(world):
+    """Someone pauses while watch guards a system in mock: every round records the modes, the change is said
+    and audited, and the watch goes on guarding to its end."""
+    from deploy_tool.commands.watch import watch
+    from test_guard_clock import to_mock
+
+    to_mock(world)
+    cfg, channels = from_cli(world, "watch", "--interval", "1s", "--duration", "3s")
+
+    def pause_after_round_2(clock: FakeClock) -> None:
+        if len(clock.sleeps) == 2 and world.admin.mode == "mock":
+            _pause_by_hand(world, str(world.audit_dir))
+
+    lines: list[str] = []
+    assert watch(cfg, channels, lines.append, clock=FakeClock(world.system, pause_after_round_2)) == 0
+    assert [e["modes"] for e in events(world, "watch_round")] == [{"http": "mock", "file": "mock"}] * 2 + \
+        [{"http": "paused", "file": "paused"}] * 2
+    assert "watch: the mode changed: http mock -> paused, file mock -> paused; still watching" in lines
+    (changed,) = events(world, "watch_mode_changed")
+    assert changed["round"] == 3 and changed["to"] == {"http": "paused", "file": "paused"}
+
+
 # --- the ramp's waits ---------------------------------------------------------------------------------
 
 

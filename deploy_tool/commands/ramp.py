@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from deploy_tool import audit
 from deploy_tool.analysis import (
     SYSTEM_CLOCK,
+    not_real,
     Clock,
     Ended,
     Round,
@@ -184,21 +185,6 @@ def ceiling(max_allocation: float, thresholds: dict[str, Any], configured: float
 def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str, float | None], reason: str,
               actor: str, cas: bool = True) -> list[ChannelResult]:
     return [c.apply_allocation(allocation, current.get(c.name), reason, actor, cas=cas) for c in channels]
-
-
-def not_real(channels: Sequence[Channel]) -> str | None:
-    """Why the ramp must not go on (a channel not in real, or one whose mode cannot be read), or None. A
-    pause always wins: whoever paused or switched to mock, the ramp stops and raises nothing."""
-    seen = []
-    for channel in channels:
-        try:
-            mode = channel.read()
-        except ChannelError as exc:
-            return f"{channel.name} {channel.target}: cannot read the mode ({exc})"
-        seen.append(f"{channel.name} {mode or 'no mode'}")
-        if mode != "real":
-            return f"the mode is no longer real ({', '.join(seen)})"
-    return None
 
 
 def versions(channels: Sequence[Channel]) -> dict[str, Any]:

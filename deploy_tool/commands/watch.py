@@ -27,6 +27,7 @@ from deploy_tool.analysis import (
     breach_reason,
     channel_lines,
     emit_channels,
+    read_modes,
     run,
     snapshot,
 )
@@ -60,8 +61,26 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
         emit(json.dumps({"event": "watch_inconclusive", "round": rnd.number}) if cfg.json_lines else text)
         cfg.tell("watch inconclusive", "gradual-deploy watch: INCONCLUSIVE", [text])
 
+    modes: dict[str, str] = {}
+
+    def mode_seen(rnd: Round) -> dict[str, Any]:
+        """The mode every round: recorded, and said when it changes (someone paused or switched while this
+        watch guards; it goes on guarding whatever the mode)."""
+        now = read_modes(channels)
+        if modes and now != modes:
+            text = (f"watch: the mode changed: " + ", ".join(f"{name} {modes.get(name)} -> {mode}"
+                                                          for name, mode in now.items() if mode != modes.get(name))
+                    + "; still watching")
+            cfg.record({"event": "watch_mode_changed", "actor": cfg.actor, "round": rnd.number, "from": dict(modes),
+                        "to": now})
+            emit(json.dumps({"event": "watch_mode_changed", "round": rnd.number, "modes": now}) if cfg.json_lines
+                 else text)
+        modes.clear()
+        modes.update(now)
+        return {"modes": now}
+
     ended = run(cfg, channels, emit, duration_s=settings.duration, clock=clock, on_inconclusive=told,
-                measure=measure)
+                each_round=mode_seen, measure=measure)
     if ended.result == "breach":
         return _breach(cfg, channels, ended, emit)
     if ended.result == "ended":
