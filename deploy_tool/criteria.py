@@ -70,6 +70,12 @@ def unmeasured(id: str, group: str, error: str, threshold: Any = None, unit: str
     return Criterion(id, group, False, None, threshold, unit, error, outcome=ERROR)
 
 
+def _absent(id: str, group: str, fact: str, threshold: Any = None, unit: str | None = None) -> Criterion:
+    """A criterion that fails on what was found missing (no audit file today, no risk-events file): a fact
+    about the system, measured, not a probe that could not measure."""
+    return Criterion(id, group, False, None, threshold, unit, fact)
+
+
 # --- okx ----------------------------------------------------------------------------------------
 
 
@@ -432,11 +438,11 @@ def control_dir_writable(directory: str) -> Criterion:
 def observe_audit_recent(obs: Observation, settings: Settings) -> Criterion:
     max_silence = settings.audit_max_silence
     if not obs.audit.today_file:
-        return unmeasured("observe_audit_recent", "observe",
+        return _absent("observe_audit_recent", "observe",
                           f"no audit file for today ({obs.now.date().isoformat()}) in {obs.audit_dir}: is the "
                           "trading system writing its audit (AUDIT_TO_FILE=true)? check --audit-dir", max_silence, "s")
     if obs.audit.newest is None:
-        return unmeasured("observe_audit_recent", "observe",
+        return _absent("observe_audit_recent", "observe",
                           f"no readable audit line in {obs.audit.today_file}: the trading system writes nothing "
                           "usable", max_silence, "s")
     silence = (obs.now - obs.audit.newest).total_seconds()
@@ -458,7 +464,7 @@ def observe_audit_parseable(obs: Observation, settings: Settings) -> Criterion:
 def observe_risk_events(obs: Observation, settings: Settings) -> Criterion:
     maximum = settings.max_risk_events
     if not obs.risk.exists and not settings.allow_missing_risk_csv:
-        return unmeasured("observe_risk_events", "observe",
+        return _absent("observe_risk_events", "observe",
                           f"no risk-events file at {obs.risk.path}: a wrong path would silently hide every risk "
                           "event; check --risk-events-csv, or pass --allow-missing-risk-csv if the system writes "
                           "none", maximum, "events")

@@ -136,6 +136,23 @@ def test_too_few_orders_to_judge_a_pass_is_inconclusive_never_too_few_to_judge_a
     assert blocks.outcome == (INCONCLUSIVE if results < 3 else PASS), blocks.message
 
 
+def test_what_is_found_missing_fails_and_what_cannot_be_read_is_an_error(tmp_path):
+    """No audit file today and no risk-events file are facts about the system (the contract's criteria:
+    fail at once); a file that cannot be read is a probe that could not measure (error)."""
+    from deploy_tool.criteria import judged, observe_audit_recent, observe_risk_events
+    from deploy_tool.probes import measure_observation
+
+    (tmp_path / "audit").mkdir()
+    settings = defaults(audit_dir=str(tmp_path / "audit"), risk_events_csv=str(tmp_path / "none.csv"))
+    observation = measure_observation(settings)
+    assert judged(observation, observe_audit_recent, settings).outcome == FAIL
+    assert judged(observation, observe_risk_events, settings).outcome == FAIL
+    os.mkfifo(tmp_path / "risk.csv")
+    fifo = defaults(audit_dir=str(tmp_path / "audit"), risk_events_csv=str(tmp_path / "risk.csv"))
+    unreadable = judged(measure_observation(fifo), observe_risk_events, fifo)
+    assert unreadable.outcome == ERROR and "FIFO" in unreadable.message
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 

@@ -336,10 +336,10 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
             return _stopped(cfg, index, step.allocation, f"the hold was not clean: {overlapped}", emit,
                             "the allocation left as it is")
         if ended.result == "inconclusive":
-            person = (f"the hold of {step.label} was inconclusive: {ended.tally.consecutive['inconclusive'] if ended.tally else '?'} "
-                      "rounds in a row had too few orders to judge ("
-                      + "; ".join(f"{c.id}: {c.message}" for c in (ended.last.failures if ended.last else []))[:300]
-                      + ")")
+            streak = ended.tally.consecutive["inconclusive"] if ended.tally else "?"
+            unjudged = "; ".join(f"{c.id}: {c.message}" for c in (ended.last.failures if ended.last else []))
+            person = (f"the hold of {step.label} was inconclusive: {streak} rounds in a row had too few orders to "
+                      f"judge ({unjudged[:300]})")
             emit(f"ramp {step.label}: INCONCLUSIVE after {ended.rounds} rounds: it does not advance on its own")
             if index == len(steps) - 1:  # the last step: a person says whether the ramp is done
                 done = _wait(cfg, channels, None, step.allocation, person, emit=emit, clock=clock, measure=measure)
