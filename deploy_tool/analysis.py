@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from deploy_tool import audit, fileops
 from deploy_tool.criteria import (
@@ -40,16 +40,27 @@ from deploy_tool.criteria import (
     PASS,
     Criterion,
     judged,
+    observe_vs_backtest,
     okx_criteria,
     trades_fresh,
 )
 from deploy_tool.evidence import json_number
 from deploy_tool.modes.change import Outcome, pause
 from deploy_tool.modes.channels import Channel, ChannelError
-from deploy_tool.probes import measure_observation, measure_status, measure_time, measure_trades
+from deploy_tool.probes import (
+    Attempt,
+    measure_baseline,
+    measure_observation,
+    measure_status,
+    measure_time,
+    measure_trades,
+)
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import Settings
 from deploy_tool.times import format_duration, iso_utc, utc_now
+
+if TYPE_CHECKING:
+    from deploy_tool.probes.backtest import Strategy
 
 # What acting on a round takes at most, beyond measuring it: judging it and pausing every channel. Each round
 # starts early by that and by the time a round takes, so that --interval bounds the time from a fact (a
@@ -98,6 +109,7 @@ class WatchConfig:
     warn: Callable[[str], None] = _stderr
     gate_forced: bool = False  # the ramp's evidence gate opened only on unsigned evidence (--allow-unsigned)
     command: str = "watch"  # the command that drives the run, for what it says: watch or ramp
+    baseline: Attempt[Strategy] | None = None  # the judge's backtest trades, read once per run (--judge-backtest)
 
     @property
     def limits(self) -> Limits:
@@ -162,7 +174,8 @@ class Round:
 
     def measurements(self) -> dict[str, Any]:
         return {c.id: {"outcome": c.outcome, "ok": c.ok, "measured": json_number(c.measured),
-                       "threshold": json_number(c.threshold), "unit": c.unit, "message": c.message}
+                       "threshold": json_number(c.threshold), "unit": c.unit, "message": c.message,
+                       **({"details": c.details} if c.details else {})}
                 for c in self.checks}
 
 
@@ -172,10 +185,24 @@ def measure_round(number: int, cfg: WatchConfig) -> Round:
     settings, redactor = cfg.settings, cfg.redactor
     observation = measure_observation(settings, redactor)
     found = [judged(observation, judge, settings) for judge in OBSERVE_JUDGES]
+    if settings.judge_backtest:
+        if cfg.baseline is None:
+            cfg.baseline = measure_baseline(settings, redactor)
+        found.append(judge_trades(observation, cfg.baseline, settings))
     if not settings.skip_db_check:
         found.append(judged(measure_trades(settings, redactor), trades_fresh, settings))
     found += okx_criteria(measure_time(settings, redactor), measure_status(settings, redactor), settings)
     return Round(number, utc_now(), found)
+
+
+def judge_trades(observation: Attempt[Any], baseline: Attempt[Strategy], settings: Settings) -> Criterion:
+    """The live trades against the backtest's (`criteria.observe_vs_backtest`), or the error of whichever side
+    could not be read."""
+    for attempt in (baseline, observation):
+        if attempt.error is not None:
+            return Criterion("observe_vs_backtest", "observe", False, None, settings.judge_fail_p, "p",
+                             attempt.error, outcome=ERROR)
+    return observe_vs_backtest(observation.value(), baseline.value(), settings)
 
 
 def crashed_round(number: int, exc: BaseException) -> Round:

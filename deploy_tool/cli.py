@@ -46,7 +46,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "switch": (*CHANNELS, *GATE, "deploy_audit_dir", "notify"),
     "pause": (*CHANNELS, "deploy_audit_dir", "notify"),
     "status": (*CHANNELS, *GATE),
-    "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence")
+    "watch": tuple(o.name for o in OPTIONS if o.group in ("watch", "observe", "db", "okx", "evidence", "judge")
                    and o.name not in ("observe", "signing_key", "subject", "revision"))
     + CHANNELS + ("capital", "max_daily_loss", "notify"),
 }
@@ -336,7 +336,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.misbehave:
         if args.misbehave not in FAULTS:
             raise UsageError(f"unknown fault {args.misbehave!r}: one of {', '.join(FAULTS)}")
-        path = request_fault(args.dir, args.misbehave)
+        if not os.path.isdir(args.dir):
+            raise DeployError(f"no sandbox in {args.dir}: start one with `gradual-deploy sandbox --dir {args.dir}` "
+                              "(in another terminal), or give the --dir it runs in")
+        try:
+            path = request_fault(args.dir, args.misbehave)
+        except OSError as exc:
+            raise DeployError(f"cannot ask the sandbox in {args.dir}: {exc.strerror or exc}") from None
         print(f"asked the sandbox in {args.dir} to misbehave: {args.misbehave} ({path})")
         return EXIT_OK
     token = os.environ.get(args.admin_token_env) or None
@@ -354,15 +360,20 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     print(f"  backtest summary  : {sandbox.backtest_summary}")
     print("  API key (account)  : export " + " ".join(f"{k}={v}" for k, v in sandbox.account_env().items()))
     print("Point the suite at it:")
-    print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in sandbox.preflight_args()))
+    own = ["--evidence-dir", str(sandbox.evidence_dir)]  # the sandbox's evidence and audit stay in its own --dir
+    print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in [*sandbox.preflight_args(), *own]))
     print("After a pass, go live on it (from mock; the gate checks the signed evidence against these):")
     print("  gradual-deploy switch --to real " + " ".join(shlex.quote(a) for a in [
         "--http-admin-url", sandbox.admin_url, "--admin-token-env", args.admin_token_env,
-        "--control-file", str(sandbox.control_file), *sandbox.gate_args()]))
+        "--control-file", str(sandbox.control_file), *sandbox.gate_args(), *own,
+        "--audit-dir", str(sandbox.audit_dir)]))
     print("Watch it (in another terminal), and make it misbehave with")
     print(f"  gradual-deploy sandbox --dir {shlex.quote(args.dir)} --misbehave failing-orders")
-    print("  gradual-deploy watch --interval 2s --duration 10m " + " ".join(shlex.quote(a) for a in sandbox.watch_args()),
-          flush=True)
+    print("  gradual-deploy watch --interval 2s --duration 10m " + " ".join(shlex.quote(a) for a in sandbox.watch_args()))
+    print("Scale up in real (each step held under watch, each raise waiting for an approval from another terminal):")
+    print("  gradual-deploy ramp --steps 0.5%,1% --hold 30s --interval 2s --wait-for-approval "
+          + " ".join(shlex.quote(a) for a in [*sandbox.watch_args(), *sandbox.gate_args()]))
+    print(f"  gradual-deploy ramp approve --deploy-audit-dir {shlex.quote(str(sandbox.audit_dir))}", flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -465,12 +476,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
 
+def _judge_ready(settings: Settings) -> None:
+    """--judge-backtest needs scipy (the optional `judge` extra): said at the start, not in every round."""
+    if settings.judge_backtest:
+        try:
+            import scipy.stats  # noqa: F401
+        except ImportError:
+            raise UsageError("--judge-backtest compares with scipy's Mann-Whitney U test, which is not installed: "
+                             "pip install 'gradual-deploy[judge]' (or pip install scipy)") from None
+    if settings.judge_marginal_p < settings.judge_fail_p:
+        raise UsageError(f"--judge-marginal-p {settings.judge_marginal_p:g} is below --judge-fail-p "
+                         f"{settings.judge_fail_p:g}: the marginal band lies between the two; set it higher")
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from deploy_tool.commands.watch import WatchConfig, watch
 
     settings = _settings(args)
     if not settings.database_url and not settings.skip_db_check:
         raise UsageError("watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
+    _judge_ready(settings)
     channels = _channels(settings, pause=True)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
     return watch(cfg, channels, emit=lambda line: _print([line], cfg.redactor, flush=True))
@@ -500,10 +525,13 @@ def cmd_ramp(args: argparse.Namespace) -> int:
             start = resume_point(settings.steps, known[0] if known else None, history)
         except (NoChannel, ChannelError):
             pass  # a plan needs no channel; with one it also says where a ramp would resume
-        _print(plan_lines(settings.steps, settings.hold, start), settings.redactor())
+        from deploy_tool.commands.ramp import confirmations
+
+        _print(plan_lines(settings.steps, settings.hold, start, confirmations(settings)), settings.redactor())
         return EXIT_OK
     if not settings.database_url and not settings.skip_db_check:
         raise UsageError("ramp watches the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
+    _judge_ready(settings)
     channels = _channels(settings)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor(), command="ramp")
     return ramp(cfg, channels, force=args.force, emit=lambda line: _print([line], cfg.redactor, flush=True))

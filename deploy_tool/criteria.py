@@ -577,6 +577,50 @@ def observe_realized_pnl(obs: Observation, settings: Settings) -> Criterion:
                      text if ok else f"{text}: roll back now")
 
 
+def observe_vs_backtest(obs: Observation, baseline: Strategy, settings: Settings) -> Criterion:
+    """Kayenta's judge for the live trades: their per-trade returns in the window against the backtest's own
+    trades, a one-sided Mann-Whitney U test (is live stochastically lower?; direction: a decrease is bad). p
+    below --judge-fail-p fails, below --judge-marginal-p is marginal (inconclusive: a person looks), else
+    pass; too few live trades is inconclusive, a baseline without trades fails (Kayenta's mustHaveData)."""
+    import statistics
+
+    check_id, minimum = "observe_vs_backtest", settings.judge_min_trades
+    fail_p, marginal_p = settings.judge_fail_p, settings.judge_marginal_p
+    live, base = obs.audit.trade_returns, baseline.trade_returns
+    if base is None:
+        return Criterion(check_id, "observe", False, None, fail_p, "p", f"the backtest result of {baseline.name} "
+                         "lists no trades to compare with: run freqtrade backtesting with --export trades and point "
+                         "--judge-backtest at that result")
+    if len(base) < minimum:
+        return Criterion(check_id, "observe", False, None, fail_p, "p", f"the backtest of {baseline.name} holds "
+                         f"{len(base)} trade(s) with a return, fewer than --judge-min-trades {minimum}: too few to "
+                         "compare the live trades with")
+    if len(live) < minimum:
+        return Criterion(check_id, "observe", True, None, fail_p, "p",
+                         f"{len(live)} live trade(s) with a return {obs.window}, fewer than --judge-min-trades "
+                         f"{minimum}: too few to compare with the backtest", outcome=INCONCLUSIVE)
+    from scipy.stats import mannwhitneyu
+
+    result = mannwhitneyu(live, base, alternative="less")
+    p, u = float(result.pvalue), float(result.statistic)
+    live_median, base_median = statistics.median(live), statistics.median(base)
+    verdict = "fail" if p < fail_p else ("marginal" if p < marginal_p else "pass")
+    details = {"verdict": verdict, "p_value": p, "u": u, "alternative": "live less than backtest",
+               "live_trades": len(live), "backtest_trades": len(base), "live_median_return": live_median,
+               "backtest_median_return": base_median, "strategy": baseline.name,
+               "fail_p": fail_p, "marginal_p": marginal_p}
+    text = (f"live per-trade returns {obs.window} (n={len(live)}, median {live_median:.4%}) against "
+            f"{baseline.name}'s backtest trades (n={len(base)}, median {base_median:.4%}): Mann-Whitney U {u:g}, "
+            f"one-sided p={p:.4g}")
+    if verdict == "fail":
+        return Criterion(check_id, "observe", False, p, fail_p, "p", f"{text} < {fail_p:g}: the live trades do "
+                         "worse than the backtest's; the strategy does not trade live as it was tested", details)
+    if verdict == "marginal":
+        return Criterion(check_id, "observe", True, p, marginal_p, "p", f"{text} < {marginal_p:g}: marginal, a "
+                         "person looks", details, outcome=INCONCLUSIVE)
+    return Criterion(check_id, "observe", True, p, marginal_p, "p", f"{text}: pass", details)
+
+
 OBSERVE_JUDGES = (observe_audit_recent, observe_audit_parseable, observe_risk_events, observe_order_failure_rate,
                   observe_risk_block_rate, observe_signals, observe_slippage, observe_realized_pnl)
 

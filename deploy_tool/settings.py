@@ -415,12 +415,33 @@ class Settings:
                                       text_value, "price", group="observe")
     audit_fill_price_field: str = _setting("--audit-fill-price-field", "order_result field holding the fill price",
                                            text_value, "fill_price", group="observe")
+    audit_size_field: str = _setting("--audit-size-field", "order_result field holding the filled size (base "
+                                     "currency), for each trade's return (--judge-backtest)", text_value, "sz",
+                                     group="observe")
     audit_pnl_field: str = _setting("--audit-pnl-field", "order_result field holding the realized PnL (quote "
                                     "currency)", text_value, "pnl", group="observe")
     allow_missing_risk_csv: bool = _on_off("--allow-missing-risk-csv", "pass the risk-events check when "
                                            "--risk-events-csv does not exist (default: it fails)", group="observe")
     observe: bool = _on_off("--observe", "also run the observe checks (the watch period); -m observe runs only them",
                             group="observe")
+    # the judge (watch, ramp): the live trades against the backtest's own, as Kayenta's judge does for canaries
+    judge_backtest: str | None = _setting("--judge-backtest", "every round, compare the live per-trade returns in "
+                                          "the window with this backtest's own trades (a freqtrade result with its "
+                                          "trades: .json, .zip or its results directory): a one-sided Mann-Whitney "
+                                          "U test; needs scipy (pip install 'gradual-deploy[judge]')", text_value,
+                                          None, group="judge", flag_only=True)
+    judge_strategy: str | None = _setting("--judge-strategy", "the strategy whose backtest trades are the baseline, "
+                                          "when the result holds several", text_value, None, group="judge",
+                                          flag_only=True)
+    judge_min_trades: int = _setting("--judge-min-trades", "fewest live trades (order results with a pnl, a size "
+                                     "and a price) in the window before the judge compares; fewer: inconclusive",
+                                     positive_count, "10", group="judge", flag_only=True, bounds=(2, MANY))
+    judge_fail_p: float = _setting("--judge-fail-p", "a p-value below this (the live returns lower than the "
+                                   "backtest's) fails the round", fraction, "0.01", group="judge", flag_only=True,
+                                   bounds=(0, 1))
+    judge_marginal_p: float = _setting("--judge-marginal-p", "a p-value below this (and not below --judge-fail-p) "
+                                       "is marginal: inconclusive, a person looks", fraction, "0.05", group="judge",
+                                       flag_only=True, bounds=(0, 1))
     # watch: the loop, and where the tool's own audit goes
     steps: tuple[float, ...] | None = _setting("--steps", "the allocation at each ramp step, rising, e.g. "
                                                "0.5%,1%,2%,5% (or 0.005,0.01,...)", steps, None, group="ramp",
@@ -496,7 +517,7 @@ for _option in OPTIONS:  # a threshold without a direction could be loosened fro
         raise AssertionError(f"{_option.flag}: a threshold needs looser='higher' or 'lower', and only a threshold")
 
 # The suite's options: everything but the watch loop and the gate, which belong to the commands.
-SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate", "ramp"))
+SUITE_OPTIONS = tuple(o for o in OPTIONS if o.group not in ("watch", "gate", "ramp", "judge"))
 
 
 def admin_url_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:

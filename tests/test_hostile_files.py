@@ -669,7 +669,9 @@ def test_a_fifo_as_the_sqlite_trades_database_fails_the_check_and_holds_no_round
     assert proc.returncode == 1 and "is a FIFO (named pipe), not a regular file" in out, out + err
     args = [a for a in sandbox.watch_args()]
     args[args.index("--database-url") + 1] = f"sqlite:///{fifo}"
-    proc, out, err, took = _gd("watch", *args, "--interval", "0.2s", "--duration", "1s",
-                               env={sandbox.token_env: sandbox.token}, cwd=tmp_path,
+    # a database that cannot be read is a probe that cannot measure: an error round; with no error tolerated
+    # (--consecutive-error-limit 0) the first one pauses
+    proc, out, err, took = _gd("watch", *args, "--interval", "0.2s", "--duration", "10s",
+                               "--consecutive-error-limit", "0", env={sandbox.token_env: sandbox.token}, cwd=tmp_path,
                                timeout=60, what="a watch on a FIFO database to breach")
     assert proc.returncode == 1 and "BREACH" in out and "FIFO" in out, out + err

@@ -9,6 +9,7 @@ every command but --version failed for anyone who installed it the normal way).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -81,7 +82,23 @@ def test_every_import_in_the_installed_wheel_resolves(installed_venv: Path, tmp_
         done = _run([str(venv_python(installed_venv)), "-c", RESOLVE_IMPORTS, str(site / package)],
                     tmp_path, clean_env(installed_venv))
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout) == {}, f"imports in {package} that the installed wheel cannot resolve"
+        unresolved = json.loads(done.stdout)
+        # An optional extra's modules (scipy, for `gradual-deploy[judge]`) are not in a plain install: they may
+        # be imported only where the tool says what to install when they are missing (tests/test_judge.py).
+        optional = {name: where for name, where in unresolved.items() if name.split(".")[0] in OPTIONAL_EXTRAS}
+        assert {k: v for k, v in unresolved.items() if k not in optional} == {}, \
+            f"imports in {package} that the installed wheel cannot resolve"
+
+
+def _optional_extras() -> set[str]:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return {re.split(r"[<>=\[ ]", spec, maxsplit=1)[0].lower() for name, specs in extras.items() if name != "test"
+            for spec in specs}
+
+
+OPTIONAL_EXTRAS = _optional_extras()
 
 
 def test_the_sdist_holds_every_tracked_file(tmp_path: Path) -> None:

@@ -73,8 +73,9 @@ def resume_point(steps: Sequence[float], current: float | None, history: Sequenc
     return Resume(len(steps), True, f"allocation {pct(current)} is at or beyond the last step")
 
 
-def plan_lines(steps: Sequence[float], hold_s: float, start: Resume | None = None) -> list[str]:
-    """The schedule, and the minimum time to full allocation."""
+def plan_lines(steps: Sequence[float], hold_s: float, start: Resume | None = None,
+               confirm: Sequence[str] = ()) -> list[str]:
+    """The schedule, the confirmations asked before every raise, and the minimum time to full allocation."""
     first = start.index if start else 0
     lines = [f"ramp plan: {len(steps)} step(s), each held {format_duration(hold_s)} before the next"]
     for index, step in enumerate(steps):
@@ -83,6 +84,10 @@ def plan_lines(steps: Sequence[float], hold_s: float, start: Resume | None = Non
     left = len(steps) - first
     if start:
         lines.append(f"  {start.why}")
+    if confirm:
+        lines.append("  before every raise it waits for " + " and ".join(
+            "the --confirm-url to answer HTTP 200" if c == "confirm-url" else "`gradual-deploy ramp approve`"
+            for c in confirm) + " (not counted below)")
     lines.append(f"minimum time to full allocation {pct(steps[-1])}: {format_duration(left * hold_s) if left else '0s'} "
                  f"({left} step(s) left; a breach at any step goes back to {pct(steps[0])} and paused)")
     return lines
@@ -280,8 +285,8 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
     forced = any(s > limit + 1e-12 for s in steps) or cfg.gate_forced
     cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
                 "start_step": start.index + 1, "resume": start.why, "forced": forced, "ceiling": limit,
-                "confirm": _confirmations(settings), "channels": [c.target for c in channels]})
-    for line in plan_lines(steps, settings.hold, start):
+                "confirm": confirmations(settings), "channels": [c.target for c in channels]})
+    for line in plan_lines(steps, settings.hold, start, confirmations(settings)):
         emit(line)
     person = ""  # why a person must approve the next raise (the last hold was inconclusive)
     counters: dict[str, Any] = {}
@@ -292,7 +297,7 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
         if why:  # checked before every step: a pause is never followed by a raise
             return _stopped(cfg, index, step.allocation, why, emit)
         if not (index == start.index and start.already_set):
-            if _confirmations(settings) or person:
+            if confirmations(settings) or person:
                 held = known[0] if known else None
                 ended = _wait(cfg, channels, step, held, person, emit=emit, clock=clock, measure=measure)
                 if ended.result != "ready":
@@ -321,7 +326,8 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
             missing = [c for c in channels if values.get(c.name) is None]
             if missing and not _take_step(cfg, missing, index, step.allocation, values, step.label, emit, limit):
                 return EXIT_BREACH
-            emit(f"ramp {step.label}: allocation already {pct(step.allocation)}; holding "
+            newly = f" (set on {', '.join(c.name for c in missing)}, which held none)" if missing else ""
+            emit(f"ramp {step.label}: allocation already {pct(step.allocation)}{newly}; holding "
                  f"{format_duration(settings.hold)}")
         values, known = {c.name: step.allocation for c in channels}, [step.allocation]
         hold_started, counters = iso_utc(utc_now()), versions(channels)
@@ -402,7 +408,7 @@ def _take_back(cfg: WatchConfig, channels: Sequence[Channel], step: Step, before
 CONFIRM_TIMEOUT_S = 5.0
 
 
-def _confirmations(settings: Any) -> list[str]:
+def confirmations(settings: Any) -> list[str]:
     return [name for name, on in (("confirm-url", settings.confirm_url), ("approval", settings.wait_for_approval))
             if on]
 
@@ -434,7 +440,7 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
     settings = cfg.settings
     wait_id = uuid.uuid4().hex[:12]
     target = f"{step.label}" if step else "completing the ramp"
-    needs = [n for n in _confirmations(settings) if step is not None or n == "approval"]
+    needs = [n for n in confirmations(settings) if step is not None or n == "approval"]
     if person and "approval" not in needs:
         needs.append("approval")
     state: dict[str, Any] = {"webhook": "not asked yet", "approved": None}
@@ -449,6 +455,9 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
             if answer != state["webhook"]:
                 cfg.record({"event": "ramp_confirm", "actor": cfg.actor, "wait_id": wait_id, "answer": answer,
                             "go": go})
+                if not go:
+                    emit(f"ramp: --confirm-url {settings.confirm_url} answered {answer}: waiting; asking again every "
+                         f"{format_duration(settings.interval)}")
             state["webhook"] = answer
             if not go:
                 return None
@@ -500,6 +509,10 @@ def approve(audit_dir: str, actor: str, reason: str, step: int | None = None) ->
         return False, (f"no ramp is waiting for approval in {audit_dir} (its newest ramp event: {shown}); a ramp "
                        "waits with --wait-for-approval, or after an inconclusive hold; check --deploy-audit-dir")
     waiting = next(e for e in reversed(history) if e.get("event") == "ramp_waiting")
+    if "approval" not in (waiting.get("needs") or []):
+        return False, (f"the ramp waits before {waiting.get('for')} for its --confirm-url to answer HTTP 200, not for "
+                       "an approval: an approval cannot stand in for the webhook; see the ramp's terminal for its "
+                       "last answer, or stop the ramp (Ctrl+C) and start it with --wait-for-approval instead")
     if step is not None and waiting.get("step_to") != step:
         return False, (f"the ramp waits before {waiting.get('for')}, not step {step}: approve what it waits for, "
                        "or leave out --step")

@@ -65,12 +65,24 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     if not report["agree"]:
         lines.append("WARNING: the channels disagree or one cannot be read")
     ramp = report.get("ramp")
-    if ramp:
+    if ramp and ramp.get("event") == "ramp_waiting":
+        needs = ramp.get("needs") or []
+        how = " and ".join(("the --confirm-url to answer HTTP 200" if n == "confirm-url" else
+                            "`gradual-deploy ramp approve --deploy-audit-dir DIR`") for n in needs)
+        lines.append(f"ramp: WAITING before {ramp.get('for')} ({ramp.get('reason')}), since {ramp.get('ts', '?')}: "
+                     f"waiting for {how or 'a confirmation'}")
+    elif ramp and ramp.get("event") == "ramp_approved":
+        lines.append(f"ramp: approved by {ramp.get('actor')} before {ramp.get('for')} ({ramp.get('ts', '?')}): "
+                     "the ramp goes on at its next round")
+    elif ramp and ramp.get("event") == "ramp_confirmed":
+        lines.append(f"ramp: confirmed ({ramp.get('by')}) ({ramp.get('ts', '?')})")
+    elif ramp:
         what = {"ramp_start": "started", "ramp_step": "set step", "ramp_step_held": "held step",
                 "ramp_abort": "ABORTED at step", "ramp_stopped": "stopped at step", "ramp_done": "complete"}
         step = f" {ramp['step']}" if "step" in ramp else ""
-        lines.append(f"ramp: {what.get(ramp['event'], ramp['event'])}{step}, allocation "
-                     f"{_pct(ramp.get('allocation'))} ({ramp.get('ts', '?')})")
+        shown = (f", allocation {_pct(ramp.get('allocation'))}" if ramp.get("allocation") is not None
+                 else "")
+        lines.append(f"ramp: {what.get(ramp['event'], ramp['event'])}{step}{shown} ({ramp.get('ts', '?')})")
     evidence = report.get("evidence")
     if evidence:
         verdict = evidence["verdict"] or "none"

@@ -188,7 +188,8 @@ def _pause(channels: Sequence[Channel], *, reason: str, actor: str) -> Outcome:
     return Outcome("pause", "paused", result, reason=problems, channels=done)
 
 
-RAMP_PROGRESS = ("ramp_start", "ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done")
+RAMP_PROGRESS = ("ramp_start", "ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done",
+                 "ramp_waiting", "ramp_confirmed", "ramp_approved")
 
 
 def status(channels: Sequence[Channel], gate_cfg: GateConfig | None, audit_dir: str | None = None) -> dict[str, Any]:

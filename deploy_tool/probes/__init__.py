@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Mapping, TypeVar
 from deploy_tool import ProbeError
 
 if TYPE_CHECKING:
-    from deploy_tool.probes.backtest import Summary
+    from deploy_tool.probes.backtest import Strategy, Summary
     from deploy_tool.probes.freshness import Freshness
     from deploy_tool.probes.observe import Observation
     from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
@@ -90,12 +90,33 @@ def measure_observation(settings: Settings, redactor: Redactor | None = None) ->
     """The last --observe-window of the trading system's audit and risk events."""
     from deploy_tool.probes.observe import FillFields, observe
 
-    fields = FillFields(settings.audit_price_field, settings.audit_fill_price_field, settings.audit_pnl_field)
+    fields = FillFields(settings.audit_price_field, settings.audit_fill_price_field, settings.audit_pnl_field,
+                        settings.audit_size_field)
     return Attempt(lambda: observe(
         settings.audit_dir, settings.risk_events_csv, settings.observe_window, ts_field=settings.audit_ts_field,
         event_field=settings.audit_event_field, status_field=settings.audit_status_field,
         risk_ts_column=settings.risk_events_ts_column, future_tolerance_s=settings.max_clock_skew_ms / 1000,
         fields=fields, recent_s=settings.interval), redactor)
+
+
+def measure_baseline(settings: Settings, redactor: Redactor | None = None) -> Attempt[Strategy]:
+    """The strategy whose backtest trades the judge compares the live trades with (--judge-backtest,
+    --judge-strategy)."""
+    from deploy_tool.probes.backtest import load_summary
+
+    def measure() -> Strategy:
+        assert settings.judge_backtest is not None
+        summary = load_summary(settings.judge_backtest, settings.judge_strategy)
+        if len(summary.strategies) > 1:
+            raise ProbeError(f"--judge-backtest {summary.path} holds {len(summary.strategies)} strategies ("
+                             + ", ".join(s.name for s in summary.strategies) + "): name the one trading with "
+                             "--judge-strategy")
+        strategy = summary.strategies[0]
+        if strategy.error:
+            raise ProbeError(f"--judge-backtest {summary.path}: {strategy.error}")
+        return strategy
+
+    return Attempt(measure, redactor)
 
 
 def measure_risk_config(settings: Settings, redactor: Redactor | None = None) -> Attempt[RiskConfig]:

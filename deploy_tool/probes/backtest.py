@@ -42,6 +42,9 @@ class Strategy:
     # Where each figure came from, for the evidence: {"sharpe": "sharpe", "max_drawdown": "max_relative_drawdown",
     # "drawdowns_seen": {...}, "freqtrade_version": "..."}; empty for our own summary format's plain fields.
     provenance: dict[str, Any] = field(default_factory=dict)
+    # each backtest trade's return (freqtrade's `profit_ratio` per trade), when the result holds its trades;
+    # None: it holds none (freqtrade without --export trades, or our own summary format)
+    trade_returns: tuple[float, ...] | None = None
 
     def drawdown_note(self) -> str:
         seen = self.provenance.get("drawdowns_seen") or {}
@@ -347,6 +350,20 @@ def _freqtrade_drawdowns(stats: dict) -> tuple[dict[str, float], list[str]]:
     return seen, unusable
 
 
+def _trade_returns(stats: dict) -> tuple[float, ...] | None:
+    """Each trade's `profit_ratio` in a freqtrade strategy's result, or None when it lists no trades; a trade
+    without a finite one is left out (it cannot be compared)."""
+    trades = stats.get("trades")
+    if not isinstance(trades, list):
+        return None
+    found = []
+    for trade in trades:
+        value = trade.get("profit_ratio") if isinstance(trade, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            found.append(float(value))
+    return tuple(found)
+
+
 def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
                wanted: str | None) -> tuple[Strategy, ...]:
     """Each strategy of a freqtrade result, its figures under freqtrade's own names."""
@@ -373,7 +390,7 @@ def _freqtrade(doc: dict, path: str, fallback: tuple[dt.datetime | None, str],
         when = _freqtrade_time(stats, own_meta if isinstance(own_meta, dict) else {}, fallback)
         strategy = _strategy(entry, str(name), when)
         if not strategy.error:
-            strategy = dataclasses.replace(strategy, provenance=provenance)
+            strategy = dataclasses.replace(strategy, provenance=provenance, trade_returns=_trade_returns(stats))
         if strategy.error:
             missing = [k for k in ("sharpe", "winrate") if k not in stats]
             hint = (f"; this freqtrade result has no {' or '.join(missing)} (an older freqtrade wrote it): re-run "

@@ -91,6 +91,9 @@ class AuditWindow:
     slippage_bps_total: float = 0.0  # adverse slippage, summed over the fills
     pnl_lines: int = 0
     pnl_total: float = 0.0  # realized PnL in the quote currency
+    # per-trade returns: the realized PnL of each order result over its notional (size x fill price), where
+    # it carries all three; what the judge compares with the backtest's own trades
+    trade_returns: list[float] = field(default_factory=list)
     # The latest slice of the window (since the last round): counted apart, so that a total outage shows in
     # the first round that sees it, not once it outweighs the whole window's history.
     recent: AuditWindow | None = None
@@ -108,6 +111,7 @@ class FillFields:
     price: str = "price"
     fill_price: str = "fill_price"
     pnl: str = "pnl"
+    size: str = "sz"
 
 
 def audit_files_for(audit_dir: str, day: dt.date) -> list[str]:
@@ -185,6 +189,9 @@ def _fill(obj: dict, fields: FillFields, out: AuditWindow) -> None:
         if math.isfinite(pnl):
             out.pnl_lines += 1
             out.pnl_total += pnl
+            size, price = _price(obj.get(fields.size)), filled if filled is not None else intended
+            if size is not None and price is not None:
+                out.trade_returns.append(pnl / (size * price))
 
 
 def _count(obj: dict, event: Any, status_field: str, fields: FillFields, out: AuditWindow) -> None:
