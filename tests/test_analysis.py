@@ -367,6 +367,39 @@ def test_confirm_url_waits_until_the_webhook_answers_200_and_every_step_and_wait
         receiver.server.server_close()
 
 
+def test_a_webhook_only_wait_is_not_approvable_and_its_answers_are_shown_and_status_says_it_waits(live, confirmer):
+    """An approval cannot stand in for the webhook; each answer that changes is printed; `status` says the
+    ramp waits and for what."""
+    answers: list[subprocess.CompletedProcess] = []
+
+    def look_while_waiting(clock: FakeClock) -> None:
+        if events(live, "ramp_confirm") and not answers:
+            answers.append(_approve_as_a_process(live))
+            answers.append(subprocess.run([*GD, "status", "--http-admin-url", live.admin_url, "--admin-token-env",
+                                           live.token_env, "--control-file", str(live.control_file),
+                                           "--audit-dir", str(live.audit_dir), *live.gate_args()],
+                                          capture_output=True, text=True, timeout=60,
+                                          env={**os.environ, live.token_env: live.token}))
+            raise KeyboardInterrupt
+
+    code, lines, _ = run_ramp(live, "--confirm-url", confirmer.url, hold="1s", on_sleep=look_while_waiting)
+    assert code == 130, lines
+    approve_done, status = answers
+    assert approve_done.returncode == 1 and "not for an approval" in approve_done.stderr, approve_done
+    assert not events(live, "ramp_approved")
+    assert f"ramp: --confirm-url {confirmer.url} answered HTTP 503: waiting; asking again every 0.5s" in lines
+    assert "ramp: WAITING before step 2/2 (1%)" in status.stdout and "--confirm-url to answer HTTP 200" in status.stdout
+
+
+def test_the_plan_names_the_confirmations_and_misbehave_without_a_sandbox_is_a_message(tmp_path):
+    plan = subprocess.run([*GD, "ramp", "--plan", "--steps", "0.5%,1%", "--wait-for-approval"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert plan.returncode == 0 and "before every raise it waits for `gradual-deploy ramp approve`" in plan.stdout
+    lost = subprocess.run([*GD, "sandbox", "--dir", str(tmp_path / "none"), "--misbehave", "failing-orders"],
+                          capture_output=True, text=True, timeout=60)
+    assert lost.returncode == 1 and "no sandbox in" in lost.stderr and "Traceback" not in lost.stderr
+
+
 def test_a_webhook_that_is_down_waits_and_a_pause_during_the_wait_stops_the_ramp(live, tmp_path):
     def pause_while_waiting(clock: FakeClock) -> None:
         if events(live, "ramp_confirm") and live.admin.mode == "real":

@@ -481,3 +481,11 @@ def test_a_pause_during_a_steps_write_takes_the_raise_back(live):
     assert "the allocation was set back to 0.5%" in out
     assert live.admin.allocation == 0.005 and file_doc(live)["allocation"] == 0.005
     assert modes(live) == ("paused", "paused")
+    # resumed once back in real: the step below the taken-back raise is held again before the raise
+    _back_to_real(live)
+    code, lines, _ = run_ramp(live, steps="0.5%,1%", hold="1s")
+    out = "\n".join(lines)
+    assert code == 0, out
+    assert "allocation 0.5% has no clean hold on record: holding it again" in out
+    assert "ramp step 2/2 (1%): allocation 0.5% -> 1% confirmed on http, file" in out
+    assert live.admin.allocation == 0.01 and file_doc(live)["allocation"] == 0.01
