@@ -110,6 +110,7 @@ class WatchConfig:
     gate_forced: bool = False  # the ramp's evidence gate opened only on unsigned evidence (--allow-unsigned)
     command: str = "watch"  # the command that drives the run, for what it says: watch or ramp
     baseline: Attempt[Strategy] | None = None  # the judge's backtest trades, read once per run (--judge-backtest)
+    stamp: dict[str, Any] = field(default_factory=dict)  # put into every record (the ramp's ramp_id)
 
     @property
     def limits(self) -> Limits:
@@ -121,16 +122,27 @@ class WatchConfig:
         disk) is said on stderr and the run goes on guarding: losing an audit line is bad, losing the guard
         is worse."""
         try:
-            audit.append(self.settings.deploy_audit_dir, self.redactor.scrub_data(entry))
+            audit.append(self.settings.deploy_audit_dir, self.redactor.scrub_data({**entry, **self.stamp}))
         except audit.AuditError as exc:
             self.warn(self.redactor.scrub(f"gradual-deploy: WARNING: {exc}; still watching"))
 
-    def tell(self, about: str, title: str, lines: Sequence[str]) -> None:
-        """Notify the --notify targets, bounded, after the fact; the delivery goes to the audit."""
+    def tell(self, about: str, title: str, lines: Sequence[str], wait: bool = True) -> None:
+        """Notify the --notify targets, bounded, after the fact; the delivery goes to the audit. `wait`
+        False sends from a thread of its own, for news that must not hold up the guard (a step taken, a
+        wait begun): a slow receiver never delays the next round."""
         from deploy_tool.notify import tell
 
-        tell(self.settings.notify, about, title, lines, self.redactor.scrub, self.record,
-             lambda line: self.warn(self.redactor.scrub(line)))
+        if not self.settings.notify:
+            return
+
+        def send() -> None:
+            tell(self.settings.notify, about, title, lines, self.redactor.scrub, self.record,
+                 lambda line: self.warn(self.redactor.scrub(line)))
+
+        if wait:
+            send()
+        else:
+            threading.Thread(target=send, name=f"notify-{about}", daemon=True).start()
 
 
 @dataclass(frozen=True)
@@ -220,11 +232,16 @@ class Tally:
 
     def add(self, rnd: Round) -> str | None:
         """Count the round; what it makes of the run: "failed" or "errored" (a breach), "inconclusive" (the
-        consecutive inconclusive rounds just went over the limit), or None."""
+        consecutive inconclusive rounds just went over the limit), or None. Only a passing round ends a streak:
+        rounds that alternate between failing and erroring (or inconclusive) never pass, so neither kind
+        starts again from zero between them."""
         outcome = rnd.outcome
         self.totals[outcome] += 1
         for name in self.consecutive:
-            self.consecutive[name] = self.consecutive[name] + 1 if name == outcome else 0
+            if outcome == PASS:
+                self.consecutive[name] = 0
+            elif name == outcome:
+                self.consecutive[name] += 1
         if self.consecutive[FAIL] >= self.limits.failure:
             return "failed"
         if self.consecutive[ERROR] > self.limits.consecutive_error:
@@ -306,6 +323,15 @@ class Ended:
     last: Round | None = None
     tally: Tally | None = None
     why: str = ""
+    pending: tuple[dict[str, Any], str] | None = None  # a breach's round record and line, told after the pause
+
+    def tell_round(self, cfg: WatchConfig, emit: Callable[[str], None]) -> None:
+        """Audit and print the breaching round, once the pause is done."""
+        if self.pending is not None:
+            record, line = self.pending
+            self.pending = None
+            cfg.record(record)
+            emit(line)
 
     @property
     def breach(self) -> str:
@@ -334,7 +360,7 @@ def run(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], Non
     tally = Tally(limits)
     deadline = None if duration_s is None else clock.monotonic() + duration_s
     number = 0
-    previous = _catch_termination()
+    previous = catch_termination()
     try:
         while True:
             number += 1
@@ -345,16 +371,18 @@ def run(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], Non
                 rnd = crashed_round(number, exc)
             verdict = tally.add(rnd)
             remaining = None if deadline is None else deadline - clock.monotonic()
-            seen = each_round(rnd) if each_round is not None and verdict not in ("failed", "errored") else {}
+            breach = verdict in ("failed", "errored")
+            seen = each_round(rnd) if each_round is not None and not breach else {}
             record = {"event": "watch_round", **(extra or {}), **seen, "round": number, "outcome": rnd.outcome,
                       "ok": rnd.ok, "consecutive": dict(tally.consecutive),
                       "consecutive_failures": tally.consecutive[FAIL],
                       "failures": [c.id for c in rnd.failures], "measurements": rnd.measurements()}
+            line = (json.dumps({"ts": iso_utc(rnd.at), **record}) if cfg.json_lines
+                    else status_line(rnd, tally, remaining, (extra or {}).get("waiting", "")))
+            if breach:  # acted on first: its record and line wait for the pause (a stuck terminal holds nothing)
+                return Ended("breach", number, rnd, tally, verdict or "", pending=({"actor": cfg.actor, **record}, line))
             cfg.record({"actor": cfg.actor, **record})
-            emit(json.dumps({"ts": iso_utc(rnd.at), **record}) if cfg.json_lines
-                 else status_line(rnd, tally, remaining, (extra or {}).get("waiting", "")))
-            if verdict in ("failed", "errored"):
-                return Ended("breach", number, rnd, tally, verdict)
+            emit(line)
             why = mode_check() if mode_check is not None else None
             if why:
                 return Ended("mode", number, rnd, tally, why)
@@ -379,14 +407,14 @@ def run(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], Non
     except KeyboardInterrupt:
         return Ended("stopped", number, tally=tally)
     except BaseException as exc:  # any other end before the duration: stop guarding only once paused
-        _ended_early(cfg, channels, number, exc)
+        ended_early(cfg, channels, number, exc)
         return Ended("ended", number, tally=tally)
     finally:
-        _restore(previous)
+        restore_handlers(previous)
     return Ended("held", number, rnd, tally)
 
 
-def _catch_termination() -> dict[int, Any]:
+def catch_termination() -> dict[int, Any]:
     """Turn SIGTERM and SIGHUP (POSIX), SIGBREAK (Windows: Ctrl+Break, or the console window closed) into
     `Terminated` (main thread only); the handlers they had before."""
     if threading.current_thread() is not threading.main_thread():
@@ -395,12 +423,12 @@ def _catch_termination() -> dict[int, Any]:
     return {number: signal.signal(number, _raise_terminated) for number in numbers}
 
 
-def _restore(handlers: dict[int, Any]) -> None:
+def restore_handlers(handlers: dict[int, Any]) -> None:
     for number, handler in handlers.items():
         signal.signal(number, handler)
 
 
-def _ended_early(cfg: WatchConfig, channels: Sequence[Channel], rounds: int, exc: BaseException) -> None:
+def ended_early(cfg: WatchConfig, channels: Sequence[Channel], rounds: int, exc: BaseException) -> None:
     """The run must end before its time (a signal, a crash, a closed terminal): pause first."""
     why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, Terminated) else f"terminated by {exc}"
     reason = f"{cfg.command} ended before its duration ({why}); paused so that nothing trades unguarded"[:500]

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--step", type=int, default=None, help="with approve: the step the ramp must be waiting "
                                                            "before (a check, so that a late approval approves "
                                                            "nothing else)")
+    ra.add_argument("--wait-id", default=None, help="with approve: the wait to approve (its WAITING line and "
+                                                    "`status` name it), when several ramps wait in one audit")
     ra.add_argument("--reason", default="", help="with approve: why, for the audit")
     _add_settings(ra, "ramp")
     ra.add_argument("--plan", action="store_true", help="print the schedule and the minimum time to full allocation")
@@ -509,8 +511,10 @@ def cmd_ramp(args: argparse.Namespace) -> int:
     if args.action == "approve":
         from deploy_tool.commands.ramp import approve
 
-        done, text = approve(settings.deploy_audit_dir, _actor(), args.reason, args.step)
-        _print([f"ramp approve: {text}"], settings.redactor(), None if done else sys.stderr)
+        redactor = settings.redactor()
+        done, text = approve(settings.deploy_audit_dir, _actor(), args.reason, args.step, args.wait_id,
+                             scrub=redactor.scrub_data)
+        _print([f"ramp approve: {text}"], redactor, None if done else sys.stderr)
         return EXIT_OK if done else EXIT_FAILED
     if settings.steps is None:
         raise UsageError("ramp needs --steps, e.g. --steps 0.5%,1%,2%,5%")
@@ -520,9 +524,12 @@ def cmd_ramp(args: argparse.Namespace) -> int:
 
         start = None
         try:
-            known = [v for v in (c.read_allocation() for c in build_channels(settings)) if v is not None]
-            history = audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS)
-            start = resume_point(settings.steps, known[0] if known else None, history)
+            from deploy_tool.commands.ramp import versions
+
+            channels = build_channels(settings)
+            known = [v for v in (c.read_allocation() for c in channels) if v is not None]
+            history = audit.read_events(settings.deploy_audit_dir, (*RAMP_EVENTS, "mode_switch"))
+            start = resume_point(settings.steps, known[0] if known else None, history, versions(channels))
         except (NoChannel, ChannelError):
             pass  # a plan needs no channel; with one it also says where a ramp would resume
         from deploy_tool.commands.ramp import confirmations

@@ -61,6 +61,8 @@ class Criterion:
     def __post_init__(self) -> None:
         if not self.outcome:
             object.__setattr__(self, "outcome", PASS if self.ok else FAIL)
+        if self.outcome not in (PASS, FAIL, INCONCLUSIVE, ERROR):
+            raise ValueError(f"{self.id}: unknown outcome {self.outcome!r}")
         if self.ok != (self.outcome in (PASS, INCONCLUSIVE)):
             raise ValueError(f"{self.id}: outcome {self.outcome!r} with ok={self.ok}")
 
@@ -562,6 +564,11 @@ def observe_slippage(obs: Observation, settings: Settings) -> Criterion:
 def observe_realized_pnl(obs: Observation, settings: Settings) -> Criterion:
     """Realized PnL in the window, as a loss against the daily loss limit (runbook step 5)."""
     limit, audit = settings.max_daily_loss, obs.audit
+    if not audit.pnl_lines and audit.fills:
+        return Criterion("observe_realized_pnl", "observe", True, None, limit, "fraction",
+                         f"{audit.fills} fill(s) {obs.window} and none carries a realized PnL in "
+                         f"{settings.audit_pnl_field!r}: the loss cannot be judged (a system that books PnL under "
+                         "another name: --audit-pnl-field)", outcome=INCONCLUSIVE)
     if not audit.pnl_lines:
         return Criterion("observe_realized_pnl", "observe", True, 0.0, limit, "fraction",
                          f"no realized PnL {obs.window}")

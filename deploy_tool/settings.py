@@ -496,6 +496,11 @@ class Settings:
         redactor.add(self.admin_token(environ))
         for target in self.notify or ():  # a webhook URL is a credential: whoever has it can post
             redactor.add(target)
+        if self.confirm_url:  # whoever has it can confirm a raise: its user info and every query value
+            from urllib.parse import parse_qsl, urlsplit
+
+            for _, value in parse_qsl(urlsplit(self.confirm_url).query):
+                redactor.add(value or None)
         return redactor
 
     def thresholds(self, groups: Collection[str]) -> dict[str, Any]:
@@ -703,7 +708,8 @@ def _resolve_one(option: Option, cli: Callable[[Option], Any], ini: Callable[[Op
     try:
         value = option.read(str(raw))
     except (ValueError, OverflowError) as exc:
-        shown = "***" if option.parse is notify_urls else str(
+        # a webhook URL is a credential (whoever has it can post or confirm): never echoed
+        shown = "***" if option.parse is notify_urls or option.name == "confirm_url" else str(
             (mask_url(str(raw)) if option.parse in (url, database_url) else None) or raw)
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         where = source.removeprefix("environment variable ") if source.startswith("environment") else option.flag

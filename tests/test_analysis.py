@@ -100,7 +100,11 @@ def test_a_round_is_its_worst_criterion():
     ("EEEE", Limits(failure=1, consecutive_error=4), [None] * 4),
     ("EEEEE", Limits(failure=1, consecutive_error=4), [None] * 4 + ["errored"]),
     ("EEPEEEE", Limits(consecutive_error=3), [None] * 6 + ["errored"]),
-    ("EFE", Limits(failure=2, consecutive_error=0), ["errored", None, "errored"]),
+    ("EFE", Limits(failure=2, consecutive_error=0), ["errored", "errored", "errored"]),
+    # only a passing round ends a streak: failing and error rounds that alternate never pass
+    ("FEF", Limits(failure=2, consecutive_error=4), [None, None, "failed"]),
+    ("EFEFEFEFE", Limits(failure=9, consecutive_error=4), [None] * 8 + ["errored"]),
+    ("FIF", Limits(failure=2, inconclusive=3), [None, None, "failed"]),
     # inconclusive: said once, when the run in a row first goes over the limit
     ("IIIIII", Limits(inconclusive=3), [None, None, None, "inconclusive", None, None]),
     ("IIPIIII", Limits(inconclusive=3), [None, None, None, None, None, None, "inconclusive"]),
@@ -296,7 +300,8 @@ def test_approve_refuses_when_no_ramp_waits_or_the_step_is_not_the_one_waited_fo
     def wrong_step(clock: FakeClock) -> None:
         if events(live, "ramp_waiting") and not events(live, "ramp_stopped"):
             answer = _approve_as_a_process(live, "--step", "3")
-            assert answer.returncode == 1 and "the ramp waits before step 2/2 (1%), not step 3" in answer.stderr
+            assert answer.returncode == 1 and "no open wait matches --step 3" in answer.stderr, answer
+            assert "before step 2/2 (1%)" in answer.stderr
             raise KeyboardInterrupt
 
     code, _, _ = run_ramp(live, "--wait-for-approval", hold="0.5s", on_sleep=wrong_step)
@@ -387,7 +392,8 @@ def test_a_webhook_only_wait_is_not_approvable_and_its_answers_are_shown_and_sta
     approve_done, status = answers
     assert approve_done.returncode == 1 and "not for an approval" in approve_done.stderr, approve_done
     assert not events(live, "ramp_approved")
-    assert f"ramp: --confirm-url {confirmer.url} answered HTTP 503: waiting; asking again every 0.5s" in lines
+    assert "ramp: the --confirm-url answered HTTP 503: waiting; asking again every 0.5s" in lines
+    assert not any(confirmer.url in line for line in lines), "the webhook's URL is a credential: never printed"
     assert "ramp: WAITING before step 2/2 (1%)" in status.stdout and "--confirm-url to answer HTTP 200" in status.stdout
 
 

@@ -190,7 +190,7 @@ def test_a_run_ended_by_the_windows_backstop_never_opens_real(sandbox, tmp_path)
 def test_watch_treats_sigbreak_as_termination(monkeypatch):
     """Windows sends SIGBREAK on Ctrl+Break and when the console window is closed: the watch pauses first."""
     monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
-    handlers = watch._catch_termination()
+    handlers = watch.catch_termination()
     try:
         assert signal.SIGUSR1 in handlers
         with pytest.raises(watch.Terminated):
@@ -201,7 +201,7 @@ def test_watch_treats_sigbreak_as_termination(monkeypatch):
             while time.monotonic() < deadline:
                 time.sleep(0.01)
     finally:
-        watch._restore(handlers)
+        watch.restore_handlers(handlers)
 
 
 @pytest.mark.parametrize("command", ["pause", "status"])

@@ -21,6 +21,10 @@ from typing import Any, Callable, Sequence
 from deploy_tool import audit
 from deploy_tool.analysis import (
     SYSTEM_CLOCK,
+    Terminated,
+    catch_termination,
+    ended_early,
+    restore_handlers,
     not_real,
     Clock,
     Ended,
@@ -55,14 +59,22 @@ class Resume:
     why: str
 
 
-def resume_point(steps: Sequence[float], current: float | None, history: Sequence[dict[str, Any]]) -> Resume:
+def resume_point(steps: Sequence[float], current: float | None, history: Sequence[dict[str, Any]],
+                 now: dict[str, Any] | None = None) -> Resume:
     """The next step from the current allocation and the audit: a step whose hold is not recorded as
-    held (the ramp died, or aborted, during it) is held again before the ramp goes on."""
+    held (the ramp died, or aborted, during it) is held again before the ramp goes on, and so is one whose
+    channels changed since its clean hold (their write counters `now` against those the record saved, or a
+    pause audited after it): an incident since then is not held clean."""
     if current is None or current < steps[0] - 1e-12:
         return Resume(0, False, f"allocation {pct(current)}: starting at the first step")
     for index, step in enumerate(steps):
         if same_allocation(current, step):
-            last = next((r for r in reversed(history) if same_allocation(r.get("allocation"), step)), None)
+            last = next((r for r in reversed(history) if same_allocation(r.get("allocation"), step)
+                         and r.get("event") != "mode_switch"), None)
+            since = _changed_since(last, history, now) if last is not None else None
+            if last is not None and since:
+                return Resume(index, True, f"allocation {pct(step)} was held clean ({last.get('ts', '?')}), but "
+                                           f"{since} since: holding it again")
             if last is not None and last.get("event") in ("ramp_step_held", "ramp_done"):
                 # The next step is not set yet: it must be taken (set and read back), never assumed.
                 return Resume(index + 1, False, f"allocation {pct(step)} was held clean "
@@ -71,6 +83,20 @@ def resume_point(steps: Sequence[float], current: float | None, history: Sequenc
         if current < step:
             return Resume(index, False, f"allocation {pct(current)} lies between steps: going on at {pct(step)}")
     return Resume(len(steps), True, f"allocation {pct(current)} is at or beyond the last step")
+
+
+def _changed_since(record: dict[str, Any], history: Sequence[dict[str, Any]], now: dict[str, Any] | None) -> str | None:
+    """What moved since a clean hold's record: a pause or switch audited after it, or the channels' write
+    counters against the ones it saved."""
+    after = [e for e in history if e.get("event") == "mode_switch" and str(e.get("ts", "")) > str(record.get("ts", ""))
+             and e.get("to") != "real" and e.get("result") != "refused"]
+    if after:
+        e = after[0]
+        return f"{e.get('action', 'switch')} to {e.get('to')} at {e.get('ts')} by {e.get('actor')}"
+    saved = record.get("versions")
+    if isinstance(saved, dict) and now is not None:
+        return _moved(saved, now)
+    return None
 
 
 def plan_lines(steps: Sequence[float], hold_s: float, start: Resume | None = None,
@@ -104,8 +130,18 @@ def _read_allocations(channels: Sequence[Channel]) -> tuple[dict[str, float | No
     return values, problems
 
 
-def preflight(cfg: WatchConfig, channels: Sequence[Channel],
-              force: bool) -> tuple[str | None, dict[str, float | None], float]:
+@dataclass
+class Start:
+    """Whether the ramp may start (`refused` None), each channel's allocation, the ceiling, and the check
+    asked again before every raise (`raise_refused`)."""
+
+    refused: str | None
+    values: dict[str, float | None]
+    limit: float
+    raise_refused: Callable[[float], str | None] = lambda allocation: None
+
+
+def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> Start:
     """Why the ramp must not start (or None), each channel's allocation, and the ceiling (`ceiling`)."""
     settings = cfg.settings
     assert settings.steps is not None
@@ -113,33 +149,46 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel],
         try:
             mode = channel.read()
         except ChannelError as exc:
-            return f"{channel.name}: cannot read the mode: {exc}", {}, settings.max_allocation
+            return Start(f"{channel.name}: cannot read the mode: {exc}", {}, settings.max_allocation)
         if mode != "real":
-            return (f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {},
-                    settings.max_allocation)
+            return Start(f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {},
+                         settings.max_allocation)
     gate_cfg = GateConfig.from_settings(settings)
     gate = evidence_gate(gate_cfg, channels=channels)
     if not gate.ok:
-        return f"evidence gate: {gate.reason}", {}, settings.max_allocation
+        return Start(f"evidence gate: {gate.reason}", {}, settings.max_allocation)
     cfg.gate_forced = gate.forced  # opened on unsigned evidence: the ramp's start is audited as forced
     configured = risk_limit(gate, channels, gate_cfg)
     if isinstance(configured, str):
-        return configured, {}, settings.max_allocation
+        return Start(configured, {}, settings.max_allocation)
     limit, source = ceiling(settings.max_allocation, gate.evidence.thresholds if gate.evidence else {}, configured)
     above = [s for s in settings.steps if s > limit + 1e-12]
     if above and not force:
-        return (f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: a step above what the "
-                "gate checked needs new evidence (a preflight run with a higher --max-allocation, and the risk "
-                "configuration's max_allocation raised if it sets one); --force goes above it, audited as "
-                "forced"), {}, limit
+        return Start(f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: a step above what the "
+                     "gate checked needs new evidence (a preflight run with a higher --max-allocation, and the risk "
+                     "configuration's max_allocation raised if it sets one); --force goes above it, audited as "
+                     "forced", {}, limit)
     values, problems = _read_allocations(channels)
     if problems:
-        return "; ".join(problems), {}, limit
+        return Start("; ".join(problems), {}, limit)
     known = {name: v for name, v in values.items() if v is not None}
     if len({round(v, 12) for v in known.values()}) > 1:
-        return ("the channels disagree on the allocation (" + ", ".join(f"{n} {pct(v)}" for n, v in known.items())
-                + "): set them equal first"), {}, limit
-    return None, values, limit
+        return Start("the channels disagree on the allocation (" + ", ".join(f"{n} {pct(v)}" for n, v in known.items())
+                     + "): set them equal first", {}, limit)
+
+    def raise_refused(allocation: float) -> str | None:
+        """The system's own limit read again before a raise: lowered during the ramp, it stops the raise."""
+        if force:
+            return None
+        now = risk_limit(gate, channels, gate_cfg)
+        if isinstance(now, str):
+            return now
+        if now is not None and allocation > now + 1e-12:
+            return (f"the risk configuration's max_allocation is now {pct(now)}, below this step's "
+                    f"{pct(allocation)}: lowered during the ramp, so nothing is raised")
+        return None
+
+    return Start(None, values, limit, raise_refused)
 
 
 def risk_limit(gate: Gate, channels: Sequence[Channel], cfg: GateConfig) -> float | None | str:
@@ -187,6 +236,25 @@ def ceiling(max_allocation: float, thresholds: dict[str, Any], configured: float
     return min(found, key=lambda pair: pair[0])
 
 
+def _lower_to(channels: Sequence[Channel], stable: float, reason: str, actor: str) -> list[ChannelResult]:
+    """Each channel's allocation down to `stable`, compare-and-swap on what it holds now: one at or below it
+    (someone lowered it meanwhile) is left alone, never raised by an abort."""
+    results = []
+    for channel in channels:
+        try:
+            now = channel.read_allocation()
+        except ChannelError as exc:
+            results.append(ChannelResult(channel.name, channel.target, ok=False, error=f"cannot read the allocation: "
+                                         f"{exc}"))
+            continue
+        if now is not None and now <= stable + 1e-12:
+            results.append(ChannelResult(channel.name, channel.target, now, now, ok=True,
+                                         note=f"already at or below {pct(stable)}: left as it is"))
+            continue
+        results.append(channel.apply_allocation(stable, now, reason, actor, cas=True))
+    return results
+
+
 def _set_step(channels: Sequence[Channel], allocation: float, current: dict[str, float | None], reason: str,
               actor: str, cas: bool = True) -> list[ChannelResult]:
     return [c.apply_allocation(allocation, current.get(c.name), reason, actor, cas=cas) for c in channels]
@@ -232,7 +300,8 @@ def _paused_since(cfg: WatchConfig, since: str) -> str | None:
 def _stopped(cfg: WatchConfig, index: int, step: float | None, why: str, emit: Callable[[str], None], note: str = "") -> int:
     cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step, "reason": why,
                 "mode": "left as it was"})
-    emit(f"ramp: STOPPED at step {index + 1} ({pct(step)}): {why}; {note or 'no allocation raised'}; "
+    where = f"step {index + 1} ({pct(step)})" if index >= 0 else f"before step 1 (allocation {pct(step)})"
+    emit(f"ramp: STOPPED at {where}: {why}; {note or 'no allocation raised'}; "
          "`gradual-deploy ramp` resumes, holding this step again, once the system is back in real")
     return EXIT_BREACH
 
@@ -271,17 +340,33 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
          emit: Callable[[str], None] = print, clock: Clock = SYSTEM_CLOCK,
          measure: Callable[[int, WatchConfig], Round] | None = None) -> int:
     """Run the ramp, each hold timed by `clock`; 0 at full allocation, 1 refused, stopped or aborted (paused,
-    stable allocation), 130 Ctrl+C."""
+    stable allocation), 130 Ctrl+C. A signal (SIGTERM, SIGHUP) anywhere in it, a wait's webhook call
+    included, pauses first, as within a hold."""
+    previous = catch_termination()
+    try:
+        return _ramp(cfg, channels, force=force, emit=emit, clock=clock, measure=measure)
+    except Terminated as exc:
+        ended_early(cfg, channels, 0, exc)
+        return EXIT_BREACH
+    finally:
+        restore_handlers(previous)
+
+
+def _ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool, emit: Callable[[str], None], clock: Clock,
+          measure: Callable[[int, WatchConfig], Round] | None) -> int:
     settings = cfg.settings
     steps = settings.steps
     assert steps is not None
-    reason, values, limit = preflight(cfg, channels, force)
+    cfg.stamp = {"ramp_id": uuid.uuid4().hex[:12]}  # every record of this ramp: its waits end with it
+    begin = preflight(cfg, channels, force)
+    reason, values, limit = begin.refused, begin.values, begin.limit
     if reason:
         cfg.record({"event": "ramp_refused", "actor": cfg.actor, "steps": list(steps), "reason": reason})
         emit(f"ramp: REFUSED: {reason}")
         return EXIT_BREACH
     known = [v for v in values.values() if v is not None]
-    start = resume_point(steps, known[0] if known else None, audit.read_events(settings.deploy_audit_dir, RAMP_EVENTS))
+    start = resume_point(steps, known[0] if known else None,
+                         audit.read_events(settings.deploy_audit_dir, (*RAMP_EVENTS, "mode_switch")), versions(channels))
     forced = any(s > limit + 1e-12 for s in steps) or cfg.gate_forced
     cfg.record({"event": "ramp_start", "actor": cfg.actor, "steps": list(steps), "hold_s": settings.hold,
                 "start_step": start.index + 1, "resume": start.why, "forced": forced, "ceiling": limit,
@@ -289,8 +374,9 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
     for line in plan_lines(steps, settings.hold, start, confirmations(settings)):
         emit(line)
     person = ""  # why a person must approve the next raise (the last hold was inconclusive)
-    counters: dict[str, Any] = {}
-    hold_started = ""
+    # what a pause between now and the next raise would move: the channels' write counters and the audit
+    counters: dict[str, Any] = versions(channels)
+    hold_started = iso_utc(utc_now())
     for index in range(start.index, len(steps)):
         step = Step(index, steps[index], len(steps))
         why = not_real(channels)
@@ -302,14 +388,17 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                 ended = _wait(cfg, channels, step, held, person, emit=emit, clock=clock, measure=measure)
                 if ended.result != "ready":
                     return _ended(cfg, channels, steps, index - 1, held, ended, emit)
+                overlapped = (_moved(counters, versions(channels)) or _paused_since(cfg, hold_started)
+                              or not_real(channels))
+                if overlapped:  # someone paused (and came back) while the ramp waited: nothing is raised
+                    return _stopped(cfg, index - 1, held, f"while waiting: {overlapped}", emit)
                 if person:  # the inconclusive hold counts as held once a person approved going on
                     cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index, "allocation": held,
-                                "approved": ended.why})
+                                "approved": ended.why, "versions": counters})
                 person = ""
-                overlapped = (counters and _moved(counters, versions(channels))) or (
-                    hold_started and _paused_since(cfg, hold_started)) or not_real(channels)
-                if overlapped:  # someone paused (and came back) while the ramp waited: nothing is raised
-                    return _stopped(cfg, index, step.allocation, f"while waiting: {overlapped}", emit)
+            limited = begin.raise_refused(step.allocation)
+            if limited:  # the system's own limit, read again before every raise
+                return _stopped(cfg, index - 1, known[0] if known else None, limited, emit)
             before = dict(values)
             if not _take_step(cfg, channels, index, step.allocation, values, step.label, emit, limit):
                 return EXIT_BREACH
@@ -318,7 +407,7 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                 return _take_back(cfg, channels, step, before, why, emit)
             emit(f"ramp {step.label}: allocation {pct(known[0] if known else None)} -> {pct(step.allocation)} "
                  f"confirmed on " + ", ".join(c.name for c in channels) + f"; holding {format_duration(settings.hold)}")
-            cfg.tell("ramp step", f"gradual-deploy ramp: {step.label} taken",
+            cfg.tell("ramp step", f"gradual-deploy ramp: {step.label} taken", wait=False, lines=
                      [f"allocation {pct(known[0] if known else None)} -> {pct(step.allocation)} on "
                       + ", ".join(c.target for c in channels), f"holding {format_duration(settings.hold)}"])
         else:
@@ -355,13 +444,13 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
                             "allocation": step.allocation, "rounds": ended.rounds, "approved": done.why})
             continue
         cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1, "allocation": step.allocation,
-                    "rounds": ended.rounds})
+                    "rounds": ended.rounds, "versions": counters})
         emit(f"ramp {step.label}: held clean for {format_duration(settings.hold)} ({ended.rounds} rounds)")
-        cfg.tell("ramp step", f"gradual-deploy ramp: {step.label} held clean",
+        cfg.tell("ramp step", f"gradual-deploy ramp: {step.label} held clean", wait=False, lines=
                  [f"allocation {pct(step.allocation)} held clean for {format_duration(settings.hold)} "
                   f"({ended.rounds} rounds)"])
-    cfg.record({"event": "ramp_done", "actor": cfg.actor, "allocation": steps[-1]})
-    if start.index < len(steps):
+    if start.index < len(steps):  # a ramp that did nothing records no clean hold a later one could go on from
+        cfg.record({"event": "ramp_done", "actor": cfg.actor, "allocation": steps[-1], "versions": versions(channels)})
         emit(f"ramp complete: allocation {pct(steps[-1])}")
         cfg.tell("ramp done", f"gradual-deploy ramp: complete at {pct(steps[-1])}",
                  [f"every step held clean; allocation {pct(steps[-1])}"])
@@ -415,14 +504,26 @@ def confirmations(settings: Any) -> list[str]:
 
 def ask_webhook(url: str, payload: dict[str, Any], timeout_s: float = CONFIRM_TIMEOUT_S) -> tuple[bool, str]:
     """POST the step to the confirmation webhook: (go on, what it answered). Only HTTP 200 goes on; an error,
-    a timeout or any other status waits."""
-    import requests
+    a timeout or any other status waits. The whole exchange is bounded by `timeout_s` (an answer that
+    trickles in byte by byte too): it runs in a thread that is left behind when it is late."""
+    import threading
 
-    try:
-        answer = requests.post(url, json=payload, timeout=timeout_s, allow_redirects=False)
-    except requests.RequestException as exc:
-        return False, f"no answer ({type(exc).__name__})"
-    return answer.status_code == 200, f"HTTP {answer.status_code}"
+    answers: list[tuple[bool, str]] = []
+
+    def post() -> None:
+        import requests
+
+        try:
+            answer = requests.post(url, json=payload, timeout=timeout_s, allow_redirects=False, stream=True)
+            answer.close()  # the status is the answer (Flagger's rule); the body is not read
+            answers.append((answer.status_code == 200, f"HTTP {answer.status_code}"))
+        except Exception as exc:  # a malformed host, a refused connection: no answer, never a crash
+            answers.append((False, f"no answer ({type(exc).__name__})"))
+
+    thread = threading.Thread(target=post, name="confirm-url", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return answers[0] if answers else (False, f"no answer within {timeout_s:g} s")
 
 
 def approvals(audit_dir: str, wait_id: str) -> dict[str, Any] | None:
@@ -451,12 +552,13 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
     def ready() -> str | None:
         done = []
         if "confirm-url" in needs:
-            go, answer = ask_webhook(str(settings.confirm_url), payload)
+            go, answer = ask_webhook(str(settings.confirm_url), payload,
+                                     min(CONFIRM_TIMEOUT_S, max(0.1, settings.interval / 2)))
             if answer != state["webhook"]:
                 cfg.record({"event": "ramp_confirm", "actor": cfg.actor, "wait_id": wait_id, "answer": answer,
                             "go": go})
                 if not go:
-                    emit(f"ramp: --confirm-url {settings.confirm_url} answered {answer}: waiting; asking again every "
+                    emit(f"ramp: the --confirm-url answered {answer}: waiting; asking again every "
                          f"{format_duration(settings.interval)}")
             state["webhook"] = answer
             if not go:
@@ -479,15 +581,17 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
         how.append(f"`gradual-deploy ramp approve --deploy-audit-dir {settings.deploy_audit_dir}` "
                    "from another terminal")
     cfg.record({"event": "ramp_waiting", "actor": cfg.actor, "wait_id": wait_id, "for": target,
+                "channels": [c.target for c in channels],
                 "step_to": step.index + 1 if step else None, "allocation_to": step.allocation if step else None,
                 "held_allocation": current, "needs": needs, "reason": why})
     go = ready()
     if go:
         cfg.record({"event": "ramp_confirmed", "actor": cfg.actor, "wait_id": wait_id, "by": go})
         return Ended("ready", 0, why=go)
-    text = f"ramp: WAITING before {target}: {why}; waiting for " + " and ".join(how) + "; still guarding"
+    text = (f"ramp: WAITING before {target}: {why}; waiting for " + " and ".join(how)
+            + f"; still guarding (wait {wait_id})")
     emit(text)
-    cfg.tell("ramp waiting", f"gradual-deploy ramp: waiting before {target}", [text])
+    cfg.tell("ramp waiting", f"gradual-deploy ramp: waiting before {target}", [text], wait=False)
     held_step = step.index if step else len(settings.steps or ())  # the number of the step held meanwhile
     ended = run(cfg, channels, duration_s=None, ready=ready, mode_check=lambda: not_real(channels),
                 extra={"ramp_step": held_step, "allocation": current,
@@ -499,29 +603,57 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
     return ended
 
 
-def approve(audit_dir: str, actor: str, reason: str, step: int | None = None) -> tuple[bool, str]:
-    """`gradual-deploy ramp approve`: approve the wait a running ramp is in (the newest ramp event is its
-    `ramp_waiting`), audited; (done, what was approved or why not)."""
-    history = audit.read_events(audit_dir, RAMP_EVENTS + ("ramp_confirmed",))
-    newest = history[-1] if history else None
-    if newest is None or newest.get("event") not in ("ramp_waiting", "ramp_approved"):
-        shown = f"{newest.get('event')} at {newest.get('ts')}" if newest else "none"
-        return False, (f"no ramp is waiting for approval in {audit_dir} (its newest ramp event: {shown}); a ramp "
-                       "waits with --wait-for-approval, or after an inconclusive hold; check --deploy-audit-dir")
-    waiting = next(e for e in reversed(history) if e.get("event") == "ramp_waiting")
+ENDS = ("ramp_stopped", "ramp_abort", "ramp_done", "ramp_refused", "ramp_confirmed")
+
+
+def open_waits(audit_dir: str) -> list[dict[str, Any]]:
+    """The waits still open in this audit: each `ramp_waiting` that no event of its own ramp ended (its
+    `ramp_id`: confirmed, stopped, aborted, done) and no later ramp on the same channels superseded (a ramp
+    that died while it waited leaves its wait behind: the next ramp's start closes it)."""
+    history = audit.read_events(audit_dir, (*RAMP_EVENTS, *ENDS, "ramp_start"))
+    found = []
+    for index, wait in enumerate(history):
+        if wait.get("event") != "ramp_waiting":
+            continue
+        later = history[index + 1:]
+        ended = any(e.get("event") in ENDS and (e.get("wait_id") == wait.get("wait_id") or
+                                                (e.get("ramp_id") and e.get("ramp_id") == wait.get("ramp_id")))
+                    for e in later)
+        superseded = any(e.get("event") == "ramp_start" and (not wait.get("channels")
+                                                             or e.get("channels") == wait.get("channels"))
+                         for e in later)
+        if not ended and not superseded:
+            found.append(wait)
+    return found
+
+
+def approve(audit_dir: str, actor: str, reason: str, step: int | None = None,
+            wait_id: str | None = None, scrub: Callable[[Any], Any] = lambda record: record) -> tuple[bool, str]:
+    """`gradual-deploy ramp approve`: approve the one wait a running ramp is in (`open_waits`; `step` and
+    `wait_id` pick among several), audited; (done, what was approved or why not)."""
+    waits = [w for w in open_waits(audit_dir) if (step is None or w.get("step_to") == step)
+             and (wait_id is None or w.get("wait_id") == wait_id)]
+    if not waits:
+        every = open_waits(audit_dir)
+        if every:
+            shown = "; ".join(f"wait {w.get('wait_id')} before {w.get('for')}" for w in every)
+            return False, (f"no open wait matches --step {step} --wait-id {wait_id} in {audit_dir}: open: {shown}; "
+                           "approve what a ramp waits for")
+        return False, (f"no ramp is waiting for approval in {audit_dir}; a ramp waits with --wait-for-approval, or "
+                       "after an inconclusive hold (its WAITING line names this command); check --deploy-audit-dir")
+    if len(waits) > 1:
+        shown = "; ".join(f"--wait-id {w.get('wait_id')}: {w.get('for')} on {', '.join(w.get('channels') or ['?'])}"
+                          for w in waits)
+        return False, f"{len(waits)} ramps wait in {audit_dir}: name the one to approve ({shown})"
+    waiting = waits[0]
     if "approval" not in (waiting.get("needs") or []):
         return False, (f"the ramp waits before {waiting.get('for')} for its --confirm-url to answer HTTP 200, not for "
                        "an approval: an approval cannot stand in for the webhook; see the ramp's terminal for its "
                        "last answer, or stop the ramp (Ctrl+C) and start it with --wait-for-approval instead")
-    if step is not None and waiting.get("step_to") != step:
-        return False, (f"the ramp waits before {waiting.get('for')}, not step {step}: approve what it waits for, "
-                       "or leave out --step")
     if approvals(audit_dir, str(waiting.get("wait_id"))):
         return True, f"already approved: {waiting.get('for')}"
-    from deploy_tool.audit import append
-
-    append(audit_dir, {"event": "ramp_approved", "actor": actor, "wait_id": waiting.get("wait_id"),
-                       "for": waiting.get("for"), "step_to": waiting.get("step_to"), "reason": reason})
+    audit.append(audit_dir, scrub({"event": "ramp_approved", "actor": actor, "wait_id": waiting.get("wait_id"),
+                                   "for": waiting.get("for"), "step_to": waiting.get("step_to"), "reason": reason}))
     return True, f"approved: {waiting.get('for')} (the waiting ramp goes on at its next round)"
 
 
@@ -535,9 +667,9 @@ def _abort(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float]
     reason = breach_reason(f"ramp step {index + 1} ({held_text})" if index >= 0
                            else f"ramp, before step 1 (allocation {held_text})", ended)
     outcome = breach_pause(cfg, channels, reason)
+    ended.tell_round(cfg, emit)
     down = held is not None and held >= steps[0] - 1e-12
-    restored = (_set_step(channels, steps[0], {}, f"ramp abort: back to the stable {pct(steps[0])}", cfg.actor,
-                          cas=False) if down else [])
+    restored = _lower_to(channels, steps[0], f"ramp abort: back to the stable {pct(steps[0])}", cfg.actor) if down else []
     written = snapshot(cfg, rnd, outcome, reason, kind="ramp-abort", step=index + 1, allocation=held,
                        stable_allocation=steps[0], allocation_restore=[r.as_dict() for r in restored])
     cfg.record({"event": "ramp_abort", "actor": cfg.actor, "step": index + 1,

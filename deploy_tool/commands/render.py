@@ -69,8 +69,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         needs = ramp.get("needs") or []
         how = " and ".join(("the --confirm-url to answer HTTP 200" if n == "confirm-url" else
                             "`gradual-deploy ramp approve --deploy-audit-dir DIR`") for n in needs)
-        lines.append(f"ramp: WAITING before {ramp.get('for')} ({ramp.get('reason')}), since {ramp.get('ts', '?')}: "
-                     f"waiting for {how or 'a confirmation'}")
+        lines.append(f"ramp: WAITING before {ramp.get('for')} ({ramp.get('reason')}), since {ramp.get('ts', '?')} "
+                     f"(--wait-id {ramp.get('wait_id')}): waiting for {how or 'a confirmation'}")
     elif ramp and ramp.get("event") == "ramp_approved":
         lines.append(f"ramp: approved by {ramp.get('actor')} before {ramp.get('for')} ({ramp.get('ts', '?')}): "
                      "the ramp goes on at its next round")

@@ -92,6 +92,14 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
                     f"watch stopped by Ctrl+C after {ended.rounds} round(s); the mode was left as it is"))
         return EXIT_INTERRUPTED
     totals = ended.tally.summary() if ended.tally else {}
+    if not totals.get("pass"):  # nothing was shown to be healthy: no green end (fail closed)
+        text = (f"watch finished: NO ROUND PASSED in {format_duration(settings.duration)} ({ended.rounds} rounds: "
+                + ", ".join(f"{n} {name}" for name, n in totals.items()) + "): nothing showed the system healthy; "
+                "nothing was paused (no breach); fix what the rounds could not measure and watch again")
+        cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": ended.rounds, "result": "nothing passed",
+                    "outcomes": totals})
+        emit(_final(cfg, {"result": "nothing_passed", "rounds": ended.rounds, "outcomes": totals}, text))
+        return EXIT_BREACH
     result = "inconclusive" if inconclusive else "no breach"
     cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": ended.rounds, "result": result,
                 "outcomes": totals, "inconclusive_at": inconclusive})
@@ -118,6 +126,7 @@ def _breach(cfg: WatchConfig, channels: Sequence[Channel], ended: Ended, emit: C
     assert rnd is not None and tally is not None
     reason = breach_reason("watch", ended)
     outcome = breach_pause(cfg, channels, reason)
+    ended.tell_round(cfg, emit)
     written = snapshot(cfg, rnd, outcome, reason)
     cfg.record({"event": "watch_breach", "actor": cfg.actor, "round": rnd.number, "breach": ended.breach,
                 "consecutive_failures": tally.consecutive[FAIL], "consecutive": dict(tally.consecutive),

@@ -31,7 +31,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "single_trade_max_loss_pct": ("single_trade_max_loss_pct", "single_trade_max_loss"),
     "daily_max_loss_pct": ("daily_max_loss_pct", "daily_max_loss"),
     # optional: the most the system itself lets the allocation be; a ramp never goes above it
-    "max_allocation": ("max_allocation", "allocation_limit", "max_capital_allocation"),
+    "max_allocation": ("max_allocation", "allocation_limit", "max_capital_allocation", "exec_max_allocation",
+                       "maxallocation", "max-allocation"),
 }
 FRACTIONS = ("allocation", "single_trade_max_loss_pct", "daily_max_loss_pct", "max_allocation")
 
