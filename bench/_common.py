@@ -146,3 +146,32 @@ def line_lag(record: dict, read_at: float) -> float | None:
     except (KeyError, ValueError):
         return None
     return time.time() - (time.monotonic() - read_at) - started
+
+
+def phase_sweep(count: int, interval: float, one, label: str, outcome: str) -> bool:
+    """Run `one(index, phase)` -> (reaction, placed, lag, note, anchor) for each phase spread over the round,
+    print each, and then the worst against the goal (worst <= the interval); True when met. `label` names
+    the anchor line ("round 2's line"), `outcome` what was waited for ("every channel paused")."""
+    results, lags = [], []
+    for index, phase in enumerate(phases(count, interval)):
+        reaction, placed, lag, note, anchor = one(index, phase)
+        results.append((phase, reaction, note))
+        lags.append(lag)
+        shown = f"{reaction:.3f} s" if reaction is not None else "NONE"
+        print(f"phase {index}/{count} ({phase:.3f} s after {label.format(anchor=anchor)}, placed at {placed:.3f} s): "
+              f"breach written -> {outcome} {shown}" + (f"  [{note}]" if note else ""), flush=True)
+    known = [lag for lag in lags if lag is not None]
+    if known:
+        print(f"a round's line was read {statistics.median(known) * 1000:.0f} ms (median; max {max(known) * 1000:.0f} ms) "
+              "after the round began (its ts): phase 0 comes that long after the round started reading its inputs; a "
+              "breach written inside that window is missed by that round too and could take up to that much longer "
+              "than the worst below")
+    reactions = [r if r is not None else float("inf") for _, r, _ in results]
+    worst = max(reactions)
+    worst_phase = results[reactions.index(worst)][0]
+    ok = worst <= interval and not any(note for _, _, note in results)
+    print(f"breach written -> {outcome}, over {count} phases of the round at --interval {interval:g}s: median "
+          f"{statistics.median(reactions):.3f} s, worst {worst:.3f} s (phase {worst_phase:.3f} s); goal worst <= "
+          f"{interval:.1f} s (the interval): worst/goal {worst / interval:.2f}x: " + ("met" if ok else "NOT MET"))
+    return ok
+

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Lines, control_doc, json_record, line_lag, phases, poll_until  # noqa: E402
+from _common import Lines, control_doc, json_record, line_lag, phase_sweep, poll_until  # noqa: E402
 
 from deploy_tool.modes.channels import FileChannel  # noqa: E402
 from deploy_tool.sandbox import Sandbox  # noqa: E402
@@ -143,32 +142,10 @@ def main() -> int:
     if args.hold < 3 * args.interval:
         parser.error("--hold must be at least 3 intervals: the breach lands after step 2's first round, and "
                      "the rounds that must see it have to fall within step 2's hold")
-    goal = args.interval
-    results = []
-    lags: list[float | None] = []
     with tempfile.TemporaryDirectory(prefix="gd-bench-ramp-") as tmp:
-        for index, phase in enumerate(phases(args.phases, args.interval)):
-            reaction, placed, lag, note, anchor = one_phase(args.interval, args.hold, phase, Path(tmp) / f"box{index}")
-            results.append((phase, reaction, note))
-            lags.append(lag)
-            shown = f"{reaction:.3f} s" if reaction is not None else "NONE"
-            print(f"phase {index}/{args.phases} ({phase:.3f} s after the line of step 2's round {anchor}, placed at {placed:.3f} s): "
-                  f"breach written -> paused and 0.5 % on every channel {shown}" + (f"  [{note}]" if note else ""),
-                  flush=True)
-    known = [lag for lag in lags if lag is not None]
-    if known:
-        print(f"a round's line was read {statistics.median(known) * 1000:.0f} ms (median; max {max(known) * 1000:.0f} ms) "
-              "after the round began (its ts): phase 0 comes that long after the round started reading its inputs; a "
-              "breach written inside that window is missed by that round too and could take up to that much longer "
-              "than the worst below")
-    reactions = [r if r is not None else float("inf") for _, r, _ in results]
-    worst = max(reactions)
-    worst_phase = results[reactions.index(worst)][0]
-    ok = worst <= goal and not any(note for _, _, note in results)
-    print(f"breach written at 1 % -> admin API AND control file read paused with allocation back at 0.5 %, over "
-          f"{args.phases} phases of the round at --interval {args.interval:g}s: median "
-          f"{statistics.median(reactions):.3f} s, worst {worst:.3f} s (phase {worst_phase:.3f} s); goal worst <= "
-          f"{goal:.1f} s (the interval): worst/goal {worst / goal:.2f}x: " + ("met" if ok else "NOT MET"))
+        ok = phase_sweep(args.phases, args.interval,
+                         lambda index, phase: one_phase(args.interval, args.hold, phase, Path(tmp) / f"box{index}"),
+                         "the line of step 2's round {anchor}", "admin API AND control file read paused with allocation back at 0.5 % (raised at 1 %)")
     return 0 if ok else 1
 
 

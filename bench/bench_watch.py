@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Lines, control_doc, json_record, line_lag, phases, poll_until  # noqa: E402
+from _common import Lines, control_doc, json_record, line_lag, phase_sweep, poll_until  # noqa: E402
 
 from deploy_tool.sandbox import Sandbox  # noqa: E402
 
@@ -93,32 +92,10 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--phases", type=int, default=16)
     args = parser.parse_args()
-    goal = args.interval
-    results = []
-    lags: list[float | None] = []
     with tempfile.TemporaryDirectory(prefix="gd-bench-watch-") as tmp:
-        for index, phase in enumerate(phases(args.phases, args.interval)):
-            reaction, placed, lag, note, anchor = one_phase(args.interval, phase, Path(tmp) / f"box{index}")
-            results.append((phase, reaction, note))
-            lags.append(lag)
-            shown = f"{reaction:.3f} s" if reaction is not None else "NONE"
-            print(f"phase {index}/{args.phases} ({phase:.3f} s after round {anchor}'s line, placed at "
-                  f"{placed:.3f} s): breach written -> every channel paused {shown}" + (f"  [{note}]" if note else ""),
-                  flush=True)
-    known = [lag for lag in lags if lag is not None]
-    if known:
-        print(f"a round's line was read {statistics.median(known) * 1000:.0f} ms (median; max {max(known) * 1000:.0f} ms) "
-              "after the round began (its ts): phase 0 comes that long after the round started reading its inputs; a "
-              "breach written inside that window is missed by that round too and could take up to that much longer "
-              "than the worst below")
-    reactions = [r if r is not None else float("inf") for _, r, _ in results]
-    worst = max(reactions)
-    worst_phase = results[reactions.index(worst)][0]
-    ok = worst <= goal and not any(note for _, _, note in results)
-    print(f"breach written -> admin API AND control file read paused, over {args.phases} phases of the round at "
-          f"--interval {args.interval:g}s: median {statistics.median(reactions):.3f} s, worst {worst:.3f} s "
-          f"(phase {worst_phase:.3f} s); goal worst <= {goal:.1f} s (the interval): worst/goal {worst / goal:.2f}x: "
-          + ("met" if ok else "NOT MET"))
+        ok = phase_sweep(args.phases, args.interval,
+                         lambda index, phase: one_phase(args.interval, phase, Path(tmp) / f"box{index}"),
+                         "round {anchor}'s line", "admin API AND control file read paused")
     return 0 if ok else 1
 
 
