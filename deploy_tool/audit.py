@@ -54,6 +54,36 @@ def append(audit_dir: str, record: dict[str, Any]) -> str:
     return path
 
 
+def read_since(audit_dir: str, events: Collection[str], since: str) -> list[dict[str, Any]]:
+    """gradual-deploy's own audit lines of the given events stamped at or after `since` (an ISO time as this
+    audit writes it), oldest first: read backwards from the newest file's end and no further back than
+    `since`, so that a wait asking every round costs what came since it began, not the whole audit."""
+    try:
+        names = sorted((n for n in os.listdir(audit_dir) if is_own_file(n) and n.endswith(".jsonl")), reverse=True)
+    except OSError:
+        return []
+    found: list[dict[str, Any]] = []
+    day = since[:10]
+    for name in names:
+        if name[len(FILE_PREFIX):len(FILE_PREFIX) + 10] < day:
+            break
+        try:
+            for raw in fileops.iter_lines_backwards(os.path.join(audit_dir, name)):
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict):
+                    continue
+                if str(record.get("ts", "")) < since:
+                    break
+                if record.get("event") in events:
+                    found.append(record)
+        except OSError:
+            continue
+    return found[::-1]
+
+
 def read_events(audit_dir: str, events: Collection[str], days: int = 31) -> list[dict[str, Any]]:
     """gradual-deploy's own audit lines of the given events, oldest first, from its last `days` files.
     Lines that cannot be read are left out, and so is a file that is not a regular file (a FIFO would never

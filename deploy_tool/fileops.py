@@ -278,3 +278,29 @@ def same_path(a: str, b: str) -> bool:
     if WINDOWS:
         return ntpath.normcase(first) == ntpath.normcase(second)
     return first == second
+
+
+BLOCK = 64 * 1024  # what a backwards reader reads at a time
+
+
+def iter_lines_backwards(path: str) -> Iterator[bytes]:
+    """The complete lines of a file, last first. A trailing piece without a newline is skipped. A FIFO,
+    socket or device at the path is an OSError (`fileops.NotRegularFile`) at once, never a wait."""
+    with open_regular(path, "rb") as fh:
+        pos = fh.seek(0, os.SEEK_END)
+        carry = b""
+        dropped_tail = False
+        while pos > 0:
+            size = min(BLOCK, pos)
+            pos -= size
+            fh.seek(pos)
+            parts = (fh.read(size) + carry).split(b"\n")
+            carry = parts[0]
+            rest = parts[1:]
+            if rest and not dropped_tail:
+                rest = rest[:-1]  # after the last newline: empty, or a line still being written
+                dropped_tail = True
+            for line in reversed(rest):
+                yield line
+        if carry and dropped_tail:
+            yield carry  # the file's first line

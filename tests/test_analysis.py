@@ -224,6 +224,32 @@ def test_watch_reads_the_mode_every_round_and_says_when_it_changed(world):
     assert changed["round"] == 3 and changed["to"] == {"http": "paused", "file": "paused"}
 
 
+def test_a_wait_reads_the_audit_back_only_to_its_own_start(tmp_path):
+    """A waiting ramp asks for its approval every round: it reads the audit from the end back to the wait's
+    start, across midnight, never the whole history (a month of watch rounds)."""
+    from deploy_tool import audit
+
+    directory = tmp_path / "audit"
+    directory.mkdir()
+
+    def line(ts: str, event: str, **extra) -> str:
+        return json.dumps({"ts": ts, "event": event, **extra}) + "\n"
+
+    (directory / "deploy-2026-11-28.jsonl").write_text(line("2026-11-28T10:00:00.000Z", "ramp_approved", wait_id="old"))
+    (directory / "deploy-2026-11-29.jsonl").write_text(
+        line("2026-11-29T23:00:00.000Z", "ramp_approved", wait_id="before")
+        + line("2026-11-29T23:59:59.000Z", "ramp_approved", wait_id="a") + "not json\n"
+        + line("2026-11-29T23:59:59.500Z", "watch_round"))
+    (directory / "deploy-2026-11-30.jsonl").write_text(line("2026-11-30T00:00:01.000Z", "ramp_approved", wait_id="b"))
+    found = audit.read_since(str(directory), ("ramp_approved",), "2026-11-29T23:30:00.000Z")
+    assert [e["wait_id"] for e in found] == ["a", "b"]
+    (directory / "deploy-2026-11-28.jsonl").write_text("")  # an older file is never opened: a FIFO there waits
+    os.remove(directory / "deploy-2026-11-28.jsonl")
+    os.mkfifo(directory / "deploy-2026-11-28.jsonl")
+    assert [e["wait_id"] for e in audit.read_since(str(directory), ("ramp_approved",),
+                                                   "2026-11-29T00:00:00.000Z")] == ["before", "a", "b"]
+
+
 # --- the ramp's waits ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ again.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
@@ -526,9 +527,12 @@ def ask_webhook(url: str, payload: dict[str, Any], timeout_s: float = CONFIRM_TI
     return answers[0] if answers else (False, f"no answer within {timeout_s:g} s")
 
 
-def approvals(audit_dir: str, wait_id: str) -> dict[str, Any] | None:
-    """The `gradual-deploy ramp approve` of this wait, if one was recorded."""
-    return next((e for e in audit.read_events(audit_dir, ("ramp_approved",)) if e.get("wait_id") == wait_id), None)
+def approvals(audit_dir: str, wait_id: str, since: str | None = None) -> dict[str, Any] | None:
+    """The `gradual-deploy ramp approve` of this wait, if one was recorded (no earlier than `since`, the wait's
+    start, when given: a waiting ramp asks every round, and reads only what came since)."""
+    found = (audit.read_since(audit_dir, ("ramp_approved",), since) if since
+             else audit.read_events(audit_dir, ("ramp_approved",)))
+    return next((e for e in found if e.get("wait_id") == wait_id), None)
 
 
 def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, current: float | None, person: str, *,
@@ -540,6 +544,8 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
     is audited."""
     settings = cfg.settings
     wait_id = uuid.uuid4().hex[:12]
+    # the approvals are looked for from a little before the wait began (another host's clock may lag)
+    started = iso_utc(utc_now() - dt.timedelta(minutes=10))
     target = f"{step.label}" if step else "completing the ramp"
     needs = [n for n in confirmations(settings) if step is not None or n == "approval"]
     if person and "approval" not in needs:
@@ -565,7 +571,7 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
                 return None
             done.append(f"--confirm-url answered {answer}")
         if "approval" in needs:
-            approval = state["approved"] or approvals(settings.deploy_audit_dir, wait_id)
+            approval = state["approved"] or approvals(settings.deploy_audit_dir, wait_id, started)
             if approval is None:
                 return None
             state["approved"] = approval

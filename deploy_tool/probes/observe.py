@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 from deploy_tool import ProbeError, fileops
 from deploy_tool.audit import is_own_file
+from deploy_tool.fileops import iter_lines_backwards
 from deploy_tool.times import format_duration, parse_timestamp
 
 BLOCK = 64 * 1024
@@ -45,29 +46,6 @@ def checked_moment(value: object, now: dt.datetime, future_tolerance_s: float) -
         raise ValueError(f"{'no UTC offset; read as UTC it' if naive else 'it'} lies {ahead:.0f} s in the future, "
                          f"beyond the {future_tolerance_s:g} s allowance" + (": write UTC with an offset" if naive else ""))
     return moment
-
-
-def iter_lines_backwards(path: str) -> Iterator[bytes]:
-    """The complete lines of a file, last first. A trailing piece without a newline is skipped. A FIFO,
-    socket or device at the path is an OSError (`fileops.NotRegularFile`) at once, never a wait."""
-    with fileops.open_regular(path, "rb") as fh:
-        pos = fh.seek(0, os.SEEK_END)
-        carry = b""
-        dropped_tail = False
-        while pos > 0:
-            size = min(BLOCK, pos)
-            pos -= size
-            fh.seek(pos)
-            parts = (fh.read(size) + carry).split(b"\n")
-            carry = parts[0]
-            rest = parts[1:]
-            if rest and not dropped_tail:
-                rest = rest[:-1]  # after the last newline: empty, or a line still being written
-                dropped_tail = True
-            for line in reversed(rest):
-                yield line
-        if carry and dropped_tail:
-            yield carry  # the file's first line
 
 
 @dataclass
