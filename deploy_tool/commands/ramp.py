@@ -292,7 +292,7 @@ def _moved(before: dict[str, Any], after: dict[str, Any]) -> str | None:
 def _paused_since(cfg: WatchConfig, since: str) -> str | None:
     """A mode change away from real audited since `since` (ISO time): a pause that came and went between two
     rounds still spoils the hold."""
-    for event in audit.read_events(cfg.settings.deploy_audit_dir, ("mode_switch",)):
+    for event in audit.read_since(cfg.settings.deploy_audit_dir, ("mode_switch",), since):
         if str(event.get("ts", "")) >= since and event.get("to") != "real" and event.get("result") != "refused":
             return f"{event.get('action', 'switch')} to {event.get('to')} at {event.get('ts')} by {event.get('actor')}"
     return None
