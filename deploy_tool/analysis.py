@@ -57,7 +57,7 @@ from deploy_tool.probes import (
 )
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import Settings
-from deploy_tool.times import format_duration, iso_utc, utc_now
+from deploy_tool.times import format_left, iso_utc, utc_now
 
 if TYPE_CHECKING:
     from deploy_tool.probes.backtest import Strategy
@@ -267,7 +267,7 @@ class Tally:
 
 def status_line(rnd: Round, tally: Tally, remaining_s: float | None, waiting: str = "") -> str:
     """One round for a person: its outcome, the headline numbers or the first problem, and the time left."""
-    left = f"{format_duration(max(0, round(remaining_s)))} left" if remaining_s is not None else "no end set"
+    left = f"{format_left(remaining_s)} left" if remaining_s is not None else "no end set"
     if waiting:
         left = f"{left}; {waiting}"
     by_id = {c.id: c for c in rnd.checks}

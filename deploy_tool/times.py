@@ -26,6 +26,18 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def format_left(seconds: float) -> str:
+    """Time left, one way all the way down, whole seconds: '1h 59m 58s', '9m 58s', '58s', '10m 0s'."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
 def format_age(seconds: float) -> str:
     """A human age: '4.2 s', '12 min', '3.5 h'."""
     if abs(seconds) < 120:

@@ -494,3 +494,11 @@ def test_the_risk_configurations_own_limit_is_a_ceiling_too(sandbox, run_suite):
     sandbox.admin.config["max_allocation"] = 0.05
     code, lines, _ = run_ramp(sandbox, hold="0.5s")
     assert code == 1 and "ramp: REFUSED: evidence gate" in lines[-1], lines
+
+
+def test_time_left_is_said_one_way_all_the_way_down():
+    """`watch` printed "10m left", then "598s left": one spelling now, whole seconds."""
+    from deploy_tool.times import format_left
+
+    assert [format_left(s) for s in (600, 598, 7199.6, 61, 59.4, -3)] == \
+        ["10m 0s", "9m 58s", "2h 0m 0s", "1m 1s", "59s", "0s"]
