@@ -502,3 +502,23 @@ def test_time_left_is_said_one_way_all_the_way_down():
 
     assert [format_left(s) for s in (600, 598, 7199.6, 61, 59.4, -3)] == \
         ["10m 0s", "9m 58s", "2h 0m 0s", "1m 1s", "59s", "0s"]
+
+
+def test_a_pause_that_comes_and_goes_while_the_last_step_waits_for_a_person_is_no_clean_hold(live):
+    """The last step's hold was inconclusive; while the ramp waits for a person, someone pauses and goes back
+    to real between two rounds, then approves: the step is not recorded as held."""
+    done: list[bool] = []
+
+    def incident_then_approve(clock: FakeClock) -> None:
+        if events(live, "ramp_waiting") and not done:
+            done.append(True)
+            _pause_by_hand(live, str(live.audit_dir))
+            _back_to_real(live)
+            assert _approve_as_a_process(live).returncode == 0
+
+    code, lines, _ = run_ramp(live, "--min-orders", "1000", "--inconclusive-limit", "0", steps="0.5%", hold="0.5s",
+                              on_sleep=incident_then_approve)
+    out = "\n".join(lines)
+    assert code == 1 and done, out
+    assert "while waiting: the channels changed during the hold" in out
+    assert not events(live, "ramp_step_held") and not events(live, "ramp_done")

@@ -441,6 +441,11 @@ def _ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool, emit: C
                 done = _wait(cfg, channels, None, step.allocation, person, emit=emit, clock=clock, measure=measure)
                 if done.result != "ready":
                     return _ended(cfg, channels, steps, index, step.allocation, done, emit)
+                overlapped = (_moved(counters, versions(channels)) or _paused_since(cfg, hold_started)
+                              or not_real(channels))
+                if overlapped:  # a pause that came and went while it waited: the step is not held
+                    return _stopped(cfg, index, step.allocation, f"while waiting: {overlapped}", emit,
+                                    "the allocation left as it is")
                 cfg.record({"event": "ramp_step_held", "actor": cfg.actor, "step": index + 1,
                             "allocation": step.allocation, "rounds": ended.rounds, "approved": done.why})
             continue
