@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import signal
 import sys
 import threading
@@ -111,6 +112,7 @@ class WatchConfig:
     command: str = "watch"  # the command that drives the run, for what it says: watch or ramp
     baseline: Attempt[Strategy] | None = None  # the judge's backtest trades, read once per run (--judge-backtest)
     stamp: dict[str, Any] = field(default_factory=dict)  # put into every record (the ramp's ramp_id)
+    sending: list[threading.Thread] = field(default_factory=list)  # notifications sent in the background
 
     @property
     def limits(self) -> Limits:
@@ -142,7 +144,17 @@ class WatchConfig:
         if wait:
             send()
         else:
-            threading.Thread(target=send, name=f"notify-{about}", daemon=True).start()
+            thread = threading.Thread(target=send, name=f"notify-{about}", daemon=True)
+            thread.start()
+            self.sending.append(thread)
+
+    def settle(self, timeout_s: float = 5.0) -> None:
+        """Wait (at most `timeout_s` in all) for the notifications still being sent, so that the process does
+        not end with them and their audit lines lost."""
+        deadline = time.monotonic() + timeout_s
+        for thread in self.sending:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.sending = [t for t in self.sending if t.is_alive()]
 
 
 @dataclass(frozen=True)
@@ -187,8 +199,19 @@ class Round:
     def measurements(self) -> dict[str, Any]:
         return {c.id: {"outcome": c.outcome, "ok": c.ok, "measured": json_number(c.measured),
                        "threshold": json_number(c.threshold), "unit": c.unit, "message": c.message,
-                       **({"details": c.details} if c.details else {})}
+                       **({"details": _finite(c.details)} if c.details else {})}
                 for c in self.checks}
+
+
+def _finite(value: Any) -> Any:
+    """The value with every non-finite float as None: the records and the snapshot are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def measure_round(number: int, cfg: WatchConfig) -> Round:

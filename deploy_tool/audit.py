@@ -16,6 +16,7 @@ from deploy_tool import DeployError, fileops
 from deploy_tool.times import iso_utc, utc_now
 
 FILE_PREFIX = "deploy-"
+DISORDER_TOLERANCE = 50  # older lines in a row read past before a backwards read stops
 
 
 class AuditError(DeployError):
@@ -67,21 +68,26 @@ def read_since(audit_dir: str, events: Collection[str], since: str) -> list[dict
     for name in names:
         if name[len(FILE_PREFIX):len(FILE_PREFIX) + 10] < day:
             break
+        older = 0  # lines older than `since` in a row: a few out of order (another host's clock) are read past
         try:
             for raw in fileops.iter_lines_backwards(os.path.join(audit_dir, name)):
                 try:
                     record = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
-                if not isinstance(record, dict):
+                if not isinstance(record, dict) or not isinstance(record.get("ts"), str):
                     continue
-                if str(record.get("ts", "")) < since:
-                    break
+                if record["ts"] < since:
+                    older += 1
+                    if older > DISORDER_TOLERANCE:
+                        break
+                    continue
+                older = 0
                 if record.get("event") in events:
                     found.append(record)
         except OSError:
             continue
-    return found[::-1]
+    return sorted(found, key=lambda r: str(r.get("ts")))
 
 
 def read_events(audit_dir: str, events: Collection[str], days: int = 31) -> list[dict[str, Any]]:
@@ -99,7 +105,7 @@ def read_events(audit_dir: str, events: Collection[str], days: int = 31) -> list
                 for line in fh:
                     try:
                         record = json.loads(line)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         continue
                     if isinstance(record, dict) and record.get("event") in events:
                         found.append(record)

@@ -602,6 +602,12 @@ def observe_vs_backtest(obs: Observation, baseline: Strategy, settings: Settings
         return Criterion(check_id, "observe", False, None, fail_p, "p", f"the backtest of {baseline.name} holds "
                          f"{len(base)} trade(s) with a return, fewer than --judge-min-trades {minimum}: too few to "
                          "compare the live trades with")
+    if obs.audit.unreturned:
+        return Criterion(check_id, "observe", True, None, fail_p, "p",
+                         f"{obs.audit.unreturned} order result(s) {obs.window} carry a PnL but no usable size and "
+                         f"price ({settings.audit_size_field!r}, {settings.audit_fill_price_field!r}): their returns "
+                         "cannot be compared, and leaving them out could hide losses; write them (or rename with "
+                         "--audit-size-field)", outcome=INCONCLUSIVE)
     if len(live) < minimum:
         return Criterion(check_id, "observe", True, None, fail_p, "p",
                          f"{len(live)} live trade(s) with a return {obs.window}, fewer than --judge-min-trades "
@@ -610,6 +616,10 @@ def observe_vs_backtest(obs: Observation, baseline: Strategy, settings: Settings
 
     result = mannwhitneyu(live, base, alternative="less")
     p, u = float(result.pvalue), float(result.statistic)
+    if not math.isfinite(p):
+        return Criterion(check_id, "observe", False, None, fail_p, "p", f"the Mann-Whitney U test gave no p-value "
+                         f"(p={p}) for {len(live)} live and {len(base)} backtest returns: nothing to judge",
+                         outcome=ERROR)
     live_median, base_median = statistics.median(live), statistics.median(base)
     verdict = "fail" if p < fail_p else ("marginal" if p < marginal_p else "pass")
     details = {"verdict": verdict, "p_value": p, "u": u, "alternative": "live less than backtest",

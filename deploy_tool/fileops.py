@@ -266,10 +266,25 @@ def append(path: str, data: bytes) -> None:
     with _append_lock(path):
         fd = open_fd(path, "a")
         try:
-            os.write(fd, data)
+            if data[:1] != b"\n" and os.fstat(fd).st_size and _last_byte(path) not in (b"\n", b""):
+                data = b"\n" + data  # a torn last line (a writer that died mid-line) does not swallow this one
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _last_byte(path: str) -> bytes:
+    """The file's last byte (b"" when it cannot be read: the append goes on as it is)."""
+    try:
+        with open_regular(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1)
+    except OSError:
+        return b""
 
 
 def same_path(a: str, b: str) -> bool:
@@ -285,22 +300,28 @@ BLOCK = 64 * 1024  # what a backwards reader reads at a time
 
 def iter_lines_backwards(path: str) -> Iterator[bytes]:
     """The complete lines of a file, last first. A trailing piece without a newline is skipped. A FIFO,
-    socket or device at the path is an OSError (`fileops.NotRegularFile`) at once, never a wait."""
+    socket or device at the path is an OSError (`fileops.NotRegularFile`) at once, never a wait. Linear in
+    the bytes read, however long a line is: a line's blocks are joined once, when its start is found."""
     with open_regular(path, "rb") as fh:
         pos = fh.seek(0, os.SEEK_END)
-        carry = b""
+        carry: list[bytes] = []  # the pieces of the line being read, later pieces first
         dropped_tail = False
         while pos > 0:
             size = min(BLOCK, pos)
             pos -= size
             fh.seek(pos)
-            parts = (fh.read(size) + carry).split(b"\n")
-            carry = parts[0]
-            rest = parts[1:]
-            if rest and not dropped_tail:
+            block = fh.read(size)
+            if b"\n" not in block:
+                carry.append(block)
+                continue
+            parts = block.split(b"\n")
+            rest = [*parts[1:-1], parts[-1] + b"".join(reversed(carry))]
+            carry = [parts[0]]
+            if not dropped_tail:
                 rest = rest[:-1]  # after the last newline: empty, or a line still being written
                 dropped_tail = True
             for line in reversed(rest):
                 yield line
-        if carry and dropped_tail:
-            yield carry  # the file's first line
+        first = b"".join(reversed(carry))
+        if first and dropped_tail:
+            yield first  # the file's first line

@@ -346,11 +346,12 @@ def ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool = False,
     previous = catch_termination()
     try:
         return _ramp(cfg, channels, force=force, emit=emit, clock=clock, measure=measure)
-    except Terminated as exc:
+    except (Terminated, Exception) as exc:  # a signal, or a crash between holds: never leave a raise unguarded
         ended_early(cfg, channels, 0, exc)
         return EXIT_BREACH
     finally:
         restore_handlers(previous)
+        cfg.settle()  # the step and wait notifications still being sent, bounded
 
 
 def _ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool, emit: Callable[[str], None], clock: Clock,
@@ -508,12 +509,19 @@ def confirmations(settings: Any) -> list[str]:
             if on]
 
 
+_ASKING: dict[str, Any] = {}  # the webhook call still running, by URL: one at a time
+
+
 def ask_webhook(url: str, payload: dict[str, Any], timeout_s: float = CONFIRM_TIMEOUT_S) -> tuple[bool, str]:
     """POST the step to the confirmation webhook: (go on, what it answered). Only HTTP 200 goes on; an error,
     a timeout or any other status waits. The whole exchange is bounded by `timeout_s` (an answer that
-    trickles in byte by byte too): it runs in a thread that is left behind when it is late."""
+    trickles in byte by byte too): it runs in a thread that is left behind when it is late, and while that
+    one still runs no other is started for that URL: a webhook that never answers holds one socket."""
     import threading
 
+    running = _ASKING.get(url)
+    if running is not None and running.is_alive():
+        return False, "no answer yet (the last ask is still open)"
     answers: list[tuple[bool, str]] = []
 
     def post() -> None:
@@ -528,6 +536,7 @@ def ask_webhook(url: str, payload: dict[str, Any], timeout_s: float = CONFIRM_TI
 
     thread = threading.Thread(target=post, name="confirm-url", daemon=True)
     thread.start()
+    _ASKING[url] = thread
     thread.join(timeout_s)
     return answers[0] if answers else (False, f"no answer within {timeout_s:g} s")
 
@@ -614,7 +623,8 @@ def _wait(cfg: WatchConfig, channels: Sequence[Channel], step: Step | None, curr
     return ended
 
 
-ENDS = ("ramp_stopped", "ramp_abort", "ramp_done", "ramp_refused", "ramp_confirmed")
+# what ends a wait: its ramp's end (a signal's early end is a `watch_stopped` of that ramp), or its confirmation
+ENDS = ("ramp_stopped", "ramp_abort", "ramp_done", "ramp_refused", "ramp_confirmed", "watch_stopped")
 
 
 def open_waits(audit_dir: str) -> list[dict[str, Any]]:
@@ -653,11 +663,15 @@ def approve(audit_dir: str, actor: str, reason: str, step: int | None = None,
         return False, (f"no ramp is waiting for approval in {audit_dir}; a ramp waits with --wait-for-approval, or "
                        "after an inconclusive hold (its WAITING line names this command); check --deploy-audit-dir")
     if len(waits) > 1:
-        shown = "; ".join(f"--wait-id {w.get('wait_id')}: {w.get('for')} on {', '.join(w.get('channels') or ['?'])}"
-                          for w in waits)
+        def where(wait: dict[str, Any]) -> str:
+            targets = wait.get("channels")
+            return ", ".join(str(c) for c in targets) if isinstance(targets, list) else "?"
+
+        shown = "; ".join(f"--wait-id {w.get('wait_id')}: {w.get('for')} on {where(w)}" for w in waits)
         return False, f"{len(waits)} ramps wait in {audit_dir}: name the one to approve ({shown})"
     waiting = waits[0]
-    if "approval" not in (waiting.get("needs") or []):
+    needs = waiting.get("needs")
+    if not isinstance(needs, list) or "approval" not in needs:
         return False, (f"the ramp waits before {waiting.get('for')} for its --confirm-url to answer HTTP 200, not for "
                        "an approval: an approval cannot stand in for the webhook; see the ramp's terminal for its "
                        "last answer, or stop the ramp (Ctrl+C) and start it with --wait-for-approval instead")

@@ -59,7 +59,7 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
                 f"judge (--inconclusive-limit {limits.inconclusive}): {why}; still watching, nothing paused")
         cfg.record({"event": "watch_inconclusive", "actor": cfg.actor, "round": rnd.number, "reason": text})
         emit(json.dumps({"event": "watch_inconclusive", "round": rnd.number}) if cfg.json_lines else text)
-        cfg.tell("watch inconclusive", "gradual-deploy watch: INCONCLUSIVE", [text])
+        cfg.tell("watch inconclusive", "gradual-deploy watch: INCONCLUSIVE", [text], wait=False)
 
     modes: dict[str, str] = {}
 
@@ -79,8 +79,11 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
         modes.update(now)
         return {"modes": now}
 
-    ended = run(cfg, channels, emit, duration_s=settings.duration, clock=clock, on_inconclusive=told,
-                each_round=mode_seen, measure=measure)
+    try:
+        ended = run(cfg, channels, emit, duration_s=settings.duration, clock=clock, on_inconclusive=told,
+                    each_round=mode_seen, measure=measure)
+    finally:
+        cfg.settle()
     if ended.result == "breach":
         return _breach(cfg, channels, ended, emit)
     if ended.result == "ended":

@@ -72,6 +72,7 @@ class AuditWindow:
     # per-trade returns: the realized PnL of each order result over its notional (size x fill price), where
     # it carries all three; what the judge compares with the backtest's own trades
     trade_returns: list[float] = field(default_factory=list)
+    unreturned: int = 0  # results with a PnL whose return cannot be told (no usable size or price)
     # The latest slice of the window (since the last round): counted apart, so that a total outage shows in
     # the first round that sees it, not once it outweighs the whole window's history.
     recent: AuditWindow | None = None
@@ -149,6 +150,15 @@ def _price(value: object) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _size(value: object) -> float | None:
+    """A filled size, its sign dropped (a sell may be written negative); None when it is no usable number."""
+    try:
+        number = abs(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
 def _fill(obj: dict, fields: FillFields, out: AuditWindow) -> None:
     """Slippage and realized PnL of one successful order result, where it carries them."""
     intended, filled = _price(obj.get(fields.price)), _price(obj.get(fields.fill_price))
@@ -167,9 +177,12 @@ def _fill(obj: dict, fields: FillFields, out: AuditWindow) -> None:
         if math.isfinite(pnl):
             out.pnl_lines += 1
             out.pnl_total += pnl
-            size, price = _price(obj.get(fields.size)), filled if filled is not None else intended
-            if size is not None and price is not None:
-                out.trade_returns.append(pnl / (size * price))
+            size, price = _size(obj.get(fields.size)), filled if filled is not None else intended
+            notional = size * price if size is not None and price is not None else 0.0
+            if notional > 0 and math.isfinite(pnl / notional):  # a sell's size may be written negative
+                out.trade_returns.append(pnl / notional)
+            else:
+                out.unreturned += 1
 
 
 def _count(obj: dict, event: Any, status_field: str, fields: FillFields, out: AuditWindow) -> None:
@@ -205,7 +218,7 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
                 if ts_field not in obj:
                     raise ValueError(f"no {ts_field!r} field")
                 moment = checked_moment(obj[ts_field], now, future_tolerance_s)
-            except (ValueError, TypeError, OverflowError, OSError, UnicodeDecodeError) as exc:
+            except (ValueError, TypeError, OverflowError, OSError, UnicodeDecodeError, RecursionError) as exc:
                 out.bad_lines += 1  # a future-dated line is bad too: it must not pass for a fresh one
                 if len(out.bad_examples) < 3:
                     out.bad_examples.append(f"{text[:80].decode('utf-8', 'replace')} ({exc})")
@@ -219,9 +232,12 @@ def _scan_audit(path: str, start: dt.datetime, now: dt.datetime, ts_field: str, 
                 continue
             out.lines += 1
             event = obj.get(event_field, obj.get("type"))
-            _count(obj, event, status_field, fields, out)
-            if out.recent is not None and out.recent_start is not None and moment >= out.recent_start:
-                _count(obj, event, status_field, fields, out.recent)
+            try:
+                _count(obj, event, status_field, fields, out)
+                if out.recent is not None and out.recent_start is not None and moment >= out.recent_start:
+                    _count(obj, event, status_field, fields, out.recent)
+            except (ArithmeticError, TypeError, ValueError):  # one odd line is a bad line, not a blind round
+                out.bad_lines += 1
     except OSError as exc:
         raise ProbeError(f"cannot read the audit file {path}: {exc.strerror}") from None
     return older_seen > 0
