@@ -241,7 +241,7 @@ def test_malformed_newest_evidence_is_refused_with_the_reason(run_suite, sandbox
     status = _gd("status", *_channels(sandbox), "--evidence-dir", str(path.parent), *sandbox.gate_args(),
                  cwd=tmp_path, env={sandbox.token_env: sandbox.token})
     assert "Traceback" not in status.stdout + status.stderr
-    assert f"file {sandbox.control_file}: real" not in status.stdout and "real is closed" in status.stdout
+    assert f"file {sandbox.control_file}: real" not in status.stdout and "the gate is closed to `switch --to real`" in status.stdout
     assert f"file {sandbox.control_file}: mock" in status.stdout
 
 

@@ -338,7 +338,7 @@ def test_status_reports_disagreement(world, sandbox, tmp_path):
     sandbox_evidence(sandbox, Path(sandbox.workdir) / "ev", age_s=90, targets=sandbox_targets(sandbox, http=False))
     done = gd("status", "--control-file", str(sandbox.control_file), "--evidence-dir", str(Path(sandbox.workdir) / "ev"),
               *sandbox.gate_args(), cwd=tmp_path)
-    assert done.returncode == 0 and re.search(r"verdict pass, 9\d.\d s old; real is open", done.stdout)
+    assert done.returncode == 0 and re.search(r"verdict pass, 9\d.\d s old; the gate would let `switch --to real` through", done.stdout)
 
 
 def test_twenty_processes_on_one_control_file(tmp_path):

@@ -88,7 +88,9 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         verdict = evidence["verdict"] or "none"
         age = f"{format_age(evidence['age_s'])} old" if evidence["age_s"] is not None else "age unknown"
         lines.append(f"evidence: {evidence['path'] or 'none'}: verdict {verdict}, {age}; "
-                     f"{'real is open' if evidence['gate_open'] else 'real is closed'}: {evidence['gate']}")
+                     + ("the gate would let `switch --to real` through" if evidence["gate_open"]
+                        else "the gate is closed to `switch --to real`")
+                     + f" (whatever the mode is now): {evidence['gate']}")
     return _sanitised(lines)
 
 
