@@ -56,6 +56,66 @@ COMMAND_SETTINGS["status"] = (*COMMAND_SETTINGS["status"], "deploy_audit_dir")
 ALIASES = {"deploy_audit_dir": ("--audit-dir",)}
 
 
+# Where the suite's help says what a missing target means for the checks, a command that acts on the channels
+# says what the option is to it.
+CHANNEL_HELP = {
+    "http_admin_url": "the trading system's admin API: a channel the mode is changed and read back through "
+                      "(give it, --control-file, or both)",
+    "control_file": "the control file the trading system reads its mode from: a channel (give it, "
+                    "--http-admin-url, or both)",
+}
+EXIT_CODES = "exit codes: 0 done, 1 refused or failed, 2 usage error"
+# What each command does, its exit codes and one example: the top of its --help.
+COMMAND_HELP: dict[str, tuple[str, str]] = {
+    "switch": ("Change the trading system's mode on every channel given: compare-and-swap, read back, audited. "
+               "--to real opens only on signed, complete, fresh evidence made against this deployment (the gate); "
+               "--force overrides, audited as forced.",
+               f"{EXIT_CODES}\nexample:\n  gradual-deploy switch --to mock --http-admin-url http://127.0.0.1:8001 "
+               "--control-file data/control/mode.json --reason 'rehearse'"),
+    "pause": ("EMERGENCY: pause the trading system through every channel given, now. Done when at least one "
+              "channel confirms; each channel's result is printed, a failing one loudly; bounded in time.",
+              f"exit codes: 0 paused (at least one channel confirmed), 1 no channel confirmed, 2 usage error\n"
+              "example:\n  gradual-deploy pause --control-file data/control/mode.json --http-admin-url "
+              "http://127.0.0.1:8001 --reason 'incident 42'"),
+    "status": ("Print the mode and allocation on each channel, whether they agree, the ramp's last event, and "
+               "whether the newest evidence would let `switch --to real` through.",
+               f"exit codes: 0 every channel read and they agree, 1 a channel could not be read or they disagree, 2 usage error\n"
+               "example:\n  gradual-deploy status --http-admin-url http://127.0.0.1:8001 --control-file "
+               "data/control/mode.json"),
+    "watch": ("The runbook's observation period: every --interval one round judges the observe, data-latency and "
+              "exchange checks (pass, fail, inconclusive, error); a breach (--failure-limit failing rounds, or more "
+              "than --consecutive-error-limit rounds that could not measure) pauses every channel.",
+              "exit codes: 0 the duration ended with no breach, 1 breach (paused) or no round passed, 2 usage "
+              "error, 130 Ctrl+C (mode left as it is)\nexample:\n  gradual-deploy watch --interval 30s --duration "
+              "2h --database-url postgresql://... --capital 10000 --http-admin-url http://127.0.0.1:8001 "
+              "--control-file data/control/mode.json"),
+    "ramp": ("Raise the allocation step by step (--steps) on every channel (compare-and-swap, read back, "
+             "audited), each step held --hold under the watch rounds; a breach pauses every channel, sets the "
+             "allocation back to the first step and exits 1. Resumes where the channels and the audit say it "
+             "stopped. Before every raise it waits for what --confirm-url and --wait-for-approval ask; `gradual-"
+             "deploy ramp approve` (from another terminal, same --deploy-audit-dir) approves a waiting ramp.",
+             "exit codes: 0 full allocation reached (approve: approved), 1 refused, stopped or aborted (approve: "
+             "nothing to approve), 2 usage error, 130 Ctrl+C\nexample:\n  gradual-deploy ramp --steps 0.5%,0.75%,1% "
+             "--hold 2h --database-url postgresql://... --http-admin-url http://127.0.0.1:8001 --control-file "
+             "data/control/mode.json --wait-for-approval\n  gradual-deploy ramp approve --deploy-audit-dir "
+             "data/audit"),
+    "sandbox": ("Run, on loopback, a stand-in of everything a rehearsal needs: the exchange (OKX's shapes), the "
+                "admin API, a control file, a trades feed in SQLite, a backtest summary and a simulated trading "
+                "system; prints the command lines that point at it. For rehearsals and tests only.",
+                "exit codes: 0 stopped by Ctrl+C (or --misbehave delivered), 1 cannot start or no sandbox to "
+                "tell, 2 usage error\nexample:\n  gradual-deploy sandbox --dir data/sandbox\n  gradual-deploy "
+                "sandbox --dir data/sandbox --misbehave failing-orders"),
+}
+
+
+def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    import textwrap
+
+    description, epilog = COMMAND_HELP[name]
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, 100), epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 class UsageError(DeployError):
     """The command line is wrong."""
 
@@ -77,7 +137,11 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
             parser.add_argument(*flags, dest=f"opt_{name}", action="store_const", const="true", default=None,
                                 help=option.help_text())
         else:
-            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE", help=option.help_text(),
+            shown = option.help_text()
+            if name in CHANNEL_HELP:
+                env = f" [env {', '.join(option.env)}]" if option.env else ""
+                shown = f"{CHANNEL_HELP[name]}{env}"
+            parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE", help=shown,
                                 action="append" if option.repeat else "store")
 
 
@@ -105,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-h", "--help", action="store_true", help="show this help and the suite's options")
     pre.add_argument("pytest_args", nargs=argparse.REMAINDER, help="suite options")
 
-    box = sub.add_parser("sandbox", help="run a local stand-in of the exchange, admin API, feed and files")
+    box = _command(sub, "sandbox", "run a local stand-in of the exchange, admin API, feed and files")
     box.add_argument("--dir", default="data/sandbox", help="working directory (default: data/sandbox)")
     box.add_argument("--okx-port", type=int, default=0, help="port of the exchange stand-in (default: any free)")
     box.add_argument("--admin-port", type=int, default=0, help="port of the admin API (default: any free)")
@@ -115,36 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tell the sandbox running in --dir to misbehave (failing-orders, risk-burst, stall-feed, "
                           "silence, slippage, losses; none recovers), then exit")
 
-    sw = sub.add_parser("switch", help="change the trading system's mode (compare-and-swap, read back, audited)")
+    sw = _command(sub, "switch", "change the trading system's mode (compare-and-swap, read back, audited)")
     sw.add_argument("--to", required=True, choices=MODES, help="target mode")
     _add_settings(sw, "switch")
     sw.add_argument("--reason", default="", help="why, for the audit")
     sw.add_argument("--force", action="store_true", help="override a refused transition or the evidence gate (audited)")
     sw.add_argument("--json", action="store_true", help="print one JSON object")
 
-    pa = sub.add_parser("pause", help="EMERGENCY: pause through every channel now")
+    pa = _command(sub, "pause", "EMERGENCY: pause through every channel now")
     _add_settings(pa, "pause")
     pa.add_argument("--reason", default="", help="why, for the audit")
     pa.add_argument("--json", action="store_true", help="print one JSON object")
 
-    st = sub.add_parser("status", help="the mode on each channel and the newest evidence")
+    st = _command(sub, "status", "the mode on each channel and the newest evidence")
     _add_settings(st, "status")
     st.add_argument("--json", action="store_true", help="print one JSON object")
 
-    wa = sub.add_parser("watch", help="the observation period: checks every interval, pauses on a breach",
-                        description="Run the observe, data-latency and exchange checks every --interval; after "
-                                    "--failure-limit consecutive failing rounds pause through every channel and exit 1.")
+    wa = _command(sub, "watch", "the observation period: checks every interval, pauses on a breach")
     _add_settings(wa, "watch")
     wa.add_argument("--json", action="store_true", help="one JSON object per round")
 
-    ra = sub.add_parser("ramp", help="raise the allocation step by step, each step held clean under watch",
-                        description="Set the allocation to each of --steps in turn on every channel (compare-and-swap, "
-                                    "read back, audited) and hold it for --hold under the watch rounds; a breach "
-                                    "pauses every channel, sets the allocation back to the first step and exits 1. "
-                                    "Resumes where the channels and the audit say it stopped. Before every raise it "
-                                    "waits for what --confirm-url and --wait-for-approval ask; `gradual-deploy ramp "
-                                    "approve` (from another terminal, same --deploy-audit-dir) approves a waiting "
-                                    "ramp.")
+    ra = _command(sub, "ramp", "raise the allocation step by step, each step held clean under watch")
     ra.add_argument("action", nargs="?", choices=("approve",), help="approve: let a waiting ramp go on (audited)")
     ra.add_argument("--step", type=int, default=None, help="with approve: the step the ramp must be waiting "
                                                            "before (a check, so that a late approval approves "

@@ -94,7 +94,10 @@ class AdminClient:
         if response.status_code == 401:
             raise AdminError(
                 f"{shown}: HTTP 401 unauthorized: "
-                + ("the admin token was rejected" if self._token else "no admin token was sent; set the token env var")
+                + ("the admin token was rejected: check that EXEC_HTTP_ADMIN_TOKEN (or the variable "
+                   "--admin-token-env names) holds the token the system requires" if self._token else
+                   "no admin token was sent: set EXEC_HTTP_ADMIN_TOKEN (or the variable --admin-token-env names) to "
+                   "the token the system requires")
             )
         if body is None:
             snippet = self._redactor.shorten(response.text.replace("\n", " "), 60)
