@@ -605,8 +605,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not any(c.status in ("passed", "failed") for c in checks):
         terminalreporter.write_line("no check passed: a run that measured nothing is not a pass", red=True)
     if not evidence.opens_real.get("ok"):
-        terminalreporter.write_line(state.redactor.scrub("this evidence does not open real: "
-                                                         + "; ".join(evidence.opens_real.get("why", []))), yellow=True)
+        why = evidence.opens_real.get("why", [])
+        steps = []
+        if evidence.verdict != "pass":
+            steps.append("fix what failed (each failing check says how)")
+        if any(w not in ("the verdict is FAIL",) and not w.startswith("it is not signed") for w in why):
+            steps.append("run `gradual-deploy preflight` again without --skip-*-check, -m, -k or --strategy once what "
+                         "was skipped is ready")
+        if not evidence.signed_by:
+            steps.append("sign it: --signing-key or GD_SIGNING_KEY")
+        terminalreporter.write_line(state.redactor.scrub("this evidence does not open real: " + "; ".join(why)
+                                                         + ". To open real: " + "; then ".join(steps)), yellow=True)
     terminalreporter.write_sep("=", f"preflight verdict: {verdict.upper()}", green=verdict == "pass", red=verdict != "pass")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.html')}")
     terminalreporter.write_line(f"evidence: {state.stem.with_suffix('.json')}")
