@@ -496,11 +496,12 @@ class Settings:
         redactor.add(self.admin_token(environ))
         for target in self.notify or ():  # a webhook URL is a credential: whoever has it can post
             redactor.add(target)
-        if self.confirm_url:  # whoever has it can confirm a raise: its user info and every query value
-            from urllib.parse import parse_qsl, urlsplit
+        if self.confirm_url:  # whoever has it can confirm a raise: its user info (add_url, above), secret-named
+            from urllib.parse import parse_qsl, urlsplit  # query values, and any long one (a signature, a key)
 
             for _, value in parse_qsl(urlsplit(self.confirm_url).query):
-                redactor.add(value or None)
+                if len(value) >= 12:  # a short one (?env=prod) masked everywhere would only mangle the output
+                    redactor.add(value)
         return redactor
 
     def thresholds(self, groups: Collection[str]) -> dict[str, Any]:

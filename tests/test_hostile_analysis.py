@@ -41,6 +41,7 @@ from deploy_tool.probes.riskconfig import parse_config
 from deploy_tool.settings import defaults
 from deploy_tool.times import utc_now
 from test_analysis import Confirmer, confirmer  # noqa: F401  (fixture used by name)
+from waiting import holds_within
 from test_guard_clock import (  # noqa: F401  (fixtures used by name)
     FakeClock,
     _back_to_real,
@@ -63,14 +64,19 @@ GD = [sys.executable, "-m", "deploy_tool"]
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def holds_within(condition: Callable[[], object], timeout: float) -> bool:
-    """Whether `condition` comes true within `timeout` seconds (polled; a deadline, never a fixed wait)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+def incident_then_approval(box, incident: list[bool], reason: str) -> Callable[[FakeClock], None]:
+    """Once the ramp waits: someone pauses and goes back to real between two rounds, then a person approves."""
+
+    def act(clock: FakeClock) -> None:
+        if events(box, "ramp_waiting") and not incident:
+            incident.append(True)
+            _pause_by_hand(box, str(box.audit_dir))
+            _back_to_real(box)
+            approve(str(box.audit_dir), "alice", reason)
+
+    return act
+
+
 
 
 def set_by_hand(box, value: float) -> None:
@@ -254,13 +260,7 @@ def test_a_pause_between_the_rounds_of_a_wait_spoils_the_hold_for_the_resumed_ra
     the step it did not take: the resumed ramp then finds step 1's clean hold as the newest record of 0.5%
     and raises at once, with no hold after the incident."""
     incident: list[bool] = []
-
-    def pause_and_back_then_approve(clock: FakeClock) -> None:
-        if events(live, "ramp_waiting") and not incident:
-            incident.append(True)
-            _pause_by_hand(live, str(live.audit_dir))
-            _back_to_real(live)
-            approve(str(live.audit_dir), "alice", "looks fine")
+    pause_and_back_then_approve = incident_then_approval(live, incident, "looks fine")
 
     code, lines, _ = run_ramp(live, "--wait-for-approval", steps="0.5%,1%", hold="1s",
                               on_sleep=pause_and_back_then_approve)
@@ -353,13 +353,7 @@ def test_an_inconclusive_hold_approved_while_a_pause_came_and_went_is_not_record
     goes back to real between two rounds, then a person approves. The ramp stops before the raise, but it
     has already recorded the inconclusive hold as held (approved): a resumed ramp raises on it at once."""
     incident: list[bool] = []
-
-    def pause_and_back_then_approve(clock: FakeClock) -> None:
-        if events(live, "ramp_waiting") and not incident:
-            incident.append(True)
-            _pause_by_hand(live, str(live.audit_dir))
-            _back_to_real(live)
-            approve(str(live.audit_dir), "alice", "quiet market")
+    pause_and_back_then_approve = incident_then_approval(live, incident, "quiet market")
 
     code, lines, _ = run_ramp(live, "--min-orders", "1000", "--inconclusive-limit", "2", hold="1s",
                               on_sleep=pause_and_back_then_approve)

@@ -39,6 +39,7 @@ from deploy_tool.probes.observe import AuditWindow, Observation, RiskWindow, obs
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import defaults
 from deploy_tool.times import iso_utc, utc_now
+from waiting import holds_within
 from test_guard_clock import (  # noqa: F401  (fixtures used by name)
     FakeClock,
     events,
@@ -56,13 +57,6 @@ NESTED = "[" * 100_000 + "]" * 100_000  # valid JSON; json.loads raises Recursio
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def holds_within(condition: Callable[[], object], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def waiting_record(wait_id: str, channels: list | None = None, step_to: int | None = 2, **extra) -> dict:

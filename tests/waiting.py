@@ -18,6 +18,16 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0
         time.sleep(every)
 
 
+def holds_within(condition: Callable[[], object], timeout: float, every: float = 0.01) -> bool:
+    """Whether `condition` comes true within `timeout` seconds (polled; a deadline, never a fixed wait)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 def communicate_or_kill(proc: subprocess.Popen, timeout: float, what: str) -> tuple[str, str]:
     """The process's output once it has ended; if it has not within `timeout` seconds, kill it (a test
     never leaves a watch or a sandbox running) and fail, saying `what` was expected."""
