@@ -266,6 +266,8 @@ def append(path: str, data: bytes) -> None:
     with _append_lock(path):
         fd = open_fd(path, "a")
         try:
+            if not WINDOWS:
+                _flock(fd)  # the last-byte check and the write below, one writer at a time (our own writers)
             if data[:1] != b"\n" and os.fstat(fd).st_size and _last_byte(path) not in (b"\n", b""):
                 data = b"\n" + data  # a torn last line (a writer that died mid-line) does not swallow this one
             view = memoryview(data)
@@ -275,6 +277,24 @@ def append(path: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _flock(fd: int) -> bool:
+    """An exclusive flock on the open file, waited for at most APPEND_LOCK_S; False (write anyway: a stuck
+    holder must not cost the line) when it is not had. Released when the descriptor is closed."""
+    import fcntl
+
+    deadline = time.monotonic() + APPEND_LOCK_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
+        except OSError:
+            return False
 
 
 def _last_byte(path: str) -> bytes:
