@@ -87,10 +87,13 @@ def test_the_backtests_trades_are_read_from_freqtrades_result(tmp_path):
     assert strategy.trade_returns == (0.01, -0.02, 0.03), "a trade without a finite return is left out"
 
 
-@pytest.mark.parametrize("baseline,outcome", [((-0.0005, 0.001), PASS), ((0.01, 0.02), FAIL)])
+# The pass case compares with a baseline the live trades clearly do not do worse than: against one of the very
+# same distribution, p is uniform and falls below 0.05 one run in twenty (marginal), so that case is tested on
+# scripted returns above, not on the sandbox's random fills.
+@pytest.mark.parametrize("baseline,outcome", [((-0.003, -0.001), PASS), ((0.01, 0.02), FAIL)])
 def test_watch_judges_the_live_trades_every_round_and_pauses_when_they_do_worse(world, tmp_path, baseline, outcome):
-    """The sandbox's simulated fills return about -0.05 % to +0.1 % each: against a backtest with the same
-    returns every round passes; against one whose trades made 1-2 % each, the live trades do worse and the
+    """The sandbox's simulated fills return about -0.05 % to +0.1 % each: against a backtest whose trades lost
+    0.1-0.3 % each every round passes; against one whose trades made 1-2 % each, the live trades do worse and the
     watch pauses, with the p-value in the breach's record."""
     to_mock(world)
     for _ in range(12):  # enough live trades in the window to judge (--judge-min-trades 10)
