@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: a scratch PostgreSQL database and a median timer."""
+"""Shared helpers of the benchmarks: a scratch PostgreSQL database, the tool as a user installs it, and timers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import os
 import statistics
 import subprocess
 import time
+import sys
 import uuid
+from pathlib import Path
 from typing import Iterator, Sequence
 
 SERVER = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -27,6 +29,30 @@ def scratch_database() -> Iterator[str]:
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def installed(where: Path) -> Path:
+    """The tool as a user gets it: this checkout's wheel (`pip wheel .`), installed with its dependencies into a
+    fresh venv at `where` (pip compiles every module's bytecode, as on a user's machine; the checkout's
+    editable install, run with PYTHONDONTWRITEBYTECODE, would compile the tool's sources at every start).
+    Returns the venv's bin directory (Scripts on Windows). An existing venv at `where` keeps its dependencies
+    and gets this checkout's wheel again."""
+    bin_dir = where / ("Scripts" if os.name == "nt" else "bin")
+    wheels = where.parent / f"{where.name}-wheel"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")}
+    for old in wheels.glob("*.whl"):
+        old.unlink()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, env=env)
+    (wheel,) = wheels.glob("gradual_deploy-*.whl")
+    again = ["--no-deps", "--force-reinstall"] if (bin_dir / "python").exists() else []
+    if not again:
+        subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, env=env)
+    subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", *again, str(wheel)], check=True, env=env)
+    return bin_dir
 
 
 def wall(cmd: Sequence[str], **kwargs) -> float:

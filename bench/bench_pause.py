@@ -1,7 +1,9 @@
 """How fast is the emergency pause? `gradual-deploy pause` as a fresh process, per channel, as a paired
 ratio to the floor `python -c "import requests"` in the same environment.
 
-Measured: the wall time of the installed console script (.venv/bin/gradual-deploy) pausing the sandbox from
+Measured: the wall time of the console script as a user installs it (this checkout's wheel, installed into a
+fresh venv with pip, which compiles the bytecode; `--venv DIR` keeps that venv for the next run; `--editable`
+measures .venv/bin/gradual-deploy instead) pausing the sandbox from
 `real`, for three variants: `pause --control-file`, `pause --http-admin-url`, and both channels at once
 (`pause --control-file ... --http-admin-url ...`). Every loop iteration runs, for each variant, the floor and
 that variant back to back (which of the two goes first alternates between iterations, the variants' order
@@ -13,7 +15,7 @@ next, outside the timing).
 Goals (issue 18): `pause --control-file` <= 0.6x, `pause --http-admin-url` <= 1.0x, both channels <= 1.1x,
 each the paired median. Exit 0 when every goal is met, 1 when not.
 
-    .venv/bin/python bench/bench_pause.py [--repeat 15]
+    .venv/bin/python bench/bench_pause.py [--repeat 15] [--venv /tmp/gd-bench-venv] [--editable]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import control_doc, median, p90, timed  # noqa: E402
+from _common import control_doc, installed, median, p90, timed  # noqa: E402
 
 from deploy_tool.modes.channels import FileChannel  # noqa: E402
 from deploy_tool.sandbox import Sandbox  # noqa: E402
@@ -46,15 +48,27 @@ ENV_CHANNELS = ("EXEC_HTTP_ADMIN_URL", "EXEC_CONTROL_FILE", "EXEC_HTTP_ADMIN_ENA
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--venv", default=None, help="where the installed tool's venv is (made when missing; "
+                                                      "default: a temporary one)")
+    parser.add_argument("--editable", action="store_true", help="measure this venv's (editable) install instead")
     args = parser.parse_args()
-    script = str(Path(sys.executable).parent / "gradual-deploy")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.editable:
+            bin_dir = Path(sys.executable).parent
+        else:
+            bin_dir = installed(Path(args.venv) if args.venv else Path(tmp) / "venv")
+        print(f"measuring {bin_dir / 'gradual-deploy'}, floor with {bin_dir / 'python'}", flush=True)
+        return measure(args, str(bin_dir / "gradual-deploy"), str(bin_dir / "python"))
+
+
+def measure(args: argparse.Namespace, script: str, python: str) -> int:
     with tempfile.TemporaryDirectory() as tmp, \
             Sandbox(Path(tmp) / "box", token=TOKEN, token_env="GD_BENCH_TOKEN", mode="real") as box:
         env = {k: v for k, v in os.environ.items() if k not in ENV_CHANNELS} | {"GD_BENCH_TOKEN": TOKEN}
         audit = str(Path(tmp) / "audit")
         file_args = ["--control-file", str(box.control_file)]
         http_args = ["--http-admin-url", box.admin_url, "--admin-token-env", "GD_BENCH_TOKEN"]
-        floor = [sys.executable, "-c", FLOOR]
+        floor = [python, "-c", FLOOR]
         variants = {
             "pause --control-file": ([script, "pause", *file_args, "--audit-dir", audit], ("file",)),
             "pause --http-admin-url": ([script, "pause", *http_args, "--audit-dir", audit], ("http",)),

@@ -6,10 +6,8 @@ The trading system may keep its own audit in the same directory: `is_own_file` t
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
 from typing import Any, Collection
 
 from deploy_tool import DeployError, fileops
@@ -24,14 +22,27 @@ class AuditError(DeployError):
 
 
 def actor() -> str:
-    """Who runs this: the login name, for the audit and the evidence."""
+    """Who runs this: the login name, for the audit and the evidence. getpass.getuser's rule (LOGNAME, USER,
+    LNAME, USERNAME, then the password database), without importing getpass and its terminal modules on the
+    path of a pause."""
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError, OSError, AttributeError):
+        return "unknown"
 
 
 def host() -> str:
+    """This machine's name: the kernel's node name (what socket.gethostname returns), without importing socket."""
+    uname = getattr(os, "uname", None)
+    if uname is not None:
+        return uname().nodename
+    import socket
+
     return socket.gethostname()
 
 

@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, Collection, NoReturn, Sequence, TextIO, cast
+from typing import Any, Callable, Collection, NoReturn, Sequence, TextIO, cast
 
 from deploy_tool import MODES, DeployError, __version__
 from deploy_tool.redact import Redactor
@@ -108,12 +108,21 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
 }
 
 
-def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
-    import textwrap
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """A one-line description is filled to at most 100 columns, only when help is shown; an epilog (exit
+    codes, examples) is kept as written."""
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        import textwrap
+
+        return textwrap.fill(text, min(width, 100), initial_indent=indent, subsequent_indent=indent)
+
+
+def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     description, epilog = COMMAND_HELP[name]
-    return sub.add_parser(name, help=help, description=textwrap.fill(description, 100), epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    return sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=_Help)
 
 
 class UsageError(DeployError):
@@ -124,6 +133,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own exits with 2 too; keep its text
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, and its default width imports shutil (5 ms on
+        # the path of a pause) for shutil.get_terminal_size: the same rule, from os.
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size finds it: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
 
 
 def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
@@ -157,18 +185,28 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise UsageError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, the top level and that one command's parser (the same parser it
+    has in the whole): `gradual-deploy pause` does not pay for building every other command's options."""
     parser = _Parser(prog="gradual-deploy", description="Go-live gate and mode control for a gradual live deployment.")
     parser.add_argument("--version", action="version", version=f"gradual-deploy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    for name, add in _COMMANDS.items():
+        if only is None or name == only:
+            add(sub)
+    return parser
 
+
+def _add_preflight(sub: Any) -> None:
     pre = sub.add_parser("preflight", help="run the go-live checks and write the evidence",
                          description=PREFLIGHT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                          add_help=False)
     pre.add_argument("-h", "--help", action="store_true", help="show this help and the suite's options")
     pre.add_argument("pytest_args", nargs=argparse.REMAINDER, help="suite options")
 
+
+def _add_sandbox(sub: Any) -> None:
     box = _command(sub, "sandbox", "run a local stand-in of the exchange, admin API, feed and files")
     box.add_argument("--dir", default="data/sandbox", help="working directory (default: data/sandbox)")
     box.add_argument("--okx-port", type=int, default=0, help="port of the exchange stand-in (default: any free)")
@@ -179,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tell the sandbox running in --dir to misbehave (failing-orders, risk-burst, stall-feed, "
                           "silence, slippage, losses; none recovers), then exit")
 
+
+def _add_switch(sub: Any) -> None:
     sw = _command(sub, "switch", "change the trading system's mode (compare-and-swap, read back, audited)")
     sw.add_argument("--to", required=True, choices=MODES, help="target mode")
     _add_settings(sw, "switch")
@@ -186,19 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true", help="override a refused transition or the evidence gate (audited)")
     sw.add_argument("--json", action="store_true", help="print one JSON object")
 
+
+def _add_pause(sub: Any) -> None:
     pa = _command(sub, "pause", "EMERGENCY: pause through every channel now")
     _add_settings(pa, "pause")
     pa.add_argument("--reason", default="", help="why, for the audit")
     pa.add_argument("--json", action="store_true", help="print one JSON object")
 
+
+def _add_status(sub: Any) -> None:
     st = _command(sub, "status", "the mode on each channel and the newest evidence")
     _add_settings(st, "status")
     st.add_argument("--json", action="store_true", help="print one JSON object")
 
+
+def _add_watch(sub: Any) -> None:
     wa = _command(sub, "watch", "the observation period: checks every interval, pauses on a breach")
     _add_settings(wa, "watch")
     wa.add_argument("--json", action="store_true", help="one JSON object per round")
 
+
+def _add_ramp(sub: Any) -> None:
     ra = _command(sub, "ramp", "raise the allocation step by step, each step held clean under watch")
     ra.add_argument("action", nargs="?", choices=("approve",), help="approve: let a waiting ramp go on (audited)")
     ra.add_argument("--step", type=int, default=None, help="with approve: the step the ramp must be waiting "
@@ -212,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--force", action="store_true", help="allow steps above --max-allocation (audited)")
     ra.add_argument("--json", action="store_true", help="one JSON object per round")
 
+
+def _add_keygen(sub: Any) -> None:
     kg = sub.add_parser("keygen", help="make an Ed25519 key pair that signs the evidence",
                         description="Write a new key pair into --out: signing-key.pem (private, mode 0600; give it to "
                                     "the preflight job only, e.g. as the CI secret GD_SIGNING_KEY) and "
@@ -219,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "system). Never overwrites a key. Exit 0 done, 1 failed.")
     kg.add_argument("--out", default="data/keys", help="directory for the pair (default: data/keys)")
 
+
+def _add_verify(sub: Any) -> None:
     ve = sub.add_parser("verify", help="verify an archived evidence offline: signature, subjects, verdict",
                         description="Check the signature of EVIDENCE (its .intoto.json, or the .json beside it) against "
                                     "the pinned public keys, and that each --subject file hashes like one of its "
@@ -231,9 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="file of trusted public keys (PEM) [env GD_TRUSTED_KEYS] (default: data/keys/trusted-keys.pem)")
     ve.add_argument("--json", action="store_true", help="print one JSON object")
 
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="walk the runbook against an in-process sandbox")
     demo.add_argument("--dir", default="data/demo", help="where the demo's sandbox and evidence go (default: data/demo)")
-    return parser
+
+
+_COMMANDS: dict[str, Callable[[Any], None]] = {
+    "preflight": _add_preflight,
+    "sandbox": _add_sandbox,
+    "switch": _add_switch,
+    "pause": _add_pause,
+    "status": _add_status,
+    "watch": _add_watch,
+    "ramp": _add_ramp,
+    "keygen": _add_keygen,
+    "verify": _add_verify,
+    "demo": _add_demo,
+}
 
 
 def _actor() -> str:
@@ -330,7 +397,7 @@ def _run_command(argv: list[str]) -> int:
     # `preflight` hands everything after it to pytest, including -h.
     if argv[:1] == ["preflight"]:
         return cmd_preflight(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None).parse_args(argv)
     try:
         if args.command == "sandbox":
             return cmd_sandbox(args)

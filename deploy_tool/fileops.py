@@ -8,7 +8,7 @@ system's audit and risk events) is opened through it, or through `open_regular`,
 end, a device such as /dev/zero never ends, a socket cannot be opened at all: so the opener does not wait
 (O_NONBLOCK), then looks at what it opened (fstat) and accepts only a regular file, or a file it creates.
 Anything else is `NotRegularFile`, an OSError naming the path and what it is. Reads are bounded in size
-(`FileTooLarge`). Lock waits are bounded by their callers (filelock's timeouts).
+(`FileTooLarge`). Lock waits are bounded by their callers (`Lock`'s timeouts).
 
 Each function does the POSIX thing on POSIX and the right thing on Windows; `WINDOWS` is the one switch,
 so that the tests run the Windows paths here too (monkeypatching it), not only on a Windows runner.
@@ -23,6 +23,9 @@ so that the tests run the Windows paths here too (monkeypatching it), not only o
 - `append`: Windows' O_APPEND is a seek then a write, not one atomic step, so two processes appending at
   once can overwrite each other's line: there the append takes a lock file. O_BINARY keeps "\\n" a "\\n".
 - `same_path`: Windows paths compare without regard to case or separator.
+- `Lock`: a cross-process lock file. On POSIX it is `fcntl.flock` on the lock file, the very primitive
+  filelock's UnixFileLock uses (so the two exclude each other), without filelock's 20-30 ms of imports
+  (logging, secrets, its settings machinery) on the path of an emergency pause; on Windows it is filelock.
 """
 
 from __future__ import annotations
@@ -241,17 +244,68 @@ def set_mode(fd: int, mode: int) -> None:
     os.fchmod(fd, mode)
 
 
+class LockTimeout(Exception):
+    """The lock was not had within the timeout."""
+
+
+class Lock:
+    """An exclusive lock on the file `path` (created, mode 0644), shared with every process that locks the same
+    file with `Lock` or filelock. `acquire` waits at most `timeout` seconds (LockTimeout), trying every
+    `poll_interval`; any other problem with the lock file (a directory, FIFO or device at the path, no
+    permission) is an OSError. Not reentrant: one holder per instance."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+        self._fd: int | None = None
+        self._windows: Any = None
+
+    def acquire(self, timeout: float | None = None, poll_interval: float = 0.05) -> None:
+        timeout = self.timeout if timeout is None else timeout
+        if WINDOWS:
+            from filelock import FileLock, Timeout
+
+            self._windows = self._windows or FileLock(self.path)
+            try:
+                self._windows.acquire(timeout=timeout, poll_interval=poll_interval)
+            except Timeout:
+                raise LockTimeout(self.path) from None
+            return
+        import fcntl
+
+        fd = open_fd(self.path, "a")  # a regular file only: never blocked by a FIFO at the path
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(self.path) from None
+                    time.sleep(poll_interval)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._windows is not None:
+            self._windows.release()
+            return
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the only descriptor of the open file releases its flock
+
+
 @contextlib.contextmanager
 def _append_lock(path: str) -> Iterator[None]:
     if not WINDOWS:
         yield
         return
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(path + ".lock", timeout=APPEND_LOCK_S)
+    lock = Lock(path + ".lock", timeout=APPEND_LOCK_S)
     try:
         lock.acquire()
-    except Timeout:
+    except (LockTimeout, OSError):
         yield  # a stuck holder must not cost the line: write without the lock rather than not at all
         return
     try:

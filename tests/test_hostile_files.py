@@ -675,3 +675,53 @@ def test_a_fifo_as_the_sqlite_trades_database_fails_the_check_and_holds_no_round
                                "--consecutive-error-limit", "0", env={sandbox.token_env: sandbox.token}, cwd=tmp_path,
                                timeout=60, what="a watch on a FIFO database to breach")
     assert proc.returncode == 1 and "BREACH" in out and "FIFO" in out, out + err
+
+
+# --- the lock file: fcntl.flock on POSIX, shared with filelock ------------------------------------------------
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX flock; Windows goes through filelock itself")
+def test_the_lock_excludes_filelock_holders_and_is_excluded_by_them(tmp_path):
+    """`fileops.Lock` takes the primitive filelock's UnixFileLock takes, so a writer using either waits for the
+    other: another process holding the lock with filelock keeps ours out until it lets go, and the reverse."""
+    from filelock import FileLock, Timeout
+
+    path = str(tmp_path / "mode.json.lock")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, filelock\n"
+                               f"lock = filelock.FileLock({path!r}); lock.acquire()\n"
+                               "print('held', flush=True); sys.stdin.readline()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ours = fileops.Lock(path, timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(fileops.LockTimeout):
+            ours.acquire(poll_interval=0.01)
+        assert time.monotonic() - started >= 0.2, "gave up before its timeout"
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+        ours.acquire(timeout=5, poll_interval=0.01)  # free now
+        try:
+            with pytest.raises(Timeout):
+                FileLock(path).acquire(timeout=0.1)  # and while we hold it, filelock waits
+        finally:
+            ours.release()
+        theirs = FileLock(path)
+        theirs.acquire(timeout=1)  # released: filelock gets it
+        theirs.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_the_lock_is_taken_again_after_release_and_refuses_a_directory(tmp_path):
+    lock = fileops.Lock(str(tmp_path / "a.lock"), timeout=1)
+    for _ in range(3):
+        lock.acquire()
+        lock.release()
+    (tmp_path / "d.lock").mkdir()
+    with pytest.raises(OSError):
+        fileops.Lock(str(tmp_path / "d.lock"), timeout=1).acquire()

@@ -397,17 +397,47 @@ def test_twenty_processes_on_one_control_file(tmp_path):
     assert not list(path.parent.glob("*.tmp")), "no temp file left behind"
 
 
-def test_pause_imports_nothing_heavy(tmp_path):
+# What an emergency pause must not load: the test and database stacks, requests (the admin channel speaks
+# http.client), filelock and its logging (the lock is fcntl.flock), the suite's parsers and scanners, and what
+# only help output, a socket or a terminal would need.
+PAUSE_MUST_NOT_IMPORT = ("pytest", "_pytest", "psycopg2", "requests", "urllib3", "cryptography", "filelock",
+                         "logging", "yaml", "dotenv", "detect_secrets", "apprise", "scipy", "tomllib", "shutil",
+                         "getpass", "textwrap", "secrets", "deploy_tool.modes.gate",
+                         "deploy_tool.evidence", "deploy_tool.attest", "deploy_tool.probes.http")
+# ... and the control file alone does not even load the HTTP client.
+FILE_PAUSE_MUST_NOT_IMPORT = ("socket", "http.client", "email", "ssl", "deploy_tool.probes.plainhttp")
+
+
+@pytest.mark.parametrize("channels", ["file", "http", "both"])
+def test_pause_imports_nothing_heavy(tmp_path, channels):
+    from deploy_tool.sandbox import AdminApi
+
     FileChannel(str(tmp_path / "mode.json")).apply("real", None, "", "t", cas=False)
-    code = (
-        "import sys\n"
-        "from deploy_tool.cli import main\n"
-        f"rc = main(['pause', '--control-file', {str(tmp_path / 'mode.json')!r}, '--audit-dir', {str(tmp_path)!r}])\n"
-        "heavy = sorted(m for m in ('pytest', '_pytest', 'psycopg2', 'requests', 'urllib3', 'cryptography') if m in sys.modules)\n"
-        "print('HEAVY', heavy, rc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
+    api = AdminApi(token="heavy-token").start()
+    try:
+        api.change({"mode": "real"})
+        args = {"file": ["--control-file", str(tmp_path / "mode.json")],
+                "http": ["--http-admin-url", api.url, "--admin-token-env", "GD_HEAVY_TOKEN"]}
+        argv = [*(args["file"] if channels != "http" else []), *(args["http"] if channels != "file" else [])]
+        banned = PAUSE_MUST_NOT_IMPORT + (FILE_PAUSE_MUST_NOT_IMPORT if channels == "file" else ())
+        code = (
+            "import sys\n"
+            "from deploy_tool.cli import main\n"
+            f"rc = main(['pause', *{argv!r}, '--audit-dir', {str(tmp_path)!r}])\n"
+            f"heavy = sorted(m for m in {banned!r} if m in sys.modules)\n"
+            "print('HEAVY', heavy, rc)\n"
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("EXEC_", "GD_"))} | {"GD_HEAVY_TOKEN": "heavy-token"}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env=env)
+        assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
+        assert "pause: DONE" in done.stdout  # it did pause: the list is of a pause that happened
+        if channels != "file":
+            assert api.mode == "paused"
+        if channels != "http":
+            assert json.loads((tmp_path / "mode.json").read_text())["mode"] == "paused"
+    finally:
+        api.stop()
 
 
 def test_admin_api_under_a_path_prefix(tmp_path):

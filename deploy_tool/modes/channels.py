@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 FILE_LOCK_TIMEOUT_S = 2.0
 PAUSE_LOCK_TIMEOUT_S = 1.0
-# How often a writer waiting for the lock tries again: filelock's 50 ms left the lock idle that long at every
-# hand-over between processes.
+# How often a writer waiting for the lock tries again: a 50 ms poll (filelock's) left the lock idle that long at
+# every hand-over between processes.
 LOCK_POLL_S = 0.01
 # After a pause wrote without the lock: how long it waits for the lock to confirm no writer undid it.
 REASSERT_LOCK_TIMEOUT_S = 5.0
@@ -150,7 +150,7 @@ def same_allocation(a: Any, b: Any) -> bool:
 
 
 class FileChannel:
-    """The control file, changed under a cross-process lock (filelock) and replaced atomically.
+    """The control file, changed under a cross-process lock (`fileops.Lock`) and replaced atomically.
 
     The version: a write under the lock is numbered one more than the version it read under the lock, so
     while every writer takes the lock the version counts the writes. A pause that cannot get the lock
@@ -192,8 +192,6 @@ class FileChannel:
         return self._apply("allocation", allocation, expected, reason, actor, cas)
 
     def _apply(self, key: str, value: Any, expected: Any, reason: str, actor: str, cas: bool) -> ChannelResult:
-        from filelock import FileLock, Timeout  # 30 ms of imports: only when a file change is made
-
         mode = value  # what is written under `key` (the name reads as the common case)
 
         result = ChannelResult(self.name, self.target, before=expected)
@@ -206,13 +204,11 @@ class FileChannel:
         except OSError as exc:
             result.error = f"cannot create {directory}: {exc.strerror}"
             return result
-        lock = FileLock(path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
+        lock = fileops.Lock(path + ".lock", timeout=FILE_LOCK_TIMEOUT_S if cas else PAUSE_LOCK_TIMEOUT_S)
         locked = lock_usable = True
         try:
-            # filelock would take a FIFO or a device as its lock file too: only a regular file is one
-            fileops.check_regular(path + ".lock")
-            lock.acquire(poll_interval=LOCK_POLL_S)
-        except Timeout:
+            lock.acquire(poll_interval=LOCK_POLL_S)  # a regular file only: a FIFO or device is no lock file
+        except fileops.LockTimeout:
             if cas:
                 result.error = f"{self.path} is locked by another process for more than {FILE_LOCK_TIMEOUT_S:g} s"
                 return result
@@ -281,11 +277,9 @@ class FileChannel:
         one, a number a concurrent writer under the lock may also have used (or passed). The write under
         the lock numbers it one more than the file then holds, so a reader that keys on the version sees
         the pause as a change."""
-        from filelock import Timeout
-
         try:
             lock.acquire(timeout=REASSERT_LOCK_TIMEOUT_S, poll_interval=LOCK_POLL_S)
-        except Timeout:
+        except fileops.LockTimeout:
             result.error = (f"wrote {mode} without the lock, and {path}.lock is still held after "
                             f"{REASSERT_LOCK_TIMEOUT_S:g} s: a writer that holds it may still replace the pause; "
                             "check the file and the process holding the lock")

@@ -99,14 +99,11 @@ def check_directory_writable(path: str) -> str:
                 os.unlink(probe)
             except OSError:
                 pass
-    from filelock import FileLock, Timeout  # imported here: `pause` itself takes the lock only when writing
-
-    lock = FileLock(real + ".lock", timeout=1.0)
+    lock = fileops.Lock(real + ".lock", timeout=1.0)
     try:
-        fileops.check_regular(real + ".lock")
         lock.acquire()
         lock.release()
-    except Timeout:
+    except fileops.LockTimeout:
         pass  # held by a live process for a moment: usable all the same
     except Exception as exc:
         reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"

@@ -1,6 +1,7 @@
 """Client of the trading system's admin HTTP API (CONTRACT section 5).
 
-requests is imported only when a call is made, so that a control-file-only `pause` never pays for it.
+Calls go through `probes.plainhttp` (the standard library, with a whole-call deadline): a `pause` through the
+admin API does not pay for importing requests.
 The bearer token is sent, never shown: errors carry the masked URL and the server's short answer, cut to
 length only after what the client sent (the token, the URL's credentials) was masked in it.
 """
@@ -49,12 +50,9 @@ class AdminClient:
         # that echoes the Authorization header across the cut would otherwise leave most of the token.
         self._redactor = Redactor.for_request(self.base_url, secrets=[self._token])
         self.timeout = timeout
-        self._session: Any = None
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        """Nothing to release: every call opens and closes its own connection."""
 
     def __enter__(self) -> "AdminClient":
         return self
@@ -63,12 +61,8 @@ class AdminClient:
         self.close()
 
     def _request(self, method: str, path: str, payload: dict | None = None) -> AdminAnswer:
-        import requests
+        from deploy_tool.probes.plainhttp import CallError, call
 
-        from deploy_tool.probes.http import DeadlineSession
-
-        if self._session is None:
-            self._session = DeadlineSession()
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -76,22 +70,22 @@ class AdminClient:
         shown = f"{method} {self.shown_url}{path}"
         started = time.perf_counter()
         try:
-            response = self._session.call(method, url, json=payload, headers=headers, connect_s=self.timeout[0],
-                                          deadline_s=self.timeout[1])
-        except requests.Timeout:
-            raise AdminError(f"{shown}: no complete answer within {self.timeout[1]:g} s (admin API hanging, "
-                             "overloaded or trickling)") from None
-        except requests.ConnectionError as exc:
-            reason = "connection refused (is the trading system running?)" if "refused" in str(exc) else "cannot connect"
-            raise AdminError(f"{shown}: {reason}") from None
-        except requests.RequestException as exc:
-            raise AdminError(f"{shown}: {type(exc).__name__}") from None
+            response = call(method, url, payload=payload, headers=headers, connect_s=self.timeout[0],
+                            deadline_s=self.timeout[1])
+        except CallError as exc:
+            if exc.kind == "deadline":
+                raise AdminError(f"{shown}: no complete answer within {self.timeout[1]:g} s (admin API hanging, "
+                                 "overloaded or trickling)") from None
+            if exc.kind == "refused":
+                raise AdminError(f"{shown}: connection refused (is the trading system running? check "
+                                 "--http-admin-url / EXEC_HTTP_ADMIN_URL)") from None
+            if exc.kind == "unreachable":
+                raise AdminError(f"{shown}: cannot connect ({exc}): check the host and port in --http-admin-url "
+                                 "/ EXEC_HTTP_ADMIN_URL") from None
+            raise AdminError(f"{shown}: {exc}") from None
         latency_ms = (time.perf_counter() - started) * 1000
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if response.status_code == 401:
+        body = response.json()
+        if response.status == 401:
             raise AdminError(
                 f"{shown}: HTTP 401 unauthorized: "
                 + ("the admin token was rejected: check that EXEC_HTTP_ADMIN_TOKEN (or the variable "
@@ -101,8 +95,8 @@ class AdminClient:
             )
         if body is None:
             snippet = self._redactor.shorten(response.text.replace("\n", " "), 60)
-            raise AdminError(f"{shown}: HTTP {response.status_code} with a non-JSON answer '{snippet}'")
-        return AdminAnswer(response.status_code, body, latency_ms)
+            raise AdminError(f"{shown}: HTTP {response.status} with a non-JSON answer '{snippet}'")
+        return AdminAnswer(response.status, body, latency_ms)
 
     def health(self) -> AdminAnswer:
         """GET /health; AdminError unless it answers 2xx with a JSON object."""
