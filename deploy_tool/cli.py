@@ -34,7 +34,7 @@ Run the go-live preflight suite (the same as `pytest --pyargs preflight_tests`).
 suite is accepted, e.g.:
   gradual-deploy preflight --http-admin-url http://127.0.0.1:8001 \\
       --backtest-summary data/backtest_summary.json --min-sharpe 0.2 --min-winrate 0.5 --max-drawdown 0.05
-See `pytest --pyargs preflight_tests --help` (group "gradual-deploy") for all of them.
+`gradual-deploy preflight --help` lists them by group; pytest's own options follow (group "gradual-deploy").
 """
 
 CHANNELS = ("http_admin_url", "control_file", "admin_token_env")
@@ -137,7 +137,7 @@ class _Parser(argparse.ArgumentParser):
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse makes a formatter for every add_argument, and its default width imports shutil (5 ms on
         # the path of a pause) for shutil.get_terminal_size: the same rule, from os.
-        return self.formatter_class(prog=self.prog, width=_columns() - 2)
+        return cast(Any, self.formatter_class)(prog=self.prog, width=_columns() - 2)
 
 
 def _columns() -> int:
@@ -202,7 +202,8 @@ def _add_preflight(sub: Any) -> None:
     pre = sub.add_parser("preflight", help="run the go-live checks and write the evidence",
                          description=PREFLIGHT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                          add_help=False)
-    pre.add_argument("-h", "--help", action="store_true", help="show this help and the suite's options")
+    pre.add_argument("-h", "--help", action="store_true", help="show the suite's options by group (--help-pytest: "
+                                                              "pytest's own too)")
     pre.add_argument("pytest_args", nargs=argparse.REMAINDER, help="suite options")
 
 
@@ -430,9 +431,15 @@ def _run_command(argv: list[str]) -> int:
 
 
 def cmd_preflight(pytest_args: list[str]) -> int:
-    if pytest_args[:1] in (["-h"], ["--help"]):
+    from deploy_tool.commands.preflight import foreign_overrides, run_preflight, suite_help
+
+    asked = pytest_args[:pytest_args.index("--")] if "--" in pytest_args else pytest_args
+    if "--help-pytest" in asked:  # pytest's own help, the suite's options among them
         print(PREFLIGHT_HELP)
-    from deploy_tool.commands.preflight import foreign_overrides, run_preflight
+        pytest_args = ["--help" if a == "--help-pytest" else a for a in pytest_args]
+    elif "-h" in asked or "--help" in asked:
+        print(suite_help())
+        return EXIT_OK
 
     overrides = foreign_overrides(pytest_args)
     if overrides:
@@ -484,19 +491,19 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     print(f"  backtest summary  : {sandbox.backtest_summary}")
     print("  API key (account)  : export " + " ".join(f"{k}={v}" for k, v in sandbox.account_env().items()))
     print("Point the suite at it:")
-    own = ["--evidence-dir", str(sandbox.evidence_dir)]  # the sandbox's evidence and audit stay in its own --dir
-    print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in [*sandbox.preflight_args(), *own]))
+    # preflight_args and gate_args keep the sandbox's evidence in its own --dir; the audit goes there too
+    print("  gradual-deploy preflight " + " ".join(shlex.quote(a) for a in sandbox.preflight_args()))
     print("After a pass, go live on it (from mock; the gate checks the signed evidence against these):")
     print("  gradual-deploy switch --to real " + " ".join(shlex.quote(a) for a in [
         "--http-admin-url", sandbox.admin_url, "--admin-token-env", args.admin_token_env,
-        "--control-file", str(sandbox.control_file), *sandbox.gate_args(), *own,
+        "--control-file", str(sandbox.control_file), *sandbox.gate_args(), "--evidence-dir", str(sandbox.evidence_dir),
         "--audit-dir", str(sandbox.audit_dir)]))
     print("Watch it (in another terminal), and make it misbehave with")
     print(f"  gradual-deploy sandbox --dir {shlex.quote(args.dir)} --misbehave failing-orders")
     print("  gradual-deploy watch --interval 2s --duration 10m " + " ".join(shlex.quote(a) for a in sandbox.watch_args()))
     print("Scale up in real (each step held under watch, each raise waiting for an approval from another terminal):")
     print("  gradual-deploy ramp --steps 0.5%,1% --hold 30s --interval 2s --wait-for-approval "
-          + " ".join(shlex.quote(a) for a in [*sandbox.watch_args(), *sandbox.gate_args()]))
+          + " ".join(shlex.quote(a) for a in [*sandbox.watch_args(), "--trusted-keys", str(sandbox.trusted_keys)]))
     print(f"  gradual-deploy ramp approve --deploy-audit-dir {shlex.quote(str(sandbox.audit_dir))}", flush=True)
     try:
         while True:

@@ -10,8 +10,7 @@ a secret cut in two is no longer the value the redactor looks for.
 
 from __future__ import annotations
 
-import base64
-import html
+import binascii
 import json
 import os
 import re
@@ -20,6 +19,20 @@ from typing import Any, Iterable, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
+# base64 and html.escape without importing base64 (struct) and html (html.entities) on the path of a pause:
+# the same bytes, from binascii and str.replace.
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _b64(data: bytes) -> str:
+    """base64.b64encode(data).decode()"""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def _html_escape(text: str) -> str:
+    """html.escape(text) (quote=True)"""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+            .replace("'", "&#x27;"))
 SECRET_NAME = re.compile(
     r"(PASS(WORD|WD|PHRASE)?|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE|CREDENTIAL|AUTH)", re.IGNORECASE
 )
@@ -125,7 +138,7 @@ def url_secrets(url: str | None) -> list[str]:
     if parts.username is not None and (parts.password or token_user):
         # What requests sends for user info in a URL: a server that echoes its Authorization header shows this.
         basic = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        found.append(base64.b64encode(basic.encode("latin-1", "replace")).decode())
+        found.append(_b64(basic.encode("latin-1", "replace")))
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if SECRET_NAME.search(key) and value:
             found.append(value)
@@ -173,9 +186,9 @@ class Redactor:
                 continue
             # The same value also appears escaped in HTML and JSON documents, %-encoded in a URL, base64'd (an
             # echoed Basic header), with '/' escaped by some JSON writers.
-            forms = {secret, html.escape(secret), json.dumps(secret)[1:-1], secret.replace("/", "\\/"),
-                     quote(secret, safe=""), base64.b64encode(secret.encode()).decode().rstrip("="),
-                     base64.urlsafe_b64encode(secret.encode()).decode().rstrip("=")}
+            b64 = _b64(secret.encode())
+            forms = {secret, _html_escape(secret), json.dumps(secret)[1:-1], secret.replace("/", "\\/"),
+                     quote(secret, safe=""), b64.rstrip("="), b64.translate(_URLSAFE).rstrip("=")}
             forms = {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
             self._whole |= forms
             self._ordered = sorted(self._whole, key=len, reverse=True)

@@ -729,11 +729,12 @@ class Sandbox:
             "--subject", str(self.source_dir),
             "--signing-key", str(self.signing_key),
             "--capital", f"{SANDBOX_CAPITAL:g}",
+            "--evidence-dir", str(self.evidence_dir),  # its own: never the production data/evidence
         ]
 
     def gate_args(self) -> list[str]:
         """What `switch --to real`, `status` and `ramp` compare the evidence with: this sandbox's exchange and
-        trades database, and its own pinned key."""
+        trades database, and its own pinned key (the evidence directory is the caller's: `evidence_dir`)."""
         return ["--okx-base-url", self.okx_url, "--database-url", self.database_url,
                 "--trusted-keys", str(self.trusted_keys)]
 

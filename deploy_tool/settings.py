@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Collection, Mapping
 
 from deploy_tool import DeployError
@@ -163,7 +162,6 @@ def switch_value(text: str) -> bool:
 # --- the table ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Option:
     """One setting: its flag (spelled out, so that a search for it finds it), help, parser, default (as
     text, parsed like any input), env vars, the group of checks it belongs to, and whether the evidence
@@ -171,18 +169,30 @@ class Option:
     `ini_key` takes a value but is never read from an ini file. A threshold is `looser` when its value is
     "higher" or "lower": a pytest ini may not set it looser than its default."""
 
-    flag: str
-    help: str
-    parse: Callable[[str], Any]
-    default: str | None = None
-    env: tuple[str, ...] = ()
-    group: str = ""
-    threshold: bool = False
-    flag_only: bool = False
-    bounds: tuple[float, float] | None = None  # (low, high); low is excluded when it is 0 for a positive kind
-    repeat: bool = False  # the flag may be given more than once; the values are joined
-    looser: str | None = None  # of a threshold: "higher" or "lower", the way a value lets more pass
-    ini_key: bool = True
+    # A plain class, not a dataclass: `dataclasses` (and the `inspect` it imports) and the code a dataclass
+    # generates at every import cost an emergency pause 20 ms; the table is built once per process.
+    __slots__ = ("flag", "help", "parse", "default", "env", "group", "threshold", "flag_only", "bounds", "repeat",
+                 "looser", "ini_key")
+
+    def __init__(self, flag: str, help: str, parse: Callable[[str], Any], default: str | None = None,
+                 env: tuple[str, ...] = (), group: str = "", threshold: bool = False, flag_only: bool = False,
+                 bounds: tuple[float, float] | None = None, repeat: bool = False, looser: str | None = None,
+                 ini_key: bool = True) -> None:
+        self.flag = flag
+        self.help = help
+        self.parse = parse
+        self.default = default
+        self.env = env
+        self.group = group
+        self.threshold = threshold
+        self.flag_only = flag_only
+        self.bounds = bounds  # (low, high); low is excluded when it is 0 for a positive kind
+        self.repeat = repeat  # the flag may be given more than once; the values are joined
+        self.looser = looser  # of a threshold: "higher" or "lower", the way a value lets more pass
+        self.ini_key = ini_key
+
+    def __repr__(self) -> str:
+        return f"Option({self.flag!r})"
 
     @property
     def name(self) -> str:
@@ -227,8 +237,7 @@ def _setting(flag: str, help: str, parse: Callable[[str], Any], default: str | N
              env: tuple[str, ...] = (), group: str, threshold: bool = False, flag_only: bool = False,
              bounds: tuple[float, float] | None = None, repeat: bool = False, looser: str | None = None,
              ini_key: bool = True) -> Any:
-    option = Option(flag, help, parse, default, env, group, threshold, flag_only, bounds, repeat, looser, ini_key)
-    return field(metadata={"option": option})
+    return Option(flag, help, parse, default, env, group, threshold, flag_only, bounds, repeat, looser, ini_key)
 
 
 DAY = 86400.0
@@ -239,9 +248,10 @@ def _on_off(flag: str, help: str, group: str) -> Any:
     return _setting(flag, help, switch_value, "false", group=group, flag_only=True)
 
 
-@dataclass(frozen=True)
 class Settings:
-    """Every resolved setting of one run. The fields are the option table."""
+    """Every resolved setting of one run. The fields are the option table: each is declared here with its
+    Option as the class attribute, and every instance holds a value for each (immutable, compared and shown
+    like a frozen dataclass; `replace` makes a changed copy)."""
 
     # where the other settings may come from besides the command line and the environment
     config: str | None = _setting("--config", "the gradual-deploy config: a TOML file whose [gradual-deploy] table "
@@ -475,10 +485,45 @@ class Settings:
 
     # Not an option: settings named but unusable, by name, for a caller that asked to go on without them
     # (a pause goes through the channel that works and reports the other FAILED with this reason).
-    problems: Mapping[str, str] = field(default_factory=dict)
+    problems: Mapping[str, str]
     # Not an option: where each setting's value came from, by name: "the command line", "environment variable
     # X", "config <path>", the ini file's name (e.g. "pytest.ini") or "the default".
-    sources: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str]
+
+    def __init__(self, *, problems: Mapping[str, str] | None = None, sources: Mapping[str, str] | None = None,
+                 **values: Any) -> None:
+        missing = [o.name for o in OPTIONS if o.name not in values]
+        unknown = [name for name in values if name not in BY_NAME]
+        if missing or unknown:
+            raise TypeError(f"Settings: missing {missing}, unknown {unknown}")
+        for option in OPTIONS:
+            object.__setattr__(self, option.name, values[option.name])
+        object.__setattr__(self, "problems", dict(problems or {}))
+        object.__setattr__(self, "sources", dict(sources or {}))
+
+    def _values(self) -> dict[str, Any]:
+        return {o.name: getattr(self, o.name) for o in OPTIONS}
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with `changes` (values, not text: nothing is parsed again)."""
+        return Settings(**{**self._values(), **changes}, problems=self.problems, sources=self.sources)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable (use .replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Settings are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return (self._values(), self.problems, self.sources) == (other._values(), other.problems, other.sources)
+
+    __hash__ = None  # type: ignore[assignment]  # it holds mappings
+
+    def __repr__(self) -> str:
+        fields = [f"{o.name}={getattr(self, o.name)!r}" for o in OPTIONS]
+        return f"Settings({', '.join([*fields, f'problems={self.problems!r}', f'sources={self.sources!r}'])})"
 
     def admin_token(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The admin bearer token, from the env var named by --admin-token-env."""
@@ -513,11 +558,11 @@ class Settings:
         return {name: self.sources.get(name, "the default") for name in self.thresholds(groups)}
 
 
-OPTIONS: tuple[Option, ...] = tuple(f.metadata["option"] for f in fields(Settings) if "option" in f.metadata)
+OPTIONS: tuple[Option, ...] = tuple(v for v in vars(Settings).values() if isinstance(v, Option))
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-for _field in fields(Settings):  # a field named unlike its flag would be unreachable from the command line
-    if "option" in _field.metadata and BY_NAME.get(_field.name) is None:
-        raise AssertionError(f"Settings.{_field.name}: its flag does not spell its name")
+for _name, _value in vars(Settings).items():  # a field named unlike its flag would be unreachable from the command line
+    if isinstance(_value, Option) and _value.name != _name:
+        raise AssertionError(f"Settings.{_name}: its flag does not spell its name")
 for _option in OPTIONS:  # a threshold without a direction could be loosened from a pytest ini unseen
     if (_option.looser in ("higher", "lower")) != _option.threshold:
         raise AssertionError(f"{_option.flag}: a threshold needs looser='higher' or 'lower', and only a threshold")
@@ -574,12 +619,12 @@ def _from_env(option: Option, environ: Mapping[str, str]) -> tuple[str | None, s
 CONFIG_TABLE = "gradual-deploy"
 
 
-@dataclass(frozen=True)
 class ConfigFile:
     """The `[gradual-deploy]` table of a `--config` file: option values by name, as text, parsed like any input."""
 
-    path: str  # absolute: the evidence says which file, wherever the run started
-    values: Mapping[str, str]
+    def __init__(self, path: str, values: Mapping[str, str]) -> None:
+        self.path = path  # absolute: the evidence says which file, wherever the run started
+        self.values = values
 
     @property
     def source(self) -> str:
@@ -745,4 +790,4 @@ def looser_than_default(option: Option, value: Any) -> bool:
 
 def defaults(**overrides: Any) -> Settings:
     """Every setting at its default, with the given fields replaced: for library callers and tests."""
-    return replace(resolve((), cli=lambda option: None), **overrides)
+    return resolve((), cli=lambda option: None).replace(**overrides)

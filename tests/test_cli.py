@@ -97,13 +97,21 @@ def test_sandbox_runs_in_the_foreground_and_points_the_suite_at_itself(tmp_path)
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
-            if line.strip().startswith("gradual-deploy preflight"):
+            if line.strip().startswith("gradual-deploy ramp approve"):
                 break
-        assert lines[-1].strip().startswith("gradual-deploy preflight"), lines
-        command = shlex.split(lines[-1])
-        assert command[:2] == ["gradual-deploy", "preflight"], lines
-        done = _run(command[1:] + ["--evidence-dir", str(tmp_path / "ev")], tmp_path)
+        assert lines[-1].strip().startswith("gradual-deploy ramp approve"), lines
+        commands = [shlex.split(line) for line in lines if line.strip().startswith("gradual-deploy ")]
+        (command,) = [c for c in commands if c[1] == "preflight"]
+        done = _run(command[1:], tmp_path)  # as printed
         assert done.returncode == 0, done.stdout + done.stderr
+        # the sandbox keeps its evidence and audit in its own --dir: never the production data/evidence
+        assert list((tmp_path / "box" / "evidence").glob("preflight-*.json"))
+        assert not (tmp_path / "data").exists()
+        for printed in commands:
+            for flag in ("--evidence-dir", "--audit-dir", "--deploy-audit-dir"):
+                if flag in printed:
+                    assert printed[printed.index(flag) + 1].startswith(str(tmp_path / "box")), (flag, printed)
+        assert all("--evidence-dir" in c for c in commands if c[1] in ("switch", "ramp", "watch") and "approve" not in c)
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = communicate_or_kill(proc, 30, "the sandbox to stop on Ctrl+C")

@@ -43,3 +43,40 @@ def test_a_401_names_the_variable_that_holds_the_token(sandbox):
         client.get_mode()
     assert "no admin token was sent: set EXEC_HTTP_ADMIN_TOKEN (or the variable --admin-token-env names)" \
         in str(caught.value)
+
+
+def test_the_preflight_help_shows_the_tools_own_options_first_by_group_and_points_to_pytests():
+    """`preflight --help` was pytest's 718 lines with the tool's options from line 202 on: now it is the
+    tool's options, each with its default and env var, by group, and a pointer to pytest's own help."""
+    from deploy_tool.settings import SUITE_OPTIONS
+
+    done = subprocess.run([*GD, "preflight", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("usage: gradual-deploy preflight")
+    assert "exit codes" in done.stdout and "example:" in done.stdout
+    first_option = next(i for i, line in enumerate(lines) if line.startswith("  --"))
+    assert first_option < 20, f"the first option is on line {first_option + 1}"
+    assert "pytest.main" not in done.stdout and "--basetemp" not in done.stdout, "pytest's own help is not mixed in"
+    for option in SUITE_OPTIONS:
+        at = next((i for i, line in enumerate(lines) if line.startswith(f"  {option.flag}")
+                   and line.split()[0] == option.flag), None)
+        assert at is not None, f"{option.flag} missing"
+        text = " ".join(" ".join(lines[at + 1:at + 4]).split())
+        if option.default not in (None, "false"):
+            assert f"default {option.default}" in text, (option.flag, text)
+        for env in option.env or (("EXEC_HTTP_ADMIN_URL",) if option.name == "http_admin_url" else ()):
+            assert env in text, (option.flag, text)
+    groups = [line.split(":")[0] for line in lines if line and not line.startswith(" ") and ":" in line
+              and line.split(":")[0] in {o.group for o in SUITE_OPTIONS}]
+    assert groups[:4] == ["okx", "db", "backtest", "risk"], groups
+    assert any("--help-pytest" in line for line in lines[-4:]), lines[-4:]
+    example = " ".join(done.stdout.split("example:", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ").split())
+    flags = [a for a in shlex.split(example)[2:] if a.startswith("--")]
+    assert flags and set(flags) <= {o.flag for o in SUITE_OPTIONS}, flags
+
+
+def test_pytest_s_own_help_is_one_flag_away():
+    done = subprocess.run([*GD, "preflight", "--help-pytest"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "-m MARKEXPR" in done.stdout and "--okx-base-url" in done.stdout

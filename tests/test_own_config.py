@@ -106,7 +106,7 @@ def test_selection_skips_and_the_config_still_pass_through(sandbox, tmp_path):
 
 def test_help_works_in_any_checkout(tmp_path):
     (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --no-such-flag\n")
-    done = subprocess.run([*GD, "preflight", "-h"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    done = subprocess.run([*GD, "preflight", "--help-pytest"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if k not in CLEARED})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "gradual-deploy preflight (go-live gate):" in done.stdout and "--config=VALUE" in done.stdout

@@ -167,3 +167,18 @@ def test_passwords_in_every_url_option_stay_out_of_the_evidence(run_suite, sandb
     assert run.evidence["targets"]["http_admin_url"] == sandbox.admin_url.replace("http://", "http://ops:***@")
     for text in (run.output, run.html, json.dumps(run.evidence)):
         assert URL_CANARY not in text
+
+
+@pytest.mark.parametrize("text", ["a", "p@ss/w+rd?<>&\"'", "ÿ€中文" * 3, "", "\x00\x7f" + "z" * 61])
+def test_the_masked_forms_are_the_standard_librarys(text):
+    """The redactor forms base64 and HTML-escaped copies of a secret without importing base64 and html (a pause
+    pays for neither): they must be byte for byte what those modules give, or a copy would go unmasked."""
+    import base64
+    import html
+
+    from deploy_tool.redact import _URLSAFE, _b64, _html_escape
+
+    data = text.encode()
+    assert _b64(data) == base64.b64encode(data).decode()
+    assert _b64(data).translate(_URLSAFE) == base64.urlsafe_b64encode(data).decode()
+    assert _html_escape(text) == html.escape(text)

@@ -6,7 +6,6 @@ Each step calls the library function its command calls (`run_preflight`, `switch
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import secrets
 import shlex
@@ -95,8 +94,8 @@ def run_demo(base_dir: str) -> int:
             return _failed(6)
 
         _step(7, "watch: the observation period; the sandbox misbehaves after 2 s and watch rolls back by itself")
-        watch_settings = dataclasses.replace(
-            settings, audit_dir=str(sandbox.audit_dir), risk_events_csv=str(sandbox.risk_events_csv),
+        watch_settings = settings.replace(
+            audit_dir=str(sandbox.audit_dir), risk_events_csv=str(sandbox.risk_events_csv),
             okx_base_url=sandbox.okx_url, database_url=sandbox.database_url, capital=SANDBOX_CAPITAL, interval=1.0,
             duration=30.0)
         _typed("watch", "--interval", "1s", "--duration", "30s", *sandbox.observe_args(), "--okx-base-url",
@@ -119,8 +118,7 @@ def run_demo(base_dir: str) -> int:
             return _failed(8)
 
         _step(9, "ramp: raise the allocation 0.5% -> 1%, each step held under watch; losses at 1% abort it")
-        ramp_settings = dataclasses.replace(watch_settings, steps=(0.005, 0.01), hold=3.0, interval=0.5,
-                                            observe_window=2.0)
+        ramp_settings = watch_settings.replace(steps=(0.005, 0.01), hold=3.0, interval=0.5, observe_window=2.0)
         _typed("ramp", "--steps", "0.5%,1%", "--hold", "3s", "--interval", "0.5s", "--observe-window", "2s",
                *sandbox.observe_args(), "--okx-base-url", sandbox.okx_url, "--database-url", sandbox.database_url,
                "--evidence-dir", str(evidence_dir), "--trusted-keys", str(sandbox.trusted_keys),

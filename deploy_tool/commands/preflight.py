@@ -142,3 +142,73 @@ def run_preflight(args: Sequence[str]) -> PreflightResult:
     except (OSError, ValueError):
         pass
     return PreflightResult(int(code), verdict, state.stem.with_suffix(".html"), json_path)
+
+
+# --- `gradual-deploy preflight --help`: the tool's options first, by group ------------------------------------
+
+# The suite's option groups, in the order a go-live reads them, with what each is about and its -m marker.
+HELP_GROUPS = (
+    ("okx", "the exchange: API health, latency, clock skew, maintenance (-m okx)"),
+    ("db", "the trades feed's freshness, in PostgreSQL or SQLite (-m db; --skip-db-check skips it)"),
+    ("backtest", "the backtest's go-live thresholds (-m backtest; --skip-backtest-check skips it)"),
+    ("risk", "the trading system's risk configuration (-m risk; --skip-risk-check skips it)"),
+    ("admin", "the trading system's admin API (-m admin; its checks skip without --http-admin-url)"),
+    ("control", "the control file (-m control; skips without --control-file)"),
+    ("account", "the exchange account, read-only with an API key (-m account; skips without a key)"),
+    ("secrets", "hard-coded keys in the trading system's source (-m secrets; skips without --scan-path)"),
+    ("observe", "the observation period's checks (only with -m observe or --observe)"),
+    ("evidence", "the evidence: where it goes, signing, the config file"),
+    ("notify", "notifications"),
+)
+
+
+def suite_help(prog: str = "gradual-deploy preflight") -> str:
+    """The preflight's own options by group: each with its default, env vars and whether a pytest ini may set
+    it; then where pytest's own options are. Built from the option table, like the options themselves."""
+    import textwrap
+
+    from deploy_tool.settings import SUITE_OPTIONS
+
+    width = 100
+    lines = [f"usage: {prog} [OPTIONS] [pytest options]", "",
+             "Run the go-live checks (the preflight suite) and write the evidence: an HTML report, its JSON twin and,",
+             "with a signing key, a signed envelope. Each option also comes from its environment variable, the",
+             "gradual-deploy config (--config FILE) or, where marked [ini], the pytest ini; a flag wins.",
+             "exit codes (pytest's): 0 every check that ran passed (the verdict line says whether the evidence "
+             "opens real), 1 a check failed,",
+             "  2 interrupted or an option that would replace the suite's configuration, 3 internal error, "
+             "4 usage error (a malformed option), 5 no check selected",
+             "example:",
+             "  gradual-deploy preflight --database-url postgresql://user@db-host/trades --backtest-summary "
+             "data/backtest_summary.json \\",
+             "      --http-admin-url http://127.0.0.1:8001 --control-file data/control/mode.json "
+             "--signing-key data/keys/signing-key.pem", ""]
+    grouped: dict[str, list] = {}
+    for option in SUITE_OPTIONS:
+        grouped.setdefault(option.group, []).append(option)
+    known = [name for name, _ in HELP_GROUPS]
+    titles = dict(HELP_GROUPS) | {g: g for g in grouped if g not in known}
+    for group in [*known, *sorted(g for g in grouped if g not in known)]:
+        if group not in grouped:
+            continue
+        lines.append(f"{group}: {titles[group]}")
+        for option in grouped[group]:
+            head = f"  {option.flag}" + ("" if option.flag_only else " VALUE")
+            facts = []
+            if option.default not in (None, "false"):
+                facts.append(f"default {option.default}")
+            if option.env:
+                facts.append(f"env {', '.join(option.env)}")
+            elif option.name == "http_admin_url":  # the trading system's own variables (settings.admin_url_from_env)
+                facts.append("env EXEC_HTTP_ADMIN_URL, or EXEC_HTTP_ADMIN_ENABLED=true with EXEC_HTTP_HOST and "
+                             "EXEC_HTTP_PORT")
+            if option.ini_key and not option.flag_only:
+                facts.append("ini")
+            text = option.help + (f" [{'; '.join(facts)}]" if facts else "")
+            lines.append(head)
+            lines.extend(textwrap.wrap(text, width, initial_indent=" " * 6, subsequent_indent=" " * 6))
+        lines.append("")
+    lines += ["pytest's own options (-m MARKEXPR, -k EXPR, -x, -v, --html, ...): "
+              f"`{prog} --help-pytest` shows them all.",
+              "Refused, because they would replace the suite's own configuration: " + ", ".join(OVERRIDES) + "."]
+    return "\n".join(lines) + "\n"

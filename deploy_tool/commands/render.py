@@ -86,7 +86,9 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     evidence = report.get("evidence")
     if evidence:
         verdict = evidence["verdict"] or "none"
-        age = f"{format_age(evidence['age_s'])} old" if evidence["age_s"] is not None else "age unknown"
+        # The age is read from the signed envelope: without a verified one there is none to tell.
+        age = (f"{format_age(evidence['age_s'])} old" if evidence["age_s"] is not None
+               else "age not read (only a verified signed envelope dates the evidence)")
         lines.append(f"evidence: {evidence['path'] or 'none'}: verdict {verdict}, {age}; "
                      + ("the gate would let `switch --to real` through" if evidence["gate_open"]
                         else "the gate is closed to `switch --to real`")

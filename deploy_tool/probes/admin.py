@@ -9,8 +9,7 @@ length only after what the client sent (the token, the URL's credentials) was ma
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from deploy_tool import MODES, ProbeError
 from deploy_tool.redact import Redactor, mask_url
@@ -32,8 +31,7 @@ class AdminConflict(AdminError):
         self.mode = mode  # what the server says it holds now (a mode, or an allocation)
 
 
-@dataclass(frozen=True)
-class AdminAnswer:
+class AdminAnswer(NamedTuple):
     status: int
     body: Any
     latency_ms: float
