@@ -503,7 +503,7 @@ def template_digest(text: str) -> str:
 def test_the_templates_are_the_reviewed_ones(name: str) -> None:
     """The rules above name what must never be; this names what was reviewed. A new step, key, flag or
     value the rules do not know (a download piped into a shell, a step env that points the OKX key
-    elsewhere, a looser default) changes the digest: review the change against the rules and the README,
+    elsewhere, a looser default) changes the digest: review the change against the rules and docs/ci.md,
     then record the new digest in tests/ci-tools/reviewed-templates.json."""
     assert template_digest((EXAMPLES / name).read_text()) == REVIEWED[name], (
         f"examples/ci/{name} is not the reviewed template: review it, then record its digest")

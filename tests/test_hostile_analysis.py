@@ -233,7 +233,7 @@ def hooks() -> Iterator[list[Hook]]:
 
 def test_a_pause_that_comes_and_goes_while_a_resumed_ramp_waits_stops_the_raise(live):
     """A ramp resumed after a clean hold waits for approval before its first raise; someone pauses and goes
-    back to real between two of the wait's rounds (no round sees it), then approves. The README: "a pause
+    back to real between two of the wait's rounds (no round sees it), then approves. docs/watch-and-ramp.md: "a pause
     that came and went while it waited stops it before the raise"."""
     code, lines, _ = run_ramp(live, steps="0.5%", hold="1s")
     assert code == 0, lines
@@ -468,7 +468,7 @@ def test_a_breach_is_paused_while_the_terminal_does_not_take_its_line(world):
 
 def test_a_sigterm_while_the_ramp_asks_its_webhook_pauses_first(running, hooks):
     """`ramp` as a process: step 1 held, it asks --confirm-url before step 2 and the webhook takes its time;
-    SIGTERM then (a deploy tool's stop, a closed session). The README: "a signal or a crash pauses first, as
+    SIGTERM then (a deploy tool's stop, a closed session). docs/watch-and-ramp.md: "a signal or a crash pauses first, as
     watch does": but the first ask of a wait runs outside the analysis run's signal handling."""
     hook = Hook(lambda n: (hook.released.wait(30), (503, b"", {}))[1])
     hooks.append(hook)

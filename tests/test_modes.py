@@ -350,7 +350,7 @@ def test_twenty_processes_on_one_control_file(tmp_path):
         "from deploy_tool.modes import change, channels\n"
         # Every pause here waits for the lock, as every switch does, so that every write is made under it
         # and the version must count them exactly. A pause that gives up on the lock writes a number a
-        # writer under the lock may share (README): that path has its own deterministic test, with the
+        # writer under the lock may share (docs/mode-control.md): that path has its own deterministic test, with the
         # numbers it writes, in test_pause_hostile.py.
         "channels.PAUSE_LOCK_TIMEOUT_S = change.PAUSE_JOIN_S = 600.0\n"
         "p, a = sys.argv[1], sys.argv[2]\n"
