@@ -513,6 +513,18 @@ def breach_reason(label: str, ended: Ended) -> str:
     return (head + ": " + "; ".join(f"{c.id}: {c.message}" for c in rnd.failures))[:500]
 
 
+def after_breach(outcome: Outcome) -> str:
+    """The next step after a breach's pause, for the line that says how the pause went."""
+    if outcome.result in ("failed", "unconfirmed"):
+        return ("NO CHANNEL CONFIRMED THE PAUSE: stop the trading system by hand, then check it with "
+                "`gradual-deploy status`")
+    if outcome.result == "partial":
+        return ("not every channel confirmed the pause: check the trading system (`gradual-deploy status`) and "
+                "pause the others by hand")
+    return ("to go live again: find the cause (the snapshot holds the measurements), rehearse in mock "
+            "(`gradual-deploy switch --to mock`), then a new signed `gradual-deploy preflight` and `switch --to real`")
+
+
 def breach_pause(cfg: WatchConfig, channels: Sequence[Channel], reason: str) -> Outcome:
     return pause(channels, reason=reason, actor=cfg.actor, audit_dir=cfg.settings.deploy_audit_dir,
                  scrub=cfg.redactor.scrub_data)

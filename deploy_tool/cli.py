@@ -456,7 +456,8 @@ def cmd_preflight(pytest_args: list[str]) -> int:
         _print([f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code})",
                 f"  evidence (HTML): {result.html}", f"  evidence (JSON): {result.json}",
                 f"  signed          : {signed}" if signed is not None and signed.exists()
-                else "  signed          : no (this evidence cannot open real: --signing-key or GD_SIGNING_KEY)"],
+                else "  signed          : no (this evidence cannot open real: run it again with --signing-key FILE or "
+                     "GD_SIGNING_KEY_FILE; `gradual-deploy keygen` makes a pair)"],
                Redactor.from_environ())
     return result.exit_code
 
@@ -482,7 +483,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     try:
         sandbox.start()
     except OSError as exc:
-        raise DeployError(f"cannot start the sandbox: {exc.strerror or exc} (port in use? try other ports)") from None
+        raise DeployError(f"cannot start the sandbox: {exc.strerror or exc}: a port in use? give others with "
+                          "--okx-port and --admin-port") from None
     print("gradual-deploy sandbox running on loopback (Ctrl+C stops it)")
     print(f"  exchange stand-in : {sandbox.okx_url}")
     print(f"  admin API         : {sandbox.admin_url}" + (f" (bearer token from ${args.admin_token_env})" if token else ""))
@@ -625,7 +627,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if not settings.database_url and not settings.skip_db_check:
-        raise UsageError("watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
+        raise UsageError("watch checks the trades feed: give --database-url URL (or DATABASE_URL); or --skip-db-check, "
+                         "and the feed's freshness goes unwatched")
     _judge_ready(settings)
     channels = _channels(settings, pause=True)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
@@ -666,7 +669,8 @@ def cmd_ramp(args: argparse.Namespace) -> int:
         _print(plan_lines(settings.steps, settings.hold, start, confirmations(settings)), settings.redactor())
         return EXIT_OK
     if not settings.database_url and not settings.skip_db_check:
-        raise UsageError("ramp watches the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check")
+        raise UsageError("ramp watches the trades feed: give --database-url URL (or DATABASE_URL); or --skip-db-check, "
+                         "and the feed's freshness goes unwatched")
     _judge_ready(settings)
     channels = _channels(settings)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor(), command="ramp")

@@ -144,8 +144,10 @@ def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, sandbo
         runs.append(args)
         evidence_dir = evidence_dir or pytester.path / f"evidence-{len(runs)}"
         base = [*sandbox.preflight_args()] if sandbox_args else []
+        # the run's own --evidence-dir last: it wins over the sandbox's own (in its preflight_args), wherever
+        # a test puts those
         argv = ["--pyargs", "preflight_tests", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning", *base,
-                "--evidence-dir", str(evidence_dir), *args]
+                *args, "--evidence-dir", str(evidence_dir)]
         result = pytester.runpytest_subprocess(*argv) if subprocess else pytester.runpytest(*argv)
         return SuiteRun(result, evidence_dir)
 

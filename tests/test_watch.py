@@ -143,7 +143,7 @@ def test_watch_usage_errors(sandbox, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     done = subprocess.run(GD + ["watch", *args], capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 2
-    assert "watch checks the trades feed: give --database-url (or DATABASE_URL), or --skip-db-check" in done.stderr
+    assert "watch checks the trades feed: give --database-url URL (or DATABASE_URL); or --skip-db-check" in done.stderr
     done = subprocess.run(GD + ["watch", *sandbox.watch_args(), "--max-order-failure-rate", "20"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "invalid --max-order-failure-rate '20' from the command line" in done.stderr

@@ -31,6 +31,7 @@ from deploy_tool.analysis import (
     Ended,
     Round,
     WatchConfig,
+    after_breach,
     breach_pause,
     breach_reason,
     channel_lines,
@@ -43,6 +44,7 @@ from deploy_tool.modes.gate import Gate, GateConfig, evidence_gate
 from deploy_tool.times import format_duration, iso_utc, utc_now
 
 EXIT_OK, EXIT_BREACH, EXIT_INTERRUPTED = 0, 1, 130
+AGAIN = "start the ramp again"  # what a refusal's fix ends with
 RAMP_EVENTS = ("ramp_step", "ramp_step_held", "ramp_abort", "ramp_stopped", "ramp_done", "ramp_refused",
                "ramp_waiting", "ramp_approved")
 
@@ -150,12 +152,14 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> Sta
         try:
             mode = channel.read()
         except ChannelError as exc:
-            return Start(f"{channel.name}: cannot read the mode: {exc}", {}, settings.max_allocation)
+            return Start(f"{channel.name}: cannot read the mode: {exc}: fix that channel (its error says what it "
+                         f"answered), then {AGAIN}", {}, settings.max_allocation)
         if mode != "real":
-            return Start(f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real", {},
-                         settings.max_allocation)
+            return Start(f"{channel.name} {channel.target} is in {mode or 'no mode'}: a ramp starts only in real: "
+                         f"`gradual-deploy switch --to real` first (from mock, on fresh signed evidence), then {AGAIN}",
+                         {}, settings.max_allocation)
     gate_cfg = GateConfig.from_settings(settings)
-    gate = evidence_gate(gate_cfg, channels=channels)
+    gate = evidence_gate(gate_cfg, channels=channels, then=AGAIN)
     if not gate.ok:
         return Start(f"evidence gate: {gate.reason}", {}, settings.max_allocation)
     cfg.gate_forced = gate.forced  # opened on unsigned evidence: the ramp's start is audited as forced
@@ -165,17 +169,18 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> Sta
     limit, source = ceiling(settings.max_allocation, gate.evidence.thresholds if gate.evidence else {}, configured)
     above = [s for s in settings.steps if s > limit + 1e-12]
     if above and not force:
-        return Start(f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: a step above what the "
-                     "gate checked needs new evidence (a preflight run with a higher --max-allocation, and the risk "
-                     "configuration's max_allocation raised if it sets one); --force goes above it, audited as "
-                     "forced", {}, limit)
+        thresholds = gate.evidence.thresholds if gate.evidence else {}
+        return Start(f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: "
+                     f"{raise_ceiling(settings.max_allocation, thresholds, configured, max(above), source)}; or --steps "
+                     f"no higher than {pct(limit)} (or --force, audited as forced)", {}, limit)
     values, problems = _read_allocations(channels)
     if problems:
         return Start("; ".join(problems), {}, limit)
     known = {name: v for name, v in values.items() if v is not None}
     if len({round(v, 12) for v in known.values()}) > 1:
         return Start("the channels disagree on the allocation (" + ", ".join(f"{n} {pct(v)}" for n, v in known.items())
-                     + "): set them equal first", {}, limit)
+                     + "): set them equal first, to the lower (the admin API's POST /allocation, the control file's "
+                     f"\"allocation\"; `gradual-deploy status` shows each), then {AGAIN}", {}, limit)
 
     def raise_refused(allocation: float) -> str | None:
         """The system's own limit read again before a raise: lowered during the ramp, it stops the raise."""
@@ -186,7 +191,9 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> Sta
             return now
         if now is not None and allocation > now + 1e-12:
             return (f"the risk configuration's max_allocation is now {pct(now)}, below this step's "
-                    f"{pct(allocation)}: lowered during the ramp, so nothing is raised")
+                    f"{pct(allocation)}: lowered during the ramp, so nothing is raised; to go on, a ramp with --steps "
+                    f"no higher than {pct(now)}, or max_allocation raised again in the risk configuration and "
+                    "`gradual-deploy preflight` run again on it")
         return None
 
     return Start(None, values, limit, raise_refused)
@@ -209,7 +216,8 @@ def risk_limit(gate: Gate, channels: Sequence[Channel], cfg: GateConfig) -> floa
             http = [c for c in channels if c.name == "http"]
             if not http:
                 return ("the risk configuration the evidence judged was served by an admin API, and this ramp has "
-                        "none: give --http-admin-url, so that the ramp can read its allocation limit")
+                        f"none: give --http-admin-url (or EXEC_HTTP_ADMIN_URL), so that the ramp can read its "
+                        f"allocation limit; then {AGAIN}")
             from deploy_tool.probes.admin import AdminClient, AdminError
 
             try:
@@ -218,10 +226,31 @@ def risk_limit(gate: Gate, channels: Sequence[Channel], cfg: GateConfig) -> floa
             except (AdminError, OSError) as exc:
                 raise ProbeError(str(exc)) from None
     except ProbeError as exc:
-        return f"cannot read the risk configuration for its allocation limit: {exc}"
+        return (f"cannot read the risk configuration for its allocation limit: {exc}: make it readable where the "
+                f"evidence's run read it ({path or 'GET /config of the admin API'}), then {AGAIN}")
     if "max_allocation" in config.problems:
-        return f"the risk configuration's allocation limit: {config.problems['max_allocation']}"
+        return (f"the risk configuration's allocation limit: {config.problems['max_allocation']}: fix max_allocation "
+                f"in {path or 'the configuration GET /config serves'}, then {AGAIN}")
     return config.values.get("max_allocation")
+
+
+def raise_ceiling(max_allocation: float, thresholds: dict[str, Any], configured: float | None, highest: float,
+                  source: str) -> str:
+    """Why a step above the ceiling is refused and how to lift the ceiling to `highest`: each limit below it
+    raised, in the order that works (the risk configuration, then new evidence judged against it, then the
+    ramp's own flag)."""
+    checked = thresholds.get("max_allocation")
+    fixes = []
+    risk = configured is not None and configured < highest - 1e-12
+    if risk:  # a changed configuration is a changed subject: the evidence must judge it again
+        fixes.append(f"max_allocation {highest:g} in the risk configuration")
+    if risk or (isinstance(checked, (int, float)) and not isinstance(checked, bool) and checked < highest - 1e-12):
+        fixes.append(f"`gradual-deploy preflight --max-allocation {highest:g}` run again, signed")
+    if max_allocation < highest - 1e-12 or not fixes:
+        fixes.append(f"this ramp with --max-allocation {highest:g}")
+    head = ("a step above what the gate checked needs new evidence" if len(fixes) > 1 or not fixes[0].startswith("this")
+            else f"a step above {source} needs a higher one")
+    return f"{head}: {', then '.join(fixes)}"
 
 
 def ceiling(max_allocation: float, thresholds: dict[str, Any], configured: float | None = None) -> tuple[float, str]:
@@ -298,12 +327,16 @@ def _paused_since(cfg: WatchConfig, since: str) -> str | None:
     return None
 
 
-def _stopped(cfg: WatchConfig, index: int, step: float | None, why: str, emit: Callable[[str], None], note: str = "") -> int:
+RESUME = "`gradual-deploy ramp` resumes, holding this step again, once the system is back in real"
+
+
+def _stopped(cfg: WatchConfig, index: int, step: float | None, why: str, emit: Callable[[str], None], note: str = "",
+             resume: str = RESUME) -> int:
+    """Stop the ramp, audited; the line says why, what was left, and how it goes on (`resume`)."""
     cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step, "reason": why,
                 "mode": "left as it was"})
     where = f"step {index + 1} ({pct(step)})" if index >= 0 else f"before step 1 (allocation {pct(step)})"
-    emit(f"ramp: STOPPED at {where}: {why}; {note or 'no allocation raised'}; "
-         "`gradual-deploy ramp` resumes, holding this step again, once the system is back in real")
+    emit(f"ramp: STOPPED at {where}: {why}; {note or 'no allocation raised'}" + (f"; {resume}" if resume else ""))
     return EXIT_BREACH
 
 
@@ -317,7 +350,8 @@ def _take_step(cfg: WatchConfig, targets: Sequence[Channel], index: int, step: f
                 "forced": step > limit + 1e-12, "channels": [r.as_dict() for r in results],
                 "ok": ok})
     if not ok:
-        emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten")
+        emit(f"ramp: STOPPED at {label}: not every channel took the allocation; nothing overwritten; see each channel "
+             "below: once they hold the same allocation (`gradual-deploy status`), `gradual-deploy ramp` resumes")
         emit_channels(emit, results)
         cfg.record({"event": "ramp_stopped", "actor": cfg.actor, "step": index + 1, "allocation": step,
                     "reason": "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)})
@@ -399,8 +433,8 @@ def _ramp(cfg: WatchConfig, channels: Sequence[Channel], *, force: bool, emit: C
                                 "approved": ended.why, "versions": counters})
                 person = ""
             limited = begin.raise_refused(step.allocation)
-            if limited:  # the system's own limit, read again before every raise
-                return _stopped(cfg, index - 1, known[0] if known else None, limited, emit)
+            if limited:  # the system's own limit, read again before every raise: the reason says how to go on
+                return _stopped(cfg, index - 1, known[0] if known else None, limited, emit, resume="")
             before = dict(values)
             if not _take_step(cfg, channels, index, step.allocation, values, step.label, emit, limit):
                 return EXIT_BREACH
@@ -659,9 +693,10 @@ def approve(audit_dir: str, actor: str, reason: str, step: int | None = None,
         if every:
             shown = "; ".join(f"wait {w.get('wait_id')} before {w.get('for')}" for w in every)
             return False, (f"no open wait matches --step {step} --wait-id {wait_id} in {audit_dir}: open: {shown}; "
-                           "approve what a ramp waits for")
-        return False, (f"no ramp is waiting for approval in {audit_dir}; a ramp waits with --wait-for-approval, or "
-                       "after an inconclusive hold (its WAITING line names this command); check --deploy-audit-dir")
+                           "name one of those with --wait-id")
+        return False, (f"no ramp is waiting for approval in {audit_dir}: give the --deploy-audit-dir of the waiting "
+                       "ramp (its WAITING line names this command); a ramp waits with --wait-for-approval, or after an "
+                       "inconclusive hold")
     if len(waits) > 1:
         def where(wait: dict[str, Any]) -> str:
             targets = wait.get("channels")
@@ -716,7 +751,7 @@ def _abort(cfg: WatchConfig, channels: Sequence[Channel], steps: Sequence[float]
         emit_channels(emit, restored)
         back = (f"allocation back to {pct(steps[0])}: {'DONE' if all(r.ok for r in restored) else 'FAILED'}" if down
                 else f"allocation left at {held_text}, below the stable {pct(steps[0])}")
-        emit(f"pause: {outcome.result.upper()}; {back}; evidence snapshot: {written}")
+        emit(f"pause: {outcome.result.upper()}; {back}; evidence snapshot: {written}; next: {after_breach(outcome)}")
     cfg.tell("ramp abort", f"gradual-deploy ramp: ABORT at {held_text}, pause {outcome.result.upper()}",
              [reason, *channel_lines(outcome.channels), *channel_lines(restored),
               f"allocation back to {pct(steps[0])}; evidence snapshot: {written}"])

@@ -48,7 +48,7 @@ class Report:
 def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now: dt.datetime | None = None) -> Report:
     """Verify the evidence at `path` (its .intoto.json, or the plain JSON beside it) offline."""
     from deploy_tool.attest import subject_problems
-    from deploy_tool.modes.gate import Unverified, belongs_to, incomplete, read_signed
+    from deploy_tool.modes.gate import RERUN, Unverified, belongs_to, complete_run, incomplete, read_signed, selected
 
     plain = path.endswith(".json") and not path.endswith(ATTESTATION_SUFFIX)
     envelope_path = attestation_path(path) if plain else Path(path)
@@ -68,19 +68,29 @@ def verify_evidence(path: str, trusted_keys: str, given: Sequence[str] = (), now
         try:
             beside: Any = json.loads(fileops.read_text(path))
         except (OSError, ValueError, RecursionError) as exc:
-            report.problems.append(f"{path} cannot be read: {exc}")
+            report.problems.append(f"{path} cannot be read: {exc}: give a preflight-*.json that can, or its "
+                                   ".intoto.json alone")
             beside = {}
         other = belongs_to(evidence, Path(path), beside.get("run_id") if isinstance(beside, dict) else None)
         if other:
-            report.problems.append(f"{envelope_path.name} is the signature of another run: {other}")
+            report.problems.append(f"{envelope_path.name} is the signature of another run: {other}; or verify "
+                                   f"{envelope_path.name} alone, as that other run")
     if evidence.declared_verdict != evidence.verdict:
-        report.problems.append(f"the evidence says {evidence.declared_verdict!r}, its checks say {evidence.verdict!r}")
+        report.problems.append(f"the evidence says {evidence.declared_verdict!r}, its checks say {evidence.verdict!r}: "
+                               f"it contradicts itself and proves nothing; {RERUN}")
     lacking = incomplete(evidence)
     report.complete = lacking is None
     if lacking:
-        report.problems.append(f"not a complete go-live run: {lacking}")
+        # the failed checks of a FAIL have their own fix, below; what was left out, here
+        left_out = selected(evidence) or evidence.skips_requested or evidence.verdict == "pass"
+        report.problems.append(f"not a complete go-live run: {lacking}"
+                               + (f": {complete_run(evidence, 'verify the new evidence')}" if left_out else ""))
     if evidence.verdict != "pass":
-        report.problems.append("the verdict is FAIL")
+        failed = [c.id for c in evidence.checks if c.status == "failed"]
+        report.problems.append("the verdict is FAIL" + (f" (failed: {', '.join(failed[:5])}"
+                                                        + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+                                                        + ")" if failed else "")
+                               + f": fix what failed (each failed check says how), then {RERUN}")
     report.targets = evidence.targets
     report.finished_at = iso_utc(evidence.finished_at)
     report.age_s = ((now or utc_now()) - evidence.finished_at).total_seconds()

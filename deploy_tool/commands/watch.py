@@ -18,6 +18,7 @@ from deploy_tool.analysis import (
     FAIL,
     INCONCLUSIVE,
     SYSTEM_CLOCK,
+    after_breach,
     Clock,
     Ended,
     Round,
@@ -98,7 +99,8 @@ def watch(cfg: WatchConfig, channels: Sequence[Channel], emit: Callable[[str], N
     if not totals.get("pass"):  # nothing was shown to be healthy: no green end (fail closed)
         text = (f"watch finished: NO ROUND PASSED in {format_duration(settings.duration)} ({ended.rounds} rounds: "
                 + ", ".join(f"{n} {name}" for name, n in totals.items()) + "): nothing showed the system healthy; "
-                "nothing was paused (no breach); fix what the rounds could not measure and watch again")
+                "nothing was paused (no breach); fix what the rounds could not measure (each round's line names the "
+                "check and why), then run `gradual-deploy watch` again")
         cfg.record({"event": "watch_end", "actor": cfg.actor, "rounds": ended.rounds, "result": "nothing passed",
                     "outcomes": totals})
         emit(_final(cfg, {"result": "nothing_passed", "rounds": ended.rounds, "outcomes": totals}, text))
@@ -143,7 +145,7 @@ def _breach(cfg: WatchConfig, channels: Sequence[Channel], ended: Ended, emit: C
         count = tally.consecutive["error" if ended.breach == "errored" else FAIL]
         emit(f"BREACH after {count} {what}: pausing through every channel")
         emit_channels(emit, outcome.channels)
-        emit(f"pause: {outcome.result.upper()}; evidence snapshot: {written}")
+        emit(f"pause: {outcome.result.upper()}; evidence snapshot: {written}; next: {after_breach(outcome)}")
     cfg.tell("watch breach", f"gradual-deploy watch: BREACH, pause {outcome.result.upper()}",
              [reason, *channel_lines(outcome.channels), f"evidence snapshot: {written}"])
     return EXIT_BREACH

@@ -7,7 +7,6 @@ Functions return an `Outcome` (or a status report); the CLI prints them.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 Scrub = Callable[[Any], Any]
@@ -21,23 +20,34 @@ if TYPE_CHECKING:
     from deploy_tool.modes.gate import GateConfig
 
 PAUSE_JOIN_S = 10.0
+# Said last in every refusal --force overrides, after the fix: the honest next step comes first.
+FORCE_LAST = " (or --force, audited as forced)"
 
 
-@dataclass
 class Outcome:
-    """What one switch or pause did on each channel, and where its audit line went."""
+    """What one switch or pause did on each channel, and where its audit line went. (A plain class:
+    `dataclasses` costs a pause 20 ms of imports.)"""
 
-    action: str  # "switch" or "pause"
-    target: str
-    result: str  # done, noop, refused, failed, partial, unconfirmed (written where no system is known to read)
-    reason: str = ""
-    forced: bool = False
-    evidence: str | None = None
-    evidence_run: str | None = None  # run id of the evidence that opened real
-    evidence_signer: str | None = None  # key id that signed it
-    channels: list[ChannelResult] = field(default_factory=list)
-    audit: str | None = None  # the audit file the line went to
-    audit_error: str | None = None
+    def __init__(self, action: str, target: str, result: str, reason: str = "", forced: bool = False,
+                 evidence: str | None = None, evidence_run: str | None = None, evidence_signer: str | None = None,
+                 channels: list[ChannelResult] | None = None, audit: str | None = None,
+                 audit_error: str | None = None) -> None:
+        self.action = action  # "switch" or "pause"
+        self.target = target
+        # done, noop, refused, failed, partial, unconfirmed (written where no system is known to read)
+        self.result = result
+        self.reason = reason
+        self.forced = forced
+        self.evidence = evidence
+        self.evidence_run = evidence_run  # run id of the evidence that opened real
+        self.evidence_signer = evidence_signer  # key id that signed it
+        self.channels: list[ChannelResult] = [] if channels is None else channels
+        self.audit = audit  # the audit file the line went to
+        self.audit_error = audit_error
+
+    def __repr__(self) -> str:
+        return (f"Outcome(action={self.action!r}, target={self.target!r}, result={self.result!r}, "
+                f"reason={self.reason!r}, forced={self.forced!r}, channels={self.channels!r})")
 
     @property
     def ok(self) -> bool:
@@ -110,13 +120,20 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
         return outcome
     modes, errors = _read_all(channels)
     if errors:
-        return Outcome("switch", target, "failed", "could not read the current mode: nothing changed", channels=errors)
+        unread = ", ".join(e.channel for e in errors)
+        return Outcome("switch", target, "failed", f"could not read the current mode on {unread}: nothing changed; "
+                       "fix that channel (its error says what it answered), then switch again", channels=errors)
     outcome = Outcome("switch", target, "refused", channels=[
         ChannelResult(c.name, c.target, before=modes[c.name], after=modes[c.name]) for c in channels])
     decisions = {c.name: decide(modes[c.name], target, force) for c in channels}
-    refused = [f"{name}: {d.reason}" for name, d in decisions.items() if not d.allowed]
+    refused: dict[str, list[str]] = {}  # one reason, the channels it holds for: said once
+    for name, d in decisions.items():
+        if not d.allowed:
+            refused.setdefault(d.reason, []).append(name)
     if refused:
-        outcome.reason = "; ".join(refused)
+        outcome.reason = "; ".join(f"{', '.join(names)}: {why}" for why, names in refused.items())
+        if any(d.forceable for d in decisions.values() if not d.allowed):
+            outcome.reason += FORCE_LAST
         return outcome
     outcome.forced = any(d.forced for d in decisions.values())
     if all(d.noop for d in decisions.values()):
@@ -133,7 +150,7 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
         outcome.evidence_run = gate.evidence.run_id if gate.evidence else None
         if not gate.ok:
             if not force:
-                outcome.reason = f"evidence gate: {gate.reason} (or --force)"
+                outcome.reason = f"evidence gate: {gate.reason}{FORCE_LAST}"
                 return outcome
             outcome.forced = True
             outcome.reason = f"forced past the evidence gate: {gate.reason}"
@@ -155,6 +172,12 @@ def _switch(channels: Sequence[Channel], target: str, *, force: bool, reason: st
     if outcome.result == "failed":
         problems = "; ".join(f"{r.channel}: {r.error}" for r in results if not r.ok)
         outcome.reason = f"{problems}" + ("" if not outcome.reason else f" ({outcome.reason})")
+        changed = [r.channel for r in results if r.ok and not decisions[r.channel].noop]
+        outcome.reason += (f"; {', '.join(changed)} already changed to {target}: the channels disagree now "
+                           "(`gradual-deploy status` shows each); fix the failed channel and switch again, or "
+                           "`gradual-deploy pause`" if changed else
+                           "; nothing changed: fix the failed channel (its error says what it answered), then switch "
+                           "again")
     return outcome
 
 

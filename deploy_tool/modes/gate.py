@@ -1,7 +1,8 @@
 """The evidence gate in front of `real`: is the newest preflight evidence a signed, fresh, complete pass,
 made against this very deployment, bound to what goes live now?
 
-Every rule refuses with the reason, and none rests on a document's say-so: the gate reads the run from
+Every rule refuses with what it found and then the honest next step (the option, variable, file or command
+that fixes it; `--force`, where it applies, is the caller's to say, last), and none rests on a document's say-so: the gate reads the run from
 the DSSE envelope a pinned key signed (deploy_tool.attest), recomputes the verdict from the checks and the
 manifest of required checks from the tool itself (deploy_tool.manifest), compares every target with the
 deployment being switched, hashes the subjects again, and refuses a run already used to open real on
@@ -29,7 +30,23 @@ if TYPE_CHECKING:
 
 CLOCK_TOLERANCE_S = 60.0
 LEDGER = "opened-real.jsonl"  # in the evidence directory: which run opened real on which deployment
-RERUN = "run the preflight again (`gradual-deploy preflight`, signed)"
+SIGNED = "signed (--signing-key FILE or GD_SIGNING_KEY_FILE)"
+
+
+def rerun(how: str = "") -> str:
+    """The preflight again (`how`: against what), signed: the command to run."""
+    return f"run the preflight again{how}, signed: `gradual-deploy preflight --signing-key FILE` (or GD_SIGNING_KEY_FILE)"
+
+
+RERUN = rerun()
+THEN = "switch again"  # what the caller does once the fix is made (`ramp`: start the ramp again)
+# A skip flag -> what the run skipped, the option that gives it instead, and the other way to give it.
+SKIP_FIXES = {
+    "--skip-db-check": ("the trades database", "--database-url URL", "DATABASE_URL"),
+    "--skip-backtest-check": ("the backtest summary", "--backtest-summary FILE", "BACKTEST_SUMMARY"),
+    "--skip-risk-check": ("the risk configuration", "--risk-config FILE", "--http-admin-url URL, which serves GET /config"),
+}
+SELECTIONS = "-m, -k, --strategy, --ignore or test paths"
 
 
 @dataclass(frozen=True)
@@ -101,6 +118,48 @@ def incomplete(evidence: Evidence) -> str | None:
     return "; ".join(problems) or None
 
 
+def complete_run(evidence: Evidence, then: str = THEN, needs_database: bool = False) -> str:
+    """The honest next step for a run that is not a complete go-live pass: the preflight again, given what it
+    skipped (the option and variable of each skip flag) and without the selection it made, signed; then
+    `then`. `needs_database`: the command that asks has no --database-url either, and needs the same one."""
+    whats, options, names, drops = [], [], [], []
+    for flag in evidence.skips_requested:
+        drops.append(flag)
+        if flag in SKIP_FIXES:
+            what, option, other = SKIP_FIXES[flag]
+            whats.append(f"with {what} once it is ready")
+            options.append(option)
+            names.append(other)
+    if selected(evidence):
+        whats.append("as the whole suite")
+        drops.append(SELECTIONS)
+    if not whats:  # nothing left out: the document itself is wrong (its manifest, its skipped list)
+        return f"{RERUN}; then {then}"
+    command = " ".join(["gradual-deploy preflight", *options])
+    if needs_database and "--skip-db-check" in evidence.skips_requested:
+        then = f"{then} with the same --database-url"
+    return (f"run the preflight again {' and '.join(whats)}: `{command}`"
+            + (f" (or {', '.join(names)})" if names else "") + f" without {', '.join(drops)}, {SIGNED}; then {then}")
+
+
+def selected(evidence: Evidence) -> bool:
+    """Whether the run left out required checks by a selection (-m, -k, --strategy, --ignore, test paths, a
+    foreign test module) rather than a skip flag: a failed check is no selection."""
+    statuses: dict[str, str] = {}
+    for check in evidence.checks:
+        statuses.setdefault(check.id, check.status)
+    return bool(evidence.scope.get("strategy_filter") or evidence.foreign_tests
+                or any(statuses.get(cid) not in ("passed", "failed") for cid in evidence.manifest
+                       if not _requested(cid, evidence)))
+
+
+def _requested(check: str, evidence: Evidence) -> bool:
+    """Whether the check belongs to a group the run skipped on request (a skip flag, not a selection)."""
+    from deploy_tool.manifest import group_of
+
+    return f"--skip-{group_of(check)}-check" in evidence.skips_requested
+
+
 def _strategies_now(evidence: Evidence) -> tuple[str, ...] | str:
     """The strategies the backtest subject holds now, read with the tool's own parser (a str: why not)."""
     from deploy_tool import ProbeError
@@ -158,19 +217,19 @@ def _foreign(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -
                         "of the deployment")
     elif _database(targets.get("database_url")) != _database(cfg.database_url):
         problems.append(f"it checked the trades database {_shown_db(targets.get('database_url'))}, this deployment "
-                        f"uses {_shown_db(cfg.database_url)}")
+                        f"uses {_shown_db(cfg.database_url)} (--database-url / DATABASE_URL)")
     names = {c.name for c in channels}
     for channel in channels:
         if channel.name == "http":
             seen = str(targets.get("http_admin_url") or "").rstrip("/")
             if seen != channel.target.rstrip("/"):
                 problems.append(f"it checked the admin API {seen or 'not at all'}, this switch goes through "
-                                f"{channel.target}")
+                                f"{channel.target} (--http-admin-url / EXEC_HTTP_ADMIN_URL)")
         elif channel.name == "file":
             seen = str(targets.get("control_file") or "")
             if not seen or not fileops.same_path(seen, channel.target):
                 problems.append(f"it checked the control file {seen or 'not at all'}, this switch writes "
-                                f"{channel.target}")
+                                f"{channel.target} (--control-file / EXEC_CONTROL_FILE)")
     # A deployment whose preflight checked both channels is switched through both: the gate cannot confirm
     # a target it is not given, and a system left in two modes is not switched.
     if channels and "http" not in names and targets.get("http_admin_url"):
@@ -191,7 +250,8 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
     served, why_not, failed = _served_config(channels, cfg)
     risk = [s for s in evidence.subjects if (s.get("annotations") or {}).get("role") == "risk_config"]
     if failed:  # it might serve a configuration the run never judged, or an allocation above what it allowed
-        problems.append(f"the gate cannot read the system's risk configuration (GET /config): {why_not}")
+        problems.append(f"the gate cannot read the system's risk configuration (GET /config): {why_not}: make the "
+                        "admin API answer it (its URL, and the token in --admin-token-env)")
     if served is not None:
         # What the system serves is what it uses: the run must have judged that, not a file beside it, and
         # the allocation (left out of the digest for the ramp) must still be within what the run allowed.
@@ -201,8 +261,8 @@ def _changed_subjects(evidence: Evidence, channels: Sequence[Channel], cfg: Gate
                             "--risk-config")
         allocation, ceiling = _allocation(served, evidence), evidence.thresholds.get("max_allocation")
         if isinstance(ceiling, (int, float)) and (allocation is None or allocation > ceiling + 1e-12):
-            problems.append(f"the system's allocation is {allocation} now, above the {ceiling} the run allowed "
-                            "(--max-allocation)")
+            problems.append(f"the system's allocation is {allocation} now, above the {ceiling} the run allowed: "
+                            f"lower it to {ceiling}, or run the preflight with a --max-allocation that allows it")
     for item in evidence.subjects:
         name = str(item.get("name"))
         want = (item.get("digest") or {}).get("sha256")
@@ -303,7 +363,7 @@ def _used_elsewhere(evidence: Evidence, channels: Sequence[Channel], cfg: GateCo
     for entry in ledger:
         if entry.get("run_id") == evidence.run_id and entry.get("deployment") != here:
             return (f"this run already opened real on another deployment ({entry.get('deployment')}, "
-                    f"{entry.get('ts')}): one run opens one deployment")
+                    f"{entry.get('ts')}): one run opens one deployment: {rerun(' for this deployment')}")
     return None
 
 
@@ -339,13 +399,16 @@ def read_signed(envelope_path: Path, trusted_keys: str | None) -> tuple[Evidence
     try:
         envelope = json.loads(fileops.read_text(envelope_path))
     except FileNotFoundError:
-        raise Unverified(f"is not signed (no {envelope_path.name} beside it): sign the preflight with "
-                         "--signing-key or GD_SIGNING_KEY (`gradual-deploy keygen` makes a key), or pass "
-                         "--allow-unsigned for a rehearsal (audited as forced)", absent=True) from None
+        raise Unverified(f"is not signed (no {envelope_path.name} beside it): run the preflight again signed, with "
+                         "--signing-key FILE or GD_SIGNING_KEY_FILE (or the key itself in GD_SIGNING_KEY; "
+                         "`gradual-deploy keygen` makes a pair), its public key pinned in "
+                         f"{trusted_keys or 'the trusted-keys file'} (--trusted-keys / GD_TRUSTED_KEYS)",
+                         absent=True) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise Unverified(f"has an unreadable signature file {envelope_path.name}: {exc}; {RERUN}") from None
     if not trusted_keys:
-        raise Unverified("cannot be verified: no --trusted-keys (GD_TRUSTED_KEYS) names the keys that may open real")
+        raise Unverified("cannot be verified: no trusted keys are named: give --trusted-keys FILE (or GD_TRUSTED_KEYS) "
+                         "holding the public keys that may open real (`gradual-deploy keygen` makes a pair)")
     try:
         verified = verify(envelope, load_trusted(trusted_keys))
     except AttestError as exc:
@@ -355,7 +418,7 @@ def read_signed(envelope_path: Path, trusted_keys: str | None) -> tuple[Evidence
     try:
         evidence = Evidence.from_json(verified.predicate)
     except EvidenceError as exc:
-        raise Unverified(f"is signed but {exc}") from None
+        raise Unverified(f"is signed but {exc}: {RERUN}") from None
     if evidence.subjects != verified.subjects:
         raise Unverified(f"is signed but its predicate's subjects are not the statement's: {RERUN}")
     return evidence, verified.keyid
@@ -369,15 +432,22 @@ def belongs_to(evidence: Evidence, json_path: Path, plain_run_id: str | None) ->
     return None
 
 
-def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.datetime | None = None) -> Gate:
+def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.datetime | None = None,
+                  then: str = THEN) -> Gate:
     """Is the newest preflight evidence a signed, fresh, complete pass, made against this deployment and
-    bound to what it runs now?"""
+    bound to what it runs now? A refusal says what it found, then the fix, then `then` (what to do once it
+    is made: `switch again`); never --force, which the caller says last where it applies."""
     found = newest(cfg.evidence_dir)
     if found is None:
-        return Gate(False, f"no preflight evidence in {cfg.evidence_dir}: run `gradual-deploy preflight` first")
+        import shlex
+
+        return Gate(False, f"no preflight evidence in {cfg.evidence_dir}: run `gradual-deploy preflight --evidence-dir "
+                           f"{shlex.quote(cfg.evidence_dir)} --signing-key FILE` (or GD_SIGNING_KEY_FILE) first, or "
+                           f"point --evidence-dir at where it wrote its evidence; then {then}")
     name = str(found.path)
     if found.evidence is None:
-        return Gate(False, f"newest evidence {name} {found.error}: {RERUN}", name)
+        again = f", {SIGNED}" if str(found.error).endswith("re-run the preflight") else f": {RERUN}"
+        return Gate(False, f"newest evidence {name} {found.error}{again}; then {then}", name)
     forced, signer = False, None
     try:
         evidence, signer = read_signed(attestation_path(found.path), cfg.trusted_keys)
@@ -387,7 +457,8 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
     except Unverified as exc:
         # --allow-unsigned takes evidence that has no signature; a signature that fails is never waved through
         if not (exc.absent and cfg.allow_unsigned):
-            return Gate(False, f"newest evidence {name} {exc}", name, found.evidence)
+            rehearsal = "; or --allow-unsigned for a rehearsal (audited as forced)" if exc.absent else ""
+            return Gate(False, f"newest evidence {name} {exc}; then {then}{rehearsal}", name, found.evidence)
         evidence, signer, forced = found.evidence, None, True
     age = ((now or utc_now()) - evidence.finished_at).total_seconds()
 
@@ -395,37 +466,47 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
         return Gate(False, f"newest evidence {name} {reason}", name, evidence, age, signer, forced)
 
     if evidence.declared_verdict != "pass":
-        return refuse(f"has verdict {evidence.declared_verdict!r}, not pass: fix what failed, then {RERUN}")
+        failed = [c.id for c in evidence.checks if c.status == "failed"]
+        shown = f" (failed: {', '.join(failed[:5])}{f' and {len(failed) - 5} more' if len(failed) > 5 else ''})"
+        return refuse(f"has verdict {evidence.declared_verdict!r}, not pass{shown if failed else ''}: fix what failed "
+                      f"(each failed check says how, in {evidence.html_report or 'its HTML report'}), then {RERUN}; "
+                      f"then {then}")
     if evidence.verdict != "pass":  # a document that says pass over checks that do not
         failed = [c.id for c in evidence.checks if c.status == "failed"]
         return refuse("says pass but " + (f"holds failed checks: {', '.join(failed)}" if failed
-                                          else "holds no passed check") + f": it is not a pass; {RERUN}")
+                                          else "holds no passed check") + f": it is not a pass; {RERUN}; then {then}")
     if age > max(cfg.max_age_s, 0):
-        return refuse(f"is {format_age(age)} old, max {format_age(cfg.max_age_s)}: {RERUN}")
+        return refuse(f"is {format_age(age)} old, max {format_age(cfg.max_age_s)} (--max-evidence-age): {RERUN}, "
+                      f"then {then} within {format_age(cfg.max_age_s)} of it; or a longer --max-evidence-age, if "
+                      "evidence that old may open real")
     if age < -CLOCK_TOLERANCE_S:
-        return refuse(f"finished {format_age(-age)} in the future: check clocks")
+        return refuse(f"finished {format_age(-age)} in the future: the clock of this host or of the one that ran "
+                      f"the preflight is wrong: set it right (NTP), then {RERUN}; then {then}")
     lacking = incomplete(evidence)
     if lacking:
-        return refuse(f"is not a complete go-live pass ({lacking}): run the whole suite "
-                      "(`gradual-deploy preflight`) without skips or selections")
+        return refuse(f"is not a complete go-live pass ({lacking}): "
+                      + complete_run(evidence, then, needs_database=cfg.database_url is None))
     # The manifest above rests on the strategies the run recorded; the tool reads them again from the
     # backtest it is bound to, so a run cannot leave a strategy out of its own scope.
     strategies = _strategies_now(evidence)
     if isinstance(strategies, str):
-        return refuse(f"cannot be checked for completeness: {strategies}; {RERUN}")
+        return refuse(f"cannot be checked for completeness: {strategies}: put back the backtest file the run "
+                      f"judged, or {rerun(' with --backtest-summary naming the one that goes live')}; then {then}")
     if tuple(evidence.scope.get("strategies") or ()) != strategies:
         return refuse(f"judged the strategies {evidence.scope.get('strategies')}, the backtest holds {list(strategies)}: "
-                      f"{RERUN}")
+                      f"{rerun(' against the backtest as it is now')}; then {then}")
     foreign = _foreign(evidence, channels, cfg)
     if foreign:
-        return refuse(f"was made against another deployment ({foreign}): run the preflight against the "
-                      "deployment you switch")
+        against = rerun(" against this deployment (the targets of this command)")
+        return refuse(f"was made against another deployment ({foreign}): where this command names the wrong target, "
+                      f"fix that option; otherwise {against}; then {then}")
     changed = _changed_subjects(evidence, channels, cfg)
     if changed:
-        return refuse(f"no longer matches what goes live ({changed}): {RERUN}")
+        return refuse(f"no longer matches what goes live ({changed}): {rerun(' against what goes live now')}, or put "
+                      f"back what changed; then {then}")
     used = _used_elsewhere(evidence, channels, cfg)
     if used:
-        return refuse(f"{used}: {RERUN} for this deployment")
+        return refuse(f"{used}; then {then}")
     who = f"signed by {signer[:16]}" if signer else "UNSIGNED, allowed by --allow-unsigned (forced)"
     return Gate(True, f"newest evidence {Path(name).name}: pass, {format_age(age)} old, {who}", name, evidence, age,
                 signer, forced)

@@ -6,21 +6,22 @@ Pure decisions, no I/O: the gate in front of `real` is `gate.py`, the channels t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from deploy_tool import MODES
 
 ALLOWED = {("paused", "mock"), ("mock", "real"), ("real", "mock")}
 
 
-@dataclass(frozen=True)
-class Decision:
-    """May a channel make this transition, and how."""
+class Decision(NamedTuple):
+    """May a channel make this transition, and how. (A NamedTuple: `dataclasses` costs a pause 20 ms of
+    imports.)"""
 
     allowed: bool
-    reason: str = ""
+    reason: str = ""  # why not: what was found, then the fix; never --force (the caller says it, last)
     forced: bool = False
     noop: bool = False
+    forceable: bool = False  # refused, but --force would allow it
 
 
 def decide(current: str | None, target: str, force: bool = False) -> Decision:
@@ -35,10 +36,12 @@ def decide(current: str | None, target: str, force: bool = False) -> Decision:
         if target == "real":
             if force:
                 return Decision(True, "no mode yet -> real forced", forced=True)
-            return Decision(False, "no mode yet: go to mock first to rehearse, or --force")
+            return Decision(False, "no mode yet: rehearse in mock first: `gradual-deploy switch --to mock`, then "
+                                   "`--to real`", forceable=True)
         return Decision(True)
     if (current, target) in ALLOWED:
         return Decision(True)
     if force:
         return Decision(True, f"{current} -> {target} forced", forced=True)
-    return Decision(False, f"{current} -> {target} is not allowed: rehearse in mock first (paused -> mock -> real), or --force")
+    return Decision(False, f"{current} -> {target} is not allowed: rehearse in mock first (paused -> mock -> real): "
+                           f"`gradual-deploy switch --to mock`, then `--to {target}`", forceable=True)

@@ -35,7 +35,8 @@ class Attempt(Generic[T]):
         except ProbeError as exc:
             self.error = str(exc)
         except Exception as exc:  # a probe bug must fail the check, never pass or skip it
-            self.error = f"probe crashed: {type(exc).__name__}: {exc}"
+            self.error = (f"probe crashed: {type(exc).__name__}: {exc} (a fault of the probe, not of what it "
+                          "measures: report it with this line)")
         if self.error is not None and redactor is not None:
             self.error = redactor.scrub(self.error)
 
@@ -47,7 +48,7 @@ class Attempt(Generic[T]):
 
 
 NO_DATABASE = ("no trades database configured: set --database-url (or DATABASE_URL, or database_url in "
-               "pytest.ini), or pass --skip-db-check to go without this check")
+               "pytest.ini), or pass --skip-db-check to go without this check (a run that skips it cannot open real)")
 
 
 def measure_time(settings: Settings, redactor: Redactor | None = None) -> Attempt[TimeProbe]:
@@ -113,7 +114,8 @@ def measure_baseline(settings: Settings, redactor: Redactor | None = None) -> At
                              "--judge-strategy")
         strategy = summary.strategies[0]
         if strategy.error:
-            raise ProbeError(f"--judge-backtest {summary.path}: {strategy.error}")
+            raise ProbeError(f"--judge-backtest {summary.path}: {strategy.error}: fix that file, or point "
+                             "--judge-backtest at the backtest of the strategy trading")
         return strategy
 
     return Attempt(measure, redactor)
@@ -139,7 +141,8 @@ def measure_risk_config(settings: Settings, redactor: Redactor | None = None) ->
                                                         settings.risk_config_section),
                                            sha256=served_config_digest(body, settings.risk_config_section))
         raise ProbeError("no risk configuration: set --http-admin-url (the system serves GET /config) or "
-                         "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check")
+                         "--risk-config (its JSON, YAML or .env file), or pass --skip-risk-check (a run that skips "
+                         "it cannot open real)")
 
     return Attempt(measure, redactor)
 
