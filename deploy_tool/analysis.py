@@ -522,7 +522,9 @@ def after_breach(outcome: Outcome) -> str:
         return ("not every channel confirmed the pause: check the trading system (`gradual-deploy status`) and "
                 "pause the others by hand")
     return ("to go live again: find the cause (the snapshot holds the measurements), rehearse in mock "
-            "(`gradual-deploy switch --to mock`), then a new signed `gradual-deploy preflight` and `switch --to real`")
+            "(`gradual-deploy switch --to mock`), then `switch --to real` (the runbook's way back; the gate takes "
+            "the newest evidence while it is fresh, so run a new signed `gradual-deploy preflight` first if anything "
+            "changed)")
 
 
 def breach_pause(cfg: WatchConfig, channels: Sequence[Channel], reason: str) -> Outcome:

@@ -64,6 +64,12 @@ CHANNEL_HELP = {
     "control_file": "the control file the trading system reads its mode from: a channel (give it, "
                     "--http-admin-url, or both)",
 }
+# Options whose suite help says what they are to a preflight: what they are to the commands that read them.
+READER_HELP = {
+    "evidence_dir": "where the preflight wrote its evidence: the newest there is what the gate judges",
+    "capital": "total capital in the quote currency (e.g. USDT), required: the realized PnL is judged against "
+               "--max-daily-loss as a fraction of it",
+}
 EXIT_CODES = "exit codes: 0 done, 1 refused or failed, 2 usage error"
 # What each command does, its exit codes and one example: the top of its --help.
 COMMAND_HELP: dict[str, tuple[str, str]] = {
@@ -96,7 +102,7 @@ COMMAND_HELP: dict[str, tuple[str, str]] = {
              "deploy ramp approve` (from another terminal, same --deploy-audit-dir) approves a waiting ramp.",
              "exit codes: 0 full allocation reached (approve: approved), 1 refused, stopped or aborted (approve: "
              "nothing to approve), 2 usage error, 130 Ctrl+C\nexample:\n  gradual-deploy ramp --steps 0.5%,0.75%,1% "
-             "--hold 2h --database-url postgresql://... --http-admin-url http://127.0.0.1:8001 --control-file "
+             "--hold 2h --capital 10000 --database-url postgresql://... --http-admin-url http://127.0.0.1:8001 --control-file "
              "data/control/mode.json --wait-for-approval\n  gradual-deploy ramp approve --deploy-audit-dir "
              "data/audit"),
     "sandbox": ("Run, on loopback, a stand-in of everything a rehearsal needs: the exchange (OKX's shapes), the "
@@ -166,9 +172,10 @@ def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
                                 help=option.help_text())
         else:
             shown = option.help_text()
-            if name in CHANNEL_HELP:
+            if name in CHANNEL_HELP or name in READER_HELP:
                 env = f" [env {', '.join(option.env)}]" if option.env else ""
-                shown = f"{CHANNEL_HELP[name]}{env}"
+                default = f" (default: {option.default})" if option.default not in (None, "false") else ""
+                shown = f"{CHANNEL_HELP.get(name) or READER_HELP[name]}{default}{env}".replace("%", "%%")
             parser.add_argument(*flags, dest=f"opt_{name}", default=None, metavar="VALUE", help=shown,
                                 action="append" if option.repeat else "store")
 
@@ -304,6 +311,29 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, unknown: Sequence[str]) -> str:
+    """` (did you mean --control-file?)` for the unknown flags that are close to one of the parser's; then where
+    the command's options are listed."""
+    import difflib
+
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    hints = []
+    for token in unknown:
+        if token.startswith("--"):
+            close = difflib.get_close_matches(token.split("=", 1)[0], flags, n=1, cutoff=0.75)
+            if close:
+                hints.append(f"{token.split('=', 1)[0]} -> {close[0]}")
+    said = f" (did you mean: {', '.join(hints)}?)" if hints else ""
+    return f"{said}; `{parser.prog} --help` lists its options"
+
+
 def _actor() -> str:
     from deploy_tool.audit import actor, host
 
@@ -398,7 +428,17 @@ def _run_command(argv: list[str]) -> int:
     # `preflight` hands everything after it to pytest, including -h.
     if argv[:1] == ["preflight"]:
         return cmd_preflight(argv[1:])
-    args = build_parser(argv[0] if argv and argv[0] in _COMMANDS else None).parse_args(argv)
+    command = argv[0] if argv and argv[0] in _COMMANDS else None
+    parser = build_parser(command)
+    args, unknown = parser.parse_known_args(argv)
+    args.ignored = []
+    if unknown and command == "pause":
+        # A pause is never refused for a typo: it goes through the channels it could read, and says loudly
+        # what it ignored (cmd_change), so that `--contrl-file` next to a good --http-admin-url still pauses.
+        args.ignored = unknown
+    elif unknown:
+        sub = _subparser(parser, command) if command else parser
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(sub, unknown)}")
     try:
         if args.command == "sandbox":
             return cmd_sandbox(args)
@@ -453,13 +493,28 @@ def cmd_preflight(pytest_args: list[str]) -> int:
         from deploy_tool.evidence import attestation_path
 
         signed = attestation_path(result.json) if result.json is not None else None
-        _print([f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code})",
+        _print([f"gradual-deploy preflight: verdict {result.verdict.upper()} (exit {result.exit_code}): "
+                + _opens_real_words(result.json),
                 f"  evidence (HTML): {result.html}", f"  evidence (JSON): {result.json}",
                 f"  signed          : {signed}" if signed is not None and signed.exists()
                 else "  signed          : no (this evidence cannot open real: run it again with --signing-key FILE or "
                      "GD_SIGNING_KEY_FILE; `gradual-deploy keygen` makes a pair)"],
                Redactor.from_environ())
     return result.exit_code
+
+
+def _opens_real_words(path: Any) -> str:
+    """Whether the evidence at `path` opens real, in the run's own judgement (the gate decides again)."""
+    from deploy_tool import fileops
+
+    try:
+        judged = json.loads(fileops.read_text(path)).get("opens_real") or {}
+    except (OSError, ValueError, AttributeError, TypeError):
+        judged = {}
+    if judged.get("ok") is True:
+        return "this evidence opens real"
+    why = "; ".join(str(w) for w in judged.get("why") or []) or "its JSON could not be read"
+    return f"this evidence does NOT open real ({why})"
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -538,6 +593,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         trusted = resolve(["trusted_keys"], cli=lambda o: args.trusted_keys if o.name == "trusted_keys" else None)
     except OptionError as exc:
         raise UsageError(str(exc)) from None
+    if not os.path.exists(args.evidence):
+        raise UsageError(f"{args.evidence}: no such file: give the path of an archived evidence, its "
+                         "preflight-<stamp>.intoto.json or the .json beside it (e.g. `ls data/evidence`)")
     report = verify_evidence(args.evidence, trusted.trusted_keys, args.subject)
     _print([json.dumps(report.as_dict())] if args.json else report_lines(report), Redactor.from_environ())
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -567,11 +625,28 @@ def cmd_change(args: argparse.Namespace) -> int:
     settings = _settings(args)
     redactor = settings.redactor()
     is_pause = args.command == "pause"
-    channels = _channels(settings, pause=is_pause or args.to == "paused")
+    ignored = getattr(args, "ignored", [])
+    if ignored:
+        from deploy_tool.redact import sanitise  # ignored tokens are printed: never a secret, never an escape
+
+        ignored_text = sanitise(redactor.scrub(" ".join(ignored)))
+    try:
+        channels = _channels(settings, pause=is_pause or args.to == "paused")
+    except UsageError as exc:
+        if ignored:
+            sub = _subparser(build_parser("pause"), "pause")
+            raise UsageError(f"{exc}; this pause ignored what it does not know: {ignored_text}"
+                             f"{_did_you_mean(sub, ignored)}") from None
+        raise
     actor = _actor()
     if is_pause:
         outcome = pause(channels, reason=args.reason, actor=actor, audit_dir=settings.deploy_audit_dir,
                         scrub=redactor.scrub_data)
+        if ignored:  # after the pause, never before it
+            sub = _subparser(build_parser("pause"), "pause")
+            _print([f"gradual-deploy: WARNING: this pause IGNORED what it does not know: {ignored_text}"
+                    f"{_did_you_mean(sub, ignored)}; it went only through the channels its result names"], redactor,
+                   sys.stderr)
     else:
         from deploy_tool.modes.gate import GateConfig
 
@@ -629,10 +704,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not settings.database_url and not settings.skip_db_check:
         raise UsageError("watch checks the trades feed: give --database-url URL (or DATABASE_URL); or --skip-db-check, "
                          "and the feed's freshness goes unwatched")
+    _capital_given(settings, "watch")
     _judge_ready(settings)
     channels = _channels(settings, pause=True)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor())
     return watch(cfg, channels, emit=lambda line: _print([line], cfg.redactor, flush=True))
+
+
+def _capital_given(settings: Settings, command: str) -> None:
+    """Without the capital, the first realized PnL fails its round and pauses a healthy system: refuse at once."""
+    if settings.capital is None:
+        raise UsageError(f"{command} judges the realized PnL against --max-daily-loss, a fraction of the capital: give "
+                         "--capital N (the capital in the quote currency, e.g. --capital 10000)")
 
 
 def cmd_ramp(args: argparse.Namespace) -> int:
@@ -671,6 +754,7 @@ def cmd_ramp(args: argparse.Namespace) -> int:
     if not settings.database_url and not settings.skip_db_check:
         raise UsageError("ramp watches the trades feed: give --database-url URL (or DATABASE_URL); or --skip-db-check, "
                          "and the feed's freshness goes unwatched")
+    _capital_given(settings, "ramp")
     _judge_ready(settings)
     channels = _channels(settings)
     cfg = WatchConfig(settings, json_lines=args.json, actor=_actor(), redactor=settings.redactor(), command="ramp")

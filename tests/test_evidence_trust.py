@@ -156,7 +156,8 @@ def test_evidence_made_against_the_sandbox_does_not_open_production(run_suite, s
     # the gate cannot confirm a database it is not told about
     done = _switch_real(sandbox, run.evidence_dir, tmp_path, control_file=production,
                         gate_args=["--trusted-keys", sandbox.trusted_keys, "--okx-base-url", sandbox.okx_url])
-    _refused(done, "the gate cannot confirm the trades database: give --database-url")
+    _refused(done, "cannot be matched with this deployment's trades database: this command names none; give "
+             "--database-url URL (or DATABASE_URL)")
 
 
 def _risk_file(tmp_path: Path) -> Path:
@@ -388,7 +389,7 @@ def test_verify_offline_with_the_public_key(run_suite, sandbox, tmp_path):
     failed = _gd("verify", failing.attestations[0], "--trusted-keys", sandbox.trusted_keys, cwd=tmp_path)
     assert failed.returncode == 1 and "verdict  : FAIL" in failed.stdout
     missing = _gd("verify", tmp_path / "nope.json", "--trusted-keys", sandbox.trusted_keys, cwd=tmp_path)
-    assert missing.returncode == 1 and "not signed" in missing.stdout and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_the_signing_key_never_reaches_output_or_evidence(run_suite, sandbox, tmp_path, monkeypatch):

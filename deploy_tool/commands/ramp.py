@@ -102,11 +102,26 @@ def _changed_since(record: dict[str, Any], history: Sequence[dict[str, Any]], no
     return None
 
 
+LARGE_STEP = 0.1  # a step of 10 % or more, in a go-live of 0.5-1 %: most likely a forgotten % sign
+
+
+def percent_hint(steps: Sequence[float]) -> str:
+    """What `--steps 0.5,1` most likely meant, said first when every step is 10 % or more; else ""."""
+    if not steps or min(steps) < LARGE_STEP:  # one small step: fractions written on purpose
+        return ""
+    written = ",".join(f"{s:g}" for s in steps)
+    meant = ",".join(f"{s:g}%" for s in steps)
+    return (f"--steps {written} are fractions of the capital ({', '.join(pct(s) for s in steps)}); if you meant "
+            f"{meant.replace(',', ', ')}, write --steps {meant}. ")
+
+
 def plan_lines(steps: Sequence[float], hold_s: float, start: Resume | None = None,
                confirm: Sequence[str] = ()) -> list[str]:
     """The schedule, the confirmations asked before every raise, and the minimum time to full allocation."""
     first = start.index if start else 0
     lines = [f"ramp plan: {len(steps)} step(s), each held {format_duration(hold_s)} before the next"]
+    if percent_hint(steps):
+        lines.append(f"  NOTE: {percent_hint(steps).strip()}")
     for index, step in enumerate(steps):
         mark = "done" if index < first else ("now " if index == first else "    ")
         lines.append(f"  {mark} step {index + 1}: allocation {pct(step)}, hold {format_duration(hold_s)}")
@@ -170,7 +185,7 @@ def preflight(cfg: WatchConfig, channels: Sequence[Channel], force: bool) -> Sta
     above = [s for s in settings.steps if s > limit + 1e-12]
     if above and not force:
         thresholds = gate.evidence.thresholds if gate.evidence else {}
-        return Start(f"step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: "
+        return Start(f"{percent_hint(settings.steps)}step(s) {', '.join(pct(s) for s in above)} above {pct(limit)}, {source}: "
                      f"{raise_ceiling(settings.max_allocation, thresholds, configured, max(above), source)}; or --steps "
                      f"no higher than {pct(limit)} (or --force, audited as forced)", {}, limit)
     values, problems = _read_allocations(channels)
@@ -692,8 +707,11 @@ def approve(audit_dir: str, actor: str, reason: str, step: int | None = None,
         every = open_waits(audit_dir)
         if every:
             shown = "; ".join(f"wait {w.get('wait_id')} before {w.get('for')}" for w in every)
-            return False, (f"no open wait matches --step {step} --wait-id {wait_id} in {audit_dir}: open: {shown}; "
-                           "name one of those with --wait-id")
+            asked = " ".join(part for part in (f"--step {step}" if step is not None else "",
+                                               f"--wait-id {wait_id}" if wait_id is not None else "") if part)
+            steps = sorted({int(w["step_to"]) for w in every if isinstance(w.get("step_to"), int)})
+            return False, (f"no open wait matches {asked} in {audit_dir}: open: {shown}; name one of those with "
+                           "--wait-id" + (f" (or --step {', '.join(map(str, steps))})" if steps else ""))
         return False, (f"no ramp is waiting for approval in {audit_dir}: give the --deploy-audit-dir of the waiting "
                        "ramp (its WAITING line names this command); a ramp waits with --wait-for-approval, or after an "
                        "inconclusive hold")

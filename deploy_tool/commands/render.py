@@ -56,8 +56,11 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for entry in report["channels"]:
         shown = entry.get("mode") if "error" not in entry else f"UNREADABLE: {entry['error']}"
+        if entry.get("missing"):
+            shown = ("NO SUCH FILE: check --control-file (or EXEC_CONTROL_FILE), where the trading system reads its "
+                     "mode; a new deployment: `gradual-deploy switch --to mock` creates it")
         line = f"{entry['channel']:<4} {entry['target']}: {shown if shown is not None else 'no mode yet'}"
-        if "allocation" in entry:
+        if "allocation" in entry and not entry.get("missing"):
             line += f", allocation {_pct(entry['allocation'])}"
         elif "allocation_error" in entry:
             line += f", allocation unknown ({entry['allocation_error']})"
@@ -68,7 +71,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
     if ramp and ramp.get("event") == "ramp_waiting":
         needs = ramp.get("needs") or []
         how = " and ".join(("the --confirm-url to answer HTTP 200" if n == "confirm-url" else
-                            "`gradual-deploy ramp approve --deploy-audit-dir DIR`") for n in needs)
+                            f"`gradual-deploy ramp approve --deploy-audit-dir {_quoted(report.get('audit_dir'))}`")
+                        for n in needs)
         lines.append(f"ramp: WAITING before {ramp.get('for')} ({ramp.get('reason')}), since {ramp.get('ts', '?')} "
                      f"(--wait-id {ramp.get('wait_id')}): waiting for {how or 'a confirmation'}")
     elif ramp and ramp.get("event") == "ramp_approved":
@@ -89,7 +93,8 @@ def status_lines(report: dict[str, Any]) -> list[str]:
         # The age is read from the signed envelope: without a verified one there is none to tell.
         age = (f"{format_age(evidence['age_s'])} old" if evidence["age_s"] is not None
                else "age not read (only a verified signed envelope dates the evidence)")
-        lines.append(f"evidence: {evidence['path'] or 'none'}: verdict {verdict}, {age}; "
+        found = f"{evidence['path']}: verdict {verdict}, {age}" if evidence["path"] else "none"
+        lines.append(f"evidence: {found}; "
                      + ("the gate would let `switch --to real` through" if evidence["gate_open"]
                         else "the gate is closed to `switch --to real`")
                      + f" (whatever the mode is now): {evidence['gate']}")
@@ -102,3 +107,9 @@ def _sanitised(lines: list[str]) -> list[str]:
 
 def _pct(value: Any) -> str:
     return "none" if value is None else f"{float(value) * 100:g}%"
+
+
+def _quoted(path: Any) -> str:
+    import shlex
+
+    return shlex.quote(str(path)) if path else "DIR"

@@ -227,6 +227,11 @@ def status(channels: Sequence[Channel], gate_cfg: GateConfig | None, audit_dir: 
             modes.add(entry["mode"])
         except ChannelError as exc:
             entry["error"] = str(exc)
+        path = getattr(channel, "path", None)
+        if entry.get("mode") is None and "error" not in entry and path is not None:
+            import os
+
+            entry["missing"] = not os.path.lexists(path)  # a typo'd --control-file, not "no mode yet"
         if "error" not in entry:
             try:
                 entry["allocation"] = channel.read_allocation()
@@ -234,9 +239,10 @@ def status(channels: Sequence[Channel], gate_cfg: GateConfig | None, audit_dir: 
                 entry["allocation_error"] = str(exc)
         report["channels"].append(entry)
     if audit_dir:
+        report["audit_dir"] = audit_dir
         events = audit.read_events(audit_dir, RAMP_PROGRESS)
         report["ramp"] = events[-1] if events else None
-    readable = [c for c in report["channels"] if "error" not in c]
+    readable = [c for c in report["channels"] if "error" not in c and not c.get("missing")]
     report["agree"] = len(modes) <= 1 and len(readable) == len(report["channels"])
     report["mode"] = modes.pop() if len(modes) == 1 and report["agree"] else None
     if gate_cfg is not None:

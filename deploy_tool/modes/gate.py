@@ -495,6 +495,10 @@ def evidence_gate(cfg: GateConfig, channels: Sequence[Channel] = (), now: dt.dat
     if tuple(evidence.scope.get("strategies") or ()) != strategies:
         return refuse(f"judged the strategies {evidence.scope.get('strategies')}, the backtest holds {list(strategies)}: "
                       f"{rerun(' against the backtest as it is now')}; then {then}")
+    if cfg.database_url is None:  # nothing to compare with: not "another deployment", a missing option
+        return refuse(f"cannot be matched with this deployment's trades database: this command names none; give "
+                      f"--database-url URL (or DATABASE_URL), the database the preflight checked "
+                      f"({_shown_db(evidence.targets.get('database_url'))}); then {then}")
     foreign = _foreign(evidence, channels, cfg)
     if foreign:
         against = rerun(" against this deployment (the targets of this command)")
