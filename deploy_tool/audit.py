@@ -27,11 +27,11 @@ def actor() -> str:
     path of a pause."""
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         if os.environ.get(name):
-            return os.environ[name]
+            return fileops.utf8_text(os.environ[name])
     try:
         import pwd
 
-        return pwd.getpwuid(os.getuid()).pw_name
+        return fileops.utf8_text(pwd.getpwuid(os.getuid()).pw_name)
     except (ImportError, KeyError, OSError, AttributeError):
         return "unknown"
 
@@ -40,7 +40,7 @@ def host() -> str:
     """This machine's name: the kernel's node name (what socket.gethostname returns), without importing socket."""
     uname = getattr(os, "uname", None)
     if uname is not None:
-        return uname().nodename
+        return fileops.utf8_text(uname().nodename)
     import socket
 
     return socket.gethostname()
@@ -56,7 +56,7 @@ def append(audit_dir: str, record: dict[str, Any]) -> str:
     Never blocked by what is at that path: a FIFO, socket or device there is an AuditError at once."""
     now = utc_now()
     line = {"ts": iso_utc(now), **record}
-    data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    data = fileops.utf8_bytes(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n")
     path = os.path.join(audit_dir, f"{FILE_PREFIX}{now:%Y-%m-%d}.jsonl")
     try:
         os.makedirs(audit_dir, exist_ok=True)

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any, Callable, Collection, NoReturn, Sequence, TextIO, cast
 
-from deploy_tool import MODES, DeployError, __version__
+from deploy_tool import MODES, DeployError, __version__, fileops
 from deploy_tool.redact import Redactor
 from deploy_tool.settings import (
     BY_NAME,
@@ -505,7 +505,6 @@ def cmd_preflight(pytest_args: list[str]) -> int:
 
 def _opens_real_words(path: Any) -> str:
     """Whether the evidence at `path` opens real, in the run's own judgement (the gate decides again)."""
-    from deploy_tool import fileops
 
     try:
         judged = json.loads(fileops.read_text(path)).get("opens_real") or {}
@@ -640,8 +639,8 @@ def cmd_change(args: argparse.Namespace) -> int:
         raise
     actor = _actor()
     if is_pause:
-        outcome = pause(channels, reason=args.reason, actor=actor, audit_dir=settings.deploy_audit_dir,
-                        scrub=redactor.scrub_data)
+        outcome = pause(channels, reason=fileops.utf8_text(args.reason), actor=actor,
+                        audit_dir=settings.deploy_audit_dir, scrub=redactor.scrub_data)
         if ignored:  # after the pause, never before it
             sub = _subparser(build_parser("pause"), "pause")
             _print([f"gradual-deploy: WARNING: this pause IGNORED what it does not know: {ignored_text}"
@@ -650,8 +649,8 @@ def cmd_change(args: argparse.Namespace) -> int:
     else:
         from deploy_tool.modes.gate import GateConfig
 
-        outcome = switch(channels, args.to, force=args.force, reason=args.reason, actor=actor,
-                         gate=GateConfig.from_settings(settings), audit_dir=settings.deploy_audit_dir,
+        outcome = switch(channels, args.to, force=args.force, reason=fileops.utf8_text(args.reason),
+                         actor=actor, gate=GateConfig.from_settings(settings), audit_dir=settings.deploy_audit_dir,
                          scrub=redactor.scrub_data)
     _print([json.dumps(outcome.as_dict())] if args.json else outcome_lines(outcome), redactor)
     _print(warning_lines(outcome), redactor, sys.stderr)
@@ -727,8 +726,8 @@ def cmd_ramp(args: argparse.Namespace) -> int:
         from deploy_tool.commands.ramp import approve
 
         redactor = settings.redactor()
-        done, text = approve(settings.deploy_audit_dir, _actor(), args.reason, args.step, args.wait_id,
-                             scrub=redactor.scrub_data)
+        done, text = approve(settings.deploy_audit_dir, _actor(), fileops.utf8_text(args.reason), args.step,
+                             args.wait_id, scrub=redactor.scrub_data)
         _print([f"ramp approve: {text}"], redactor, None if done else sys.stderr)
         return EXIT_OK if done else EXIT_FAILED
     if settings.steps is None:

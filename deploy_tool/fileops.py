@@ -37,7 +37,7 @@ import ntpath
 import os
 import stat
 import time
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 WINDOWS = os.name == "nt"
 REPLACE_RETRY_S = 0.5  # a reader holds a control file for microseconds; a pause cannot wait longer
@@ -48,6 +48,7 @@ MAX_READ_BYTES = 16 * 1024 * 1024
 
 _ACCESS = {  # the opener's modes: what os.open is asked for (a "w" truncates only once the file is checked)
     "r": os.O_RDONLY,
+    "rc": os.O_RDONLY | os.O_CREAT,  # a lock file: flock needs no write access, so another user's file locks too
     "w": os.O_WRONLY | os.O_CREAT,
     "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
     "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
@@ -109,7 +110,8 @@ def check_regular(path: str | os.PathLike) -> None:
 def open_fd(path: str | os.PathLike, access: str = "r", perm: int = 0o644) -> int:
     """The one opener: a descriptor of the regular file at `path`, never blocked by what is there.
 
-    `access`: "r" read, "w" write (created, truncated), "a" append (created), "x" create a new file. Opened
+    `access`: "r" read, "rc" read (created: a lock file), "w" write (created, truncated), "a" append (created),
+    "x" create a new file. Opened
     without blocking (O_NONBLOCK where the platform has it), then checked with fstat: NotRegularFile when
     the path names a FIFO, socket, device or directory; other OSErrors (FileNotFoundError for "r") as
     os.open raises them."""
@@ -194,11 +196,17 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike, retry_s: float = REP
             delay = min(delay * 2, 0.05)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, perm: int = 0o644) -> None:
+class LockLost(OSError):
+    """The lock a writer held is no longer the lock file at its path: nothing was replaced."""
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, perm: int = 0o644,
+                 still_locked: Callable[[], bool] | None = None) -> None:
     """Replace the regular file at `path` (or create it) in one step: a new temp file in the same directory,
     written, fsync'd, renamed over it, the directory fsync'd where the platform can. A reader sees the old
     content or the new, never a torn one. NotRegularFile, and nothing replaced, when a FIFO, socket, device
-    or directory is at `path`: that is not a file this tool wrote."""
+    or directory is at `path`: that is not a file this tool wrote. `still_locked`, asked just before the
+    rename: LockLost, and nothing replaced, when it says the writer's lock is gone."""
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
     check_regular(target)
@@ -214,6 +222,8 @@ def write_atomic(path: str | os.PathLike, data: bytes, perm: int = 0o644) -> Non
         finally:
             os.close(fd)
         check_regular(target)  # again, just before the rename: whatever appeared there meanwhile stays
+        if still_locked is not None and not still_locked():
+            raise LockLost(errno.ENOLCK, "the lock file was removed or replaced while the lock was held", target)
         replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -272,7 +282,9 @@ class Lock:
             return
         import fcntl
 
-        fd = open_fd(self.path, "a")  # a regular file only: never blocked by a FIFO at the path
+        # a regular file only (never blocked by a FIFO at the path); read-only, created readable and writable by
+        # all the umask allows (0666): the team's operators and the trading system may run as different users
+        fd = open_fd(self.path, "rc", 0o666)
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -287,6 +299,18 @@ class Lock:
             os.close(fd)
             raise
         self._fd = fd
+
+    def still_held(self) -> bool:
+        """Is the file we hold the lock on still the one at `path`? Not when someone removed or replaced the
+        lock file meanwhile: another writer then locks the new file while we hold the old one, and a writer
+        must not trust its lock. (Always true on Windows, where an open lock file cannot be removed.)"""
+        if self._fd is None:
+            return self._windows is not None
+        try:
+            held, there = os.fstat(self._fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
     def release(self) -> None:
         if self._windows is not None:
@@ -359,6 +383,22 @@ def _last_byte(path: str) -> bytes:
             return fh.read(1)
     except OSError:
         return b""
+
+
+def utf8_text(text: str) -> str:
+    """`text` as it can be written in UTF-8: what the OS handed over undecodable (a Latin-1 login name, host
+    name or terminal, held as surrogate escapes) is written out as \\xNN instead of ending the write."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def utf8_bytes(text: str) -> bytes:
+    """`text` encoded in UTF-8; a character that cannot be (a lone surrogate) written as a JSON/Python escape
+    (\\udcNN): a line is never lost to it."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 def same_path(a: str, b: str) -> bool:

@@ -157,15 +157,29 @@ def _immutable(path: Path) -> None:
         pytest.skip("chattr +i is not available on this file system")
 
 
-@pytest.mark.parametrize("spoil", ["directory", "immutable"])
+def test_an_immutable_lock_file_still_locks(tmp_path):
+    """flock needs no write access, so the lock file is opened read-only: an immutable (or another user's
+    read-only) lock file still excludes writers, and the pause and a switch use it as they would any."""
+    control = _running(tmp_path / "mode.json")
+    lock = tmp_path / "mode.json.lock"
+    lock.unlink()
+    _immutable(lock)
+    try:
+        done = _gd("pause", "--control-file", str(control), "--audit-dir", str(tmp_path / "a"))
+        assert done.returncode == 0 and "pause: DONE" in done.stdout, done.stdout + done.stderr
+        assert "cannot use the lock file" not in done.stdout and _mode(control) == "paused"
+        switch = _gd("switch", "--to", "mock", "--control-file", str(control), "--audit-dir", str(tmp_path / "a"))
+        assert switch.returncode == 0 and _mode(control) == "mock", switch.stdout + switch.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(lock)], capture_output=True)
+
+
+@pytest.mark.parametrize("spoil", ["directory"])
 def test_an_unusable_lock_file_does_not_block_the_pause(tmp_path, spoil):
     control = _running(tmp_path / "mode.json")
     lock = tmp_path / "mode.json.lock"
     lock.unlink()
-    if spoil == "directory":
-        lock.mkdir()
-    else:
-        _immutable(lock)
+    lock.mkdir()
     try:
         done = _gd("pause", "--control-file", str(control), "--audit-dir", str(tmp_path / "a"))
         assert done.returncode == 0 and "pause: DONE" in done.stdout, done.stdout + done.stderr

@@ -7,6 +7,7 @@ Functions return an `Outcome` (or a status report); the CLI prints them.
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 Scrub = Callable[[Any], Any]
@@ -88,6 +89,8 @@ class Outcome:
             self.audit = audit.append(audit_dir, scrub(record) if scrub else record)
         except audit.AuditError as exc:
             self.audit_error = str(exc)
+        except Exception as exc:  # kept, never raised: the change is done and its report must be printed
+            self.audit_error = f"cannot write the audit line to {audit_dir}: {type(exc).__name__}: {exc}"
         return self
 
 
@@ -199,8 +202,9 @@ def _pause(channels: Sequence[Channel], *, reason: str, actor: str) -> Outcome:
     threads = [threading.Thread(target=run, args=(i, c), daemon=True) for i, c in enumerate(channels)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + PAUSE_JOIN_S  # one bound for all channels together, not one each
     for thread in threads:
-        thread.join(timeout=PAUSE_JOIN_S)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
     done = [r if r is not None else ChannelResult(c.name, c.target, error=f"did not finish within {PAUSE_JOIN_S:g} s")
             for r, c in zip(results, channels, strict=True)]
     confirmed = [r for r in done if r.ok]

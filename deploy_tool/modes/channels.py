@@ -233,7 +233,9 @@ class FileChannel:
             locked = lock_usable = False
             result.note = f"cannot use the lock file {path}.lock ({_why(exc)}): paused without it"
         try:
-            written = self._change(path, key, mode, expected, reason, actor, cas, result)
+            # a compare-and-swap write trusts its lock only while the lock file is still the one it locked
+            trusted = lock.still_held if (locked and cas) else (lambda: True)
+            written = self._change(path, key, mode, expected, reason, actor, cas, result, trusted)
             if written is not None and locked:
                 # Read back while still holding the lock: it confirms this write, not whatever a later
                 # (legitimate) change by another process made of the file after we let go.
@@ -248,7 +250,7 @@ class FileChannel:
         return self._confirm(path, key, mode, written, result)  # no lock to be had: the best there is
 
     def _change(self, path: str, key: str, mode: Any, expected: Any, reason: str, actor: str, cas: bool,
-                result: ChannelResult) -> int | None:
+                result: ChannelResult, trusted: Callable[[], bool] = lambda: True) -> int | None:
         """Read, compare, write `key`; the version written, or None with the error in `result`."""
         try:
             state = read_control(path)
@@ -275,7 +277,12 @@ class FileChannel:
             return None
         version = (state.version if state else 0) + 1
         try:
-            write_control_atomic(path, _document(state, key, mode, actor, reason, version))
+            write_control_atomic(path, _document(state, key, mode, actor, reason, version), trusted)
+        except fileops.LockLost:
+            result.error = (f"{path}.lock was removed or replaced while this change held it: another writer may be "
+                            "changing the file now; nothing written: find what removes the lock file (never remove "
+                            "it by hand), then try again")
+            return None
         except OSError as exc:
             result.error = f"cannot write {self.path}: {exc.strerror}"
             return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from deploy_tool import MODES, ProbeError, fileops
 
@@ -112,7 +112,7 @@ def check_directory_writable(path: str) -> str:
     return directory
 
 
-def write_control_atomic(path: str, doc: dict) -> None:
+def write_control_atomic(path: str, doc: dict, still_locked: Callable[[], bool] | None = None) -> None:
     """Replace the control file in one step: temp file in the same directory, fsync, rename, dir fsync
     (`fileops.write_atomic`, mode 0644: the trading system may run as another user).
 
@@ -121,4 +121,5 @@ def write_control_atomic(path: str, doc: dict) -> None:
     replaced, when a FIFO, socket, device or directory is at `path`.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fileops.write_atomic(path, (json.dumps(doc, ensure_ascii=False) + "\n").encode("utf-8"), 0o644)
+    fileops.write_atomic(path, fileops.utf8_bytes(json.dumps(doc, ensure_ascii=False) + "\n"), 0o644,
+                         still_locked)

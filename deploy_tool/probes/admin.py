@@ -41,12 +41,14 @@ class AdminClient:
     """Calls /health and /mode under a base URL that may carry a path prefix."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: Any = DEFAULT_TIMEOUT) -> None:
-        self.base_url = base_url.rstrip("/")
+        base, _, query = base_url.partition("?")  # a query stays at the end of every call's URL
+        self.base_url = base.rstrip("/")
+        self._query = f"?{query}" if query else ""
         self.shown_url = mask_url(self.base_url) or self.base_url
         self._token = token or None
         # What this client sends, masked in a server's answer before the answer is cut to length: a server
         # that echoes the Authorization header across the cut would otherwise leave most of the token.
-        self._redactor = Redactor.for_request(self.base_url, secrets=[self._token])
+        self._redactor = Redactor.for_request(self.base_url + self._query, secrets=[self._token])
         self.timeout = timeout
 
     def close(self) -> None:
@@ -64,7 +66,7 @@ class AdminClient:
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        url = self.base_url + path
+        url = self.base_url + path + self._query
         shown = f"{method} {self.shown_url}{path}"
         started = time.perf_counter()
         try:
@@ -80,8 +82,14 @@ class AdminClient:
             if exc.kind == "unreachable":
                 raise AdminError(f"{shown}: cannot connect ({exc}): check the host and port in --http-admin-url "
                                  "/ EXEC_HTTP_ADMIN_URL") from None
+            if exc.kind == "header":
+                raise AdminError(f"{shown}: {exc}: check EXEC_HTTP_ADMIN_TOKEN (or the variable --admin-token-env "
+                                 "names; a token read from a file keeps its newline)") from None
             raise AdminError(f"{shown}: {exc}") from None
         latency_ms = (time.perf_counter() - started) * 1000
+        if 300 <= response.status < 400:
+            raise AdminError(f"{shown}: HTTP {response.status}, a redirect, not followed (a pause goes where it is "
+                             "told): give the admin API's own URL in --http-admin-url / EXEC_HTTP_ADMIN_URL")
         body = response.json()
         if response.status == 401:
             raise AdminError(
