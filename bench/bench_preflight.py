@@ -6,7 +6,10 @@ control file. Measured: `python -m pytest --pyargs preflight_tests ...` (the who
 and HTML report included) against `python -m pytest test_trivial.py --html ... --self-contained-html` (one
 passing test, the same installed plugins autoloaded, a pytest-html report), both fresh processes. Every
 iteration runs the two back to back (which goes first alternates) and takes the ratio preflight/trivial of
-THAT pair; printed: the median of the paired ratios over --repeat iterations and their p90.
+THAT pair; printed: the median of the paired ratios over --repeat iterations and their p90. Beside the wall
+time, the same paired ratio of the two processes' CPU time (user + system, from the kernel's accounting of each
+finished child): on a shared machine another job's load stretches wall time, and the CPU ratio says whether a
+change moved the preflight's own work. The goal is on wall time.
 
 The checks are counted from the evidence JSON each run wrote (its `checks` list), not assumed, and every run
 must have exited 0 with verdict `pass`. Goal: paired median <= 1.5x. Exit 0 when met (and every run
@@ -31,10 +34,23 @@ from _common import median, p90, scratch_database, timed  # noqa: E402
 
 from deploy_tool.sandbox import Sandbox  # noqa: E402
 
+try:
+    import resource  # POSIX: the CPU time of finished children
+except ImportError:  # pragma: no cover - Windows: wall time only
+    resource = None  # type: ignore[assignment]
+
 GOAL = 1.5
 # Variables that would point the suite elsewhere than the sandbox: the bench names every target itself.
 ENV_TARGETS = ("DATABASE_URL", "OKX_BASE_URL", "BACKTEST_SUMMARY", "EXEC_HTTP_ADMIN_URL", "EXEC_CONTROL_FILE",
                "EXEC_HTTP_ADMIN_ENABLED", "EXEC_HTTP_HOST", "EXEC_HTTP_PORT", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of every finished child process so far (0 where the platform cannot say)."""
+    if resource is None:
+        return 0.0
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
 
 
 def evidence_jsons(directory: Path) -> set[Path]:
@@ -64,6 +80,7 @@ def main() -> int:
         baseline = [sys.executable, "-m", "pytest", str(trivial), "-p", "no:cacheprovider", "-q",
                     "--html", str(Path(tmp) / "trivial.html"), "--self-contained-html"]
         ratios: list[float] = []
+        cpu_ratios: list[float] = []
         pre_times: list[float] = []
         base_times: list[float] = []
         counts: list[collections.Counter] = []
@@ -72,9 +89,12 @@ def main() -> int:
             conn.cursor().execute("INSERT INTO trades VALUES (now())")
             before = evidence_jsons(evidence_dir)
             pair: dict[str, float] = {}
+            cpu: dict[str, float] = {}
             for which in (("preflight", "trivial") if i % 2 == 0 else ("trivial", "preflight")):
+                used = children_cpu()
                 took, done = timed(preflight if which == "preflight" else baseline, env=env, cwd=tmp)
                 pair[which] = took
+                cpu[which] = children_cpu() - used
                 if done.returncode != 0:
                     failures.append(f"{which} run {i + 1} exit {done.returncode}: {done.stdout.strip()[-400:]}")
             # The evidence this run wrote: the one new JSON, the newest in the directory.
@@ -92,6 +112,8 @@ def main() -> int:
             pre_times.append(pair["preflight"])
             base_times.append(pair["trivial"])
             ratios.append(pair["preflight"] / pair["trivial"])
+            if cpu["trivial"] > 0:
+                cpu_ratios.append(cpu["preflight"] / cpu["trivial"])
         conn.close()
 
     for failure in failures:
@@ -107,6 +129,9 @@ def main() -> int:
     met = m <= GOAL and all_pass
     print(f"preflight: {m:.2f}x of the trivial run (paired median over {len(ratios)}, p90 {p90(ratios):.2f}x); "
           f"goal <= {GOAL:.1f}x: {'met' if m <= GOAL else 'NOT MET'}")
+    if cpu_ratios:
+        print(f"preflight CPU time (user+sys): {median(cpu_ratios):.2f}x of the trivial run's (paired median over "
+              f"{len(cpu_ratios)}, p90 {p90(cpu_ratios):.2f}x)")
     return 0 if met else 1
 
 

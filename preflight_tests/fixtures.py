@@ -5,11 +5,10 @@ records the criterion it judged for the evidence. Registered by the plugin when 
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
-from deploy_tool.criteria import Criterion
 from deploy_tool.probes import (
     Attempt,
     NO_API_KEY,
@@ -23,17 +22,23 @@ from deploy_tool.probes import (
     measure_time,
     measure_trades,
 )
-from deploy_tool.probes.admin import AdminClient
-from deploy_tool.probes.backtest import Summary
-from deploy_tool.probes.freshness import Freshness
-from deploy_tool.probes.observe import Observation
-from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
-from deploy_tool.probes.okxaccount import Account
-from deploy_tool.probes.riskconfig import RiskConfig
-from deploy_tool.probes.secretscan import Scan
-from deploy_tool.redact import Redactor
-from deploy_tool.settings import Settings
 from preflight_tests.plugin import CRITERION_KEY, RunState, state_of
+
+if TYPE_CHECKING:
+    # Names for the annotations only. A probe module is loaded by the `measure_*` function of the check that
+    # needs it, when that check runs (and loads requests, psycopg2 or detect-secrets when it measures): not
+    # at startup or collection, not for a check that is skipped or not collected.
+    from deploy_tool.criteria import Criterion
+    from deploy_tool.probes.admin import AdminClient
+    from deploy_tool.probes.backtest import Summary
+    from deploy_tool.probes.freshness import Freshness
+    from deploy_tool.probes.observe import Observation
+    from deploy_tool.probes.okx import MinOrder, StatusProbe, TimeProbe
+    from deploy_tool.probes.okxaccount import Account
+    from deploy_tool.probes.riskconfig import RiskConfig
+    from deploy_tool.probes.secretscan import Scan
+    from deploy_tool.redact import Redactor
+    from deploy_tool.settings import Settings
 
 
 def summary_attempt(state: RunState) -> Attempt[Summary]:
@@ -174,6 +179,8 @@ def admin(settings: Settings) -> Iterator[AdminClient]:
     """A client of the trading system's admin API; the admin checks skip, with the reason, without one."""
     if not settings.http_admin_url:
         pytest.skip("admin API not configured: set --http-admin-url (or EXEC_HTTP_ADMIN_URL) to check it")
+    from deploy_tool.probes.admin import AdminClient
+
     with AdminClient(settings.http_admin_url, token=settings.admin_token()) as client:
         yield client
 

@@ -10,6 +10,7 @@ judging code lives in `deploy_tool`.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import signal
 import uuid
@@ -90,6 +91,7 @@ class RunState:
     manifest: list[str] = field(default_factory=list)
     scope: Scope | None = None
     foreign: list[str] = field(default_factory=list)  # collected tests that are not the suite's
+    final: Evidence | None = None  # the evidence as the run ended: built once, then read by every reporter
 
     def checks(self) -> list[CheckEntry]:
         """Every check of the run; one that never completed a passing call phase has not passed. Every
@@ -114,7 +116,10 @@ class RunState:
         return [*MARKERS] if self.settings.observe else [m for m in MARKERS if m != "observe"]
 
     def evidence(self) -> Evidence:
-        """The run as the evidence model holds it, secrets masked."""
+        """The run as the evidence model holds it, secrets masked; once the run has ended (`final`), the
+        evidence built then: the JSON, the HTML summary and the terminal all say the same."""
+        if self.final is not None:
+            return self.final
         settings = self.settings
         groups = self.groups()
         evidence = Evidence(
@@ -191,6 +196,7 @@ class RunState:
 
 STATE_KEY = pytest.StashKey[RunState]()
 CRITERION_KEY = pytest.StashKey[Criterion]()
+FROZEN_KEY = pytest.StashKey[bool]()
 
 
 def targets(settings: Settings) -> dict[str, Any]:
@@ -226,14 +232,22 @@ def targets_suite(config: pytest.Config) -> bool:
     return False
 
 
+OURS_KEY = pytest.StashKey[bool]()
+
+
 def ours(item: pytest.Item) -> bool:
     """Is this item one of the suite's checks: a test module of this very package (a folder that only
-    looks like it, elsewhere, holds no check of the suite)?"""
-    try:
-        path = Path(str(item.path)).resolve()
-    except OSError:
-        return False
-    return path.parent == PACKAGE_DIR and path.name.startswith("test_")
+    looks like it, elsewhere, holds no check of the suite)? Decided once per item: every hook asks."""
+    found = item.stash.get(OURS_KEY, None)
+    if found is None:
+        try:
+            path = Path(str(item.path)).resolve()
+        except OSError:
+            found = False
+        else:
+            found = path.parent == PACKAGE_DIR and path.name.startswith("test_")
+        item.stash[OURS_KEY] = found
+    return found
 
 
 def marker_of(item: pytest.Item) -> str | None:
@@ -264,7 +278,7 @@ def _new_entry(item: pytest.Item, status: str = PENDING, message: str = "") -> C
 def opens_real(evidence: Evidence) -> dict[str, Any]:
     """Whether this evidence, by itself, can open real, and why not: what a person reading it wants to know.
     The gate decides again from the signed document, with the deployment's targets and subjects."""
-    from deploy_tool.modes.gate import incomplete  # the gate's own rule, so that the two never disagree
+    from deploy_tool.manifest import incomplete  # the gate's own rule, so that the two never disagree
 
     why = []
     if evidence.verdict != "pass":
@@ -273,7 +287,7 @@ def opens_real(evidence: Evidence) -> dict[str, Any]:
     if lacking:
         why.append(lacking)
     if not evidence.signed_by:
-        why.append("it is not signed (--signing-key or GD_SIGNING_KEY)")
+        why.append("it is not signed (--signing-key FILE or GD_SIGNING_KEY_FILE)")
     return {"ok": not why, "why": why}
 
 
@@ -321,18 +335,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not targets_suite(config) or hasattr(config, "workerinput"):
         return
     settings = _resolve(config)
-    started = utc_now()
-    try:
-        stem = reserve_stem(settings.evidence_dir, started)
-    except EvidenceError as exc:
-        raise pytest.UsageError(f"{exc}: set --evidence-dir to a writable directory") from None
     redactor = settings.redactor()
-    try:
+    try:  # every usage error before the run claims its name: a typo'd key path leaves no unfinished claim
         key = load_signing_key(settings.signing_key,
                                path_first=settings.sources.get("signing_key") == "the command line")
         extra = _extra_subjects(settings)
     except AttestError as exc:
         raise pytest.UsageError(redactor.scrub(str(exc))) from None
+    started = utc_now()
+    try:
+        stem = reserve_stem(settings.evidence_dir, started)
+    except EvidenceError as exc:
+        raise pytest.UsageError(f"{exc}: set --evidence-dir to a writable directory") from None
     if key is not None:
         for form in secret_forms(os.environ.get("GD_SIGNING_KEY")):
             redactor.add(form)
@@ -347,6 +361,46 @@ def pytest_configure(config: pytest.Config) -> None:
     css = getattr(config.option, "css", None)
     if isinstance(css, list):
         css.append(str(PACKAGE_DIR / "report.css"))
+    spare_the_collector(config)
+
+
+def spare_the_collector(config: pytest.Config) -> None:
+    """Keep what is alive now out of the garbage collector's full passes until the run ends (`gc.freeze`).
+
+    pytest, the plugins, the suite's modules and the collected checks all live until the process ends, and
+    a full collection walks every one of them: a preflight holds some 60,000 objects where a one-test run
+    holds 40,000, and the automatic full collections while the checks run, then pytest's own two at the end
+    (unraisable-exception detection), cost it about 100 ms for next to nothing freed (under a hundred
+    objects). Called when the suite is set up and again after collection; objects made later are collected
+    as usual. `gc.unfreeze` hands everything back as the run's last cleanup, after pytest's collections, so
+    that an in-process run leaves the collector as it found it; and when the interpreter exits, everything
+    is frozen again (`_exit_without_collecting`). A process that froze objects itself keeps its own
+    arrangement: left alone."""
+    owned = config.stash.get(FROZEN_KEY, None)
+    if owned is None:
+        owned = config.stash[FROZEN_KEY] = gc.get_freeze_count() == 0
+        if owned:
+            config.add_cleanup(gc.unfreeze)  # registered in the tryfirst configure: runs after pytest's own
+            _exit_without_collecting()
+    if owned:
+        gc.freeze()
+
+
+_AT_EXIT: list[bool] = []
+
+
+def _exit_without_collecting() -> None:
+    """At interpreter exit, freeze every object before Python's final collection: that collection finds the
+    whole interpreter unreachable once the modules are gone and frees it object by object (about 100 ms for
+    a preflight process), memory the operating system takes back at once anyway. Files and connections are
+    closed by the code that opened them (the evidence is written, fsync'd and closed before the run ends;
+    Python flushes stdout and stderr itself); only finalizers of objects that sit in reference cycles at
+    exit are skipped. Registered once per process, by the first run that froze objects."""
+    if not _AT_EXIT:
+        import atexit
+
+        atexit.register(gc.freeze)
+        _AT_EXIT.append(True)
 
 
 def _extra_subjects(settings: Settings) -> list[dict[str, Any]]:
@@ -428,6 +482,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         summary_attempt(state)
     state.scope = scope_of(state)
     state.manifest = required(state.scope)
+    spare_the_collector(config)  # the collected checks live to the end of the run
 
 
 def _timeout_configured(config: pytest.Config) -> bool:
@@ -537,8 +592,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Any:
     state.finished_at = utc_now()
     if session.exitstatus == pytest.ExitCode.INTERRUPTED or session.shouldstop or session.shouldfail:
         state.stopped = f"the run stopped early ({session.shouldstop or session.shouldfail or 'interrupted'})"
-    if state.evidence().verdict == "fail" and session.exitstatus in (pytest.ExitCode.OK,
-                                                                     pytest.ExitCode.NO_TESTS_COLLECTED):
+    state.final = None
+    state.final = state.evidence()  # nothing the evidence holds changes after this point
+    if state.final.verdict == "fail" and session.exitstatus in (pytest.ExitCode.OK,
+                                                                pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     try:
         _write_json(state)
@@ -609,11 +666,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         steps = []
         if evidence.verdict != "pass":
             steps.append("fix what failed (each failing check says how)")
-        if any(w not in ("the verdict is FAIL",) and not w.startswith("it is not signed") for w in why):
-            steps.append("run `gradual-deploy preflight` again without --skip-*-check, -m, -k or --strategy once what "
-                         "was skipped is ready")
-        if not evidence.signed_by:
-            steps.append("sign it: --signing-key or GD_SIGNING_KEY")
+        lacking = any(w not in ("the verdict is FAIL",) and not w.startswith("it is not signed") for w in why)
+        if lacking:  # in the gate's own words: the option and variable of each skip, signed, then switch
+            from deploy_tool.manifest import complete_run
+
+            steps.append(complete_run(evidence, "`gradual-deploy switch --to real`"))
+        elif not evidence.signed_by:
+            steps.append("run it again signed: --signing-key FILE (or GD_SIGNING_KEY_FILE; `gradual-deploy keygen` "
+                         "makes a pair)")
         terminalreporter.write_line(state.redactor.scrub("this evidence does not open real: " + "; ".join(why)
                                                          + ". To open real: " + "; then ".join(steps)), yellow=True)
     terminalreporter.write_sep("=", f"preflight verdict: {verdict.upper()}", green=verdict == "pass", red=verdict != "pass")

@@ -294,12 +294,17 @@ def _banner(state: RunState, config: pytest.Config, evidence: Evidence) -> str:
             what = list(dict.fromkeys(GROUP_NEEDS[c.marker] for c in lacking if c.marker in GROUP_NEEDS))
             ready = f"once {' and '.join(what)} {'is' if len(what) == 1 else 'are'} ready" if what else \
                 "once what was left out is ready"
+            from deploy_tool.manifest import SKIP_FIXES
+
+            given = [f"<code>{html.escape(SKIP_FIXES[n][1])}</code> (or <code>{html.escape(SKIP_FIXES[n][2])}</code>)"
+                     for n in narrowed if n in SKIP_FIXES]
             steps.append(f"run <code>gradual-deploy preflight</code> again with the same options but without "
-                         f"<code>{html.escape(', '.join(narrowed))}</code>, {ready}")
+                         f"<code>{html.escape(', '.join(narrowed))}</code>, {ready}"
+                         + (f", giving {' and '.join(given)}" if given else ""))
         elif verdict != "pass":
             steps.append("run <code>gradual-deploy preflight</code> again with the same options")
         if not evidence.signed_by:
-            steps.append("sign it: <code>--signing-key</code> or <code>GD_SIGNING_KEY</code>")
+            steps.append("sign it: <code>--signing-key FILE</code> or <code>GD_SIGNING_KEY_FILE</code>")
         parts.append('<div class="gd-next" id="gd-next">To open real: ' + "; then ".join(steps) + ".</div>")
     counts = table_counts(config)
     if counts is not None:

@@ -103,3 +103,14 @@ def test_the_preflight_verdict_line_says_whether_the_evidence_opens_real(sandbox
     line = next(x for x in done.stdout.splitlines() if x.startswith("gradual-deploy preflight: verdict"))
     assert line.startswith("gradual-deploy preflight: verdict PASS (exit 0): this evidence does NOT open real (")
     assert "--skip-db-check" in line
+
+
+def test_a_preflight_refused_for_an_unreadable_signing_key_leaves_no_claim_that_blocks_the_gate(sandbox, tmp_path):
+    """A typo in --signing-key used to leave an empty preflight-<stamp>.html behind: the gate then refused every
+    later switch ("never finished") until someone deleted it."""
+    env = {sandbox.token_env: sandbox.token, **sandbox.account_env()}
+    args = list(sandbox.preflight_args())
+    args[args.index("--signing-key") + 1] = str(tmp_path / "key" / "signing-key.pem")
+    done = _gd("preflight", *args, "--evidence-dir", tmp_path / "ev", cwd=tmp_path, env=env)
+    assert done.returncode == 4 and "cannot read the signing key" in done.stdout + done.stderr
+    assert not list((tmp_path / "ev").glob("preflight-*")), "no claim left behind"

@@ -49,10 +49,15 @@ def test_skip_flags_are_recorded_as_skipped_on_request(run_suite, flag, marker):
     why = [f"required checks not passed: {', '.join(f'{cid} skipped' for cid in required)}; "
            f"checks skipped on request: {flag}"]  # in the gate's own words: the run and the gate never disagree
     assert run.evidence["opens_real"] == {"ok": False, "why": why}
-    # and the honest next step first: run it again without the skip once what was skipped is ready
-    assert (f"this evidence does not open real: {'; '.join(why)}. To open real: run `gradual-deploy preflight` "
-            "again without --skip-*-check, -m, -k or --strategy once what was skipped is ready") \
-        in run.result.stdout.lines
+    # and the honest next step first, in the gate's words: the preflight again with what was skipped (its
+    # option and variable), without the skip, signed; then switch
+    (line,) = [x for x in run.result.stdout.lines if x.startswith("this evidence does not open real: ")]
+    assert line.startswith(f"this evidence does not open real: {'; '.join(why)}. To open real: run the preflight "
+                           "again with ")
+    option = {"--skip-db-check": "--database-url URL", "--skip-backtest-check": "--backtest-summary FILE",
+              "--skip-risk-check": "--risk-config FILE"}[flag]
+    assert f"`gradual-deploy preflight {option}`" in line and f"without {flag}" in line
+    assert line.endswith("then `gradual-deploy switch --to real`")
 
 
 def test_a_run_in_which_no_check_passed_fails(run_suite):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
@@ -224,6 +223,8 @@ def _newest_sqlite(url: str, table: str, column: str, connect_timeout_s: float, 
     path = sqlite_path(url)
     if not os.path.exists(path):
         raise DatabaseUnreachable(f"SQLite database {path} does not exist: check --database-url")
+    import sqlite3  # only a SQLite trades database pays for it
+
     from deploy_tool import fileops
 
     try:  # SQLite opens a FIFO or a device and waits on it: a watch round must never wait on a file

@@ -6,7 +6,6 @@ Only the two public endpoints are used; no key is needed or sent.
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +62,8 @@ class TimeProbe:
 
     @property
     def median_ms(self) -> float:
+        import statistics
+
         return statistics.median(self._latencies())
 
     @property
@@ -77,6 +78,8 @@ class TimeProbe:
     @property
     def skew_ms(self) -> float:
         """Median signed clock skew (exchange minus local) over the good calls."""
+        import statistics
+
         self._latencies()
         return statistics.median(s.skew_ms for s in self.good if s.skew_ms is not None)
 

@@ -83,14 +83,17 @@ def headers(creds: Credentials, method: str, request_path: str, body: str = "", 
 
 
 def signed_get(base_url: str, request_path: str, creds: Credentials, demo: bool = False,
-               timeout: Any = TIMEOUT) -> list[dict]:
-    """The `data` of a signed GET; ProbeError with OKX's code and what to do."""
+               timeout: Any = TIMEOUT, session: Any = None) -> list[dict]:
+    """The `data` of a signed GET (on `session` when given, else on one of its own); ProbeError with OKX's
+    code and what to do."""
     from deploy_tool.probes.http import DeadlineSession, get_json
 
     url = base_url.rstrip("/") + request_path
     shown = mask_url(url) or url
-    with DeadlineSession() as session:
-        status, body = get_json(session, url, timeout, headers(creds, "GET", request_path, demo=demo))
+    if session is None:
+        with DeadlineSession() as own:
+            return signed_get(base_url, request_path, creds, demo, timeout, own)
+    status, body = get_json(session, url, timeout, headers(creds, "GET", request_path, demo=demo))
     code = str(body.get("code")) if isinstance(body, dict) else None
     # OKX's message masked (the key, secret and passphrase, should it echo one) before it is cut to length.
     sent = Redactor.for_request(url, secrets=(creds.key, creds.secret, creds.passphrase))
@@ -129,9 +132,12 @@ ACCOUNT_LEVELS = {"1": "spot", "2": "spot and futures", "3": "multi-currency mar
 
 
 def probe_account(base_url: str, creds: Credentials, demo: bool = False) -> Account:
-    """The key's configuration and the account's total equity."""
-    config = signed_get(base_url, CONFIG_PATH, creds, demo)[0]
-    balance = signed_get(base_url, BALANCE_PATH, creds, demo)[0]
+    """The key's configuration and the account's total equity (two calls on one session)."""
+    from deploy_tool.probes.http import DeadlineSession
+
+    with DeadlineSession() as session:
+        config = signed_get(base_url, CONFIG_PATH, creds, demo, session=session)[0]
+        balance = signed_get(base_url, BALANCE_PATH, creds, demo, session=session)[0]
     total_eq: float | None
     try:
         total_eq = float(balance["totalEq"])

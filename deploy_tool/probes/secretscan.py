@@ -276,8 +276,9 @@ def scan(root: str) -> Scan:
         raise ProbeError(f"--scan-path {root} is not a directory: point it at the trading system's source")
     walked = walk(root)
     plain = _scan_files(root, walked.files, allowlisted=False)
-    # scan_for_allowlisted_secrets_in_file turns the allowlist filter off for the settings it runs in: its own
-    allowed = _scan_files(root, walked.files, allowlisted=True)
+    # scan_for_allowlisted_secrets_in_file turns the allowlist filter off for the settings it runs in: its own.
+    # Only files holding the pragma's word can hold an allowlisted line; with none, there is nothing to set up.
+    allowed = _scan_files(root, walked.files, allowlisted=True) if any(p for _, _, p in walked.files) else set()
     findings = sorted(plain | allowed, key=lambda f: (f.path, f.line, f.kind, f.allowlisted))
     return Scan(root, len(walked.files), tuple(findings), tuple(sorted(walked.skipped)),
                 tuple(sorted(walked.unreadable)))
