@@ -135,7 +135,7 @@ def test_without_scipy_the_judge_is_a_usage_error_at_the_start(world, tmp_path):
     path = _freqtrade_result(tmp_path, BASE)
     code = ("import sys; sys.modules['scipy'] = None; sys.modules['scipy.stats'] = None\n"
             "from deploy_tool.cli import main\n"
-            f"sys.exit(main(['watch', '--skip-db-check', '--control-file', {str(world.control_file)!r}, "
+            f"sys.exit(main(['watch', '--skip-db-check', '--capital', '10000', '--control-file', {str(world.control_file)!r}, "
             f"'--judge-backtest', {str(path)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
