@@ -33,9 +33,7 @@ from deploy_tool.analysis import ERROR, FAIL, INCONCLUSIVE, PASS, Round, WatchCo
 from deploy_tool.commands.ramp import approve, ask_webhook
 from deploy_tool.commands.watch import watch
 from deploy_tool.criteria import Criterion, observe_audit_recent, observe_realized_pnl
-from deploy_tool.modes.channels import FileChannel, build_channels
-from deploy_tool.modes.change import switch
-from deploy_tool.modes.gate import GateConfig
+from deploy_tool.modes.channels import FileChannel
 from deploy_tool.probes.observe import observe
 from deploy_tool.probes.riskconfig import parse_config
 from deploy_tool.settings import defaults
@@ -57,6 +55,7 @@ from test_guard_clock import (  # noqa: F401  (fixtures used by name)
 )
 from test_ramp import ramp_args
 from waiting import communicate_or_kill, wait_until
+from sandboxes import into_real
 
 GD = [sys.executable, "-m", "deploy_tool"]
 
@@ -166,16 +165,7 @@ def running(sandbox, run_suite):
     a ramp as a real process (as test_ramp.py's `live`)."""
     run = run_suite(evidence_dir=sandbox.evidence_dir)
     assert run.evidence["verdict"] == "pass", run.output
-    channels = build_channels(defaults(http_admin_url=sandbox.admin_url, admin_token_env=sandbox.token_env,
-                                       control_file=str(sandbox.control_file)),
-                              environ={sandbox.token_env: sandbox.token})
-    for target in ("mock", "real"):
-        outcome = switch(channels, target, force=False, reason="test setup", actor="test",
-                         gate=GateConfig(str(sandbox.evidence_dir), 3600, str(sandbox.trusted_keys), sandbox.okx_url,
-                                         sandbox.database_url, admin_token=sandbox.token),
-                         audit_dir=str(sandbox.audit_dir))
-        assert outcome.ok, outcome.as_dict()
-    return sandbox
+    return into_real(sandbox)
 
 
 class Hook:

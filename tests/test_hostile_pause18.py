@@ -6,8 +6,10 @@ http.client under a whole-call deadline (probes/plainhttp.py), the control-file 
 and host() no longer import getpass/socket, and every refusal names its fix before --force.
 
 Every attack is a test here, against real processes and real loopback servers. A test that passes shows the
-defence holds. A test that fails is an attack that got through; its docstring says what happens. Nothing
-waits a fixed time to order events: each waits on a condition, with a deadline.
+defence holds. Sixteen attacks got through at first (a deeply nested answer, an unusable URL, a non-ASCII
+path prefix, a token with a newline, a silent resolver, a lock file the operator cannot write or that is
+removed while held, text that is not UTF-8); their docstrings say what the attack did then, and commit
+eaeb528 holds the fix. Nothing waits a fixed time to order events: each waits on a condition, with a deadline.
 """
 
 from __future__ import annotations
@@ -1248,6 +1250,20 @@ def test_a_unicode_login_name_reaches_the_audit_readable(tmp_path, name):
 NOT_UTF8 = "j\udcfcrgen"  # the bytes b"j\xfcrgen" (Latin-1 'jürgen') as Python decodes them from the environment
 
 
+def lost(control: Path, audit_dir: Path, ran: Ran, done: bool = False) -> str:
+    """What a pause lost: the control file not paused, no audit line, a traceback, (with `done`) no DONE."""
+    problems = []
+    if mode_of(control) != "paused":
+        problems.append("the control file was NOT paused")
+    if not list(audit_dir.glob("deploy-*.jsonl")):
+        problems.append("no audit line")
+    if "Traceback (most recent call last)" in ran.output:
+        problems.append("a traceback: " + ran.output.strip().splitlines()[-1])
+    if done and "pause: DONE" not in ran.stdout:
+        problems.append(f"no DONE (exit {ran.returncode})")
+    return "; ".join(problems)
+
+
 def test_a_login_name_that_is_not_utf8_still_pauses_and_audits(tmp_path):
     """Attack: LOGNAME holds bytes that are not UTF-8 (a Latin-1 login name, b'j\\xfcrgen'). Python hands it on
     with a surrogate escape; actor() returns it as it is, and the control file's JSON
@@ -1256,16 +1272,7 @@ def test_a_login_name_that_is_not_utf8_still_pauses_and_audits(tmp_path):
     through it, then audit.append fails the same way, uncaught: a traceback, no audit line, no report."""
     control = running(tmp_path / "mode.json")
     ran = gd("pause", "--control-file", control, "--audit-dir", tmp_path / "a", env={"LOGNAME": NOT_UTF8})
-    problems = []
-    if mode_of(control) != "paused":
-        problems.append("the control file was NOT paused")
-    if not list((tmp_path / "a").glob("deploy-*.jsonl")):
-        problems.append("no audit line")
-    if "Traceback (most recent call last)" in ran.output:
-        problems.append("a traceback: " + ran.output.strip().splitlines()[-1])
-    if "pause: DONE" not in ran.stdout:
-        problems.append(f"no DONE (exit {ran.returncode})")
-    assert not problems, "; ".join(problems)
+    assert not lost(control, tmp_path / "a", ran, done=True)
 
 
 def test_a_host_name_that_is_not_utf8_still_pauses_and_audits(tmp_path):
@@ -1280,14 +1287,7 @@ def test_a_host_name_that_is_not_utf8_still_pauses_and_audits(tmp_path):
                            "--audit-dir", str(tmp_path / "a")], capture_output=True, encoding="utf-8",
                           errors="backslashreplace", timeout=60, env=CLEAN_ENV)
     ran = Ran(done)
-    problems = []
-    if mode_of(control) != "paused":
-        problems.append("the control file was NOT paused")
-    if not list((tmp_path / "a").glob("deploy-*.jsonl")):
-        problems.append("no audit line")
-    if "Traceback (most recent call last)" in ran.output:
-        problems.append("a traceback: " + ran.output.strip().splitlines()[-1])
-    assert not problems, "; ".join(problems)
+    assert not lost(control, tmp_path / "a", ran)
 
 
 def test_a_reason_typed_in_a_latin1_terminal_still_pauses_and_audits(tmp_path):
@@ -1296,14 +1296,7 @@ def test_a_reason_typed_in_a_latin1_terminal_still_pauses_and_audits(tmp_path):
     NOT paused, the audit line is lost, the operator sees a traceback."""
     control = running(tmp_path / "mode.json")
     ran = gd("pause", "--control-file", control, "--audit-dir", tmp_path / "a", "--reason", "risque \udce9lev\udce9")
-    problems = []
-    if mode_of(control) != "paused":
-        problems.append("the control file was NOT paused")
-    if not list((tmp_path / "a").glob("deploy-*.jsonl")):
-        problems.append("no audit line")
-    if "Traceback (most recent call last)" in ran.output:
-        problems.append("a traceback: " + ran.output.strip().splitlines()[-1])
-    assert not problems, "; ".join(problems)
+    assert not lost(control, tmp_path / "a", ran)
 
 
 def test_a_control_file_path_that_is_not_utf8_keeps_its_audit_line(tmp_path):
@@ -1312,15 +1305,7 @@ def test_a_control_file_path_that_is_not_utf8_keeps_its_audit_line(tmp_path):
     (UnicodeEncodeError, uncaught by Outcome.write_audit): a traceback, the audit line lost, no report printed."""
     control = running(tmp_path / "tr\udce9ding" / "mode.json")
     ran = gd("pause", "--control-file", control, "--audit-dir", tmp_path / "a")
-    assert mode_of(control) == "paused"
-    problems = []
-    if not list((tmp_path / "a").glob("deploy-*.jsonl")):
-        problems.append("no audit line")
-    if "Traceback (most recent call last)" in ran.output:
-        problems.append("a traceback: " + ran.output.strip().splitlines()[-1])
-    if "pause: DONE" not in ran.stdout:
-        problems.append("no report printed")
-    assert not problems, "; ".join(problems)
+    assert not lost(control, tmp_path / "a", ran, done=True)
 
 
 # --- 6. refusals: the fix first, --force last, no secret ------------------------------------------------------

@@ -15,10 +15,7 @@ import time
 
 import pytest
 
-from deploy_tool.modes.change import switch
-from deploy_tool.modes.channels import build_channels
-from deploy_tool.modes.gate import GateConfig
-from deploy_tool.settings import defaults
+from sandboxes import into_real
 
 GD = [sys.executable, "-m", "deploy_tool"]
 
@@ -28,16 +25,7 @@ def live(sandbox, run_suite):
     """The sandbox in real, with a fresh passing evidence (risk group included) in its evidence dir."""
     run = run_suite(evidence_dir=sandbox.evidence_dir)
     assert run.evidence["verdict"] == "pass", run.output
-    channels = build_channels(defaults(http_admin_url=sandbox.admin_url, admin_token_env=sandbox.token_env,
-                                       control_file=str(sandbox.control_file)),
-                              environ={sandbox.token_env: sandbox.token})
-    for target in ("mock", "real"):  # in-process: `switch` as a process is tested in test_modes.py
-        outcome = switch(channels, target, force=False, reason="test setup", actor="test",
-                         gate=GateConfig(str(sandbox.evidence_dir), 3600, str(sandbox.trusted_keys), sandbox.okx_url,
-                                         sandbox.database_url, admin_token=sandbox.token),
-                         audit_dir=str(sandbox.audit_dir))
-        assert outcome.ok, outcome.as_dict()
-    return sandbox
+    return into_real(sandbox)
 
 
 def channel_args(sandbox):

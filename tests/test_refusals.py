@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from deploy_tool.modes.change import Outcome, switch
-from deploy_tool.modes.channels import FileChannel, build_channels
-from deploy_tool.modes.gate import LEDGER, GateConfig
+from deploy_tool.modes.change import Outcome
+from deploy_tool.modes.channels import FileChannel
+from deploy_tool.modes.gate import LEDGER
 from deploy_tool.sandbox import write_backtest_summary
 from deploy_tool.settings import defaults
 from test_modes import sandbox_targets, write_evidence
+from sandboxes import into_real
 
 GD = [sys.executable, "-m", "deploy_tool"]
 FORCE_LAST = "(or --force, audited as forced)"
@@ -259,16 +260,7 @@ def test_a_channel_that_cannot_be_read_says_to_fix_it_and_offers_no_force(sandbo
 def real(sandbox):
     """The sandbox in real on fresh evidence (written as the suite writes it, signed with the pinned key)."""
     _evidence(sandbox, sandbox.evidence_dir, age_s=5)
-    channels = build_channels(defaults(http_admin_url=sandbox.admin_url, admin_token_env=sandbox.token_env,
-                                       control_file=str(sandbox.control_file)),
-                              environ={sandbox.token_env: sandbox.token})
-    for target in ("mock", "real"):
-        outcome = switch(channels, target, force=False, reason="test setup", actor="test",
-                         gate=GateConfig(str(sandbox.evidence_dir), 3600, str(sandbox.trusted_keys), sandbox.okx_url,
-                                         sandbox.database_url, admin_token=sandbox.token),
-                         audit_dir=str(sandbox.audit_dir))
-        assert outcome.ok, outcome.as_dict()
-    return sandbox
+    return into_real(sandbox)
 
 
 def _ramp(sandbox, tmp_path, *extra, steps="0.5%,1%"):
