@@ -489,6 +489,11 @@ def cmd_preflight(pytest_args: list[str]) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     result = run_preflight(pytest_args)
+    if result.exit_code == 4 and result.verdict is None:  # pytest's usage error: a misspelt suite option?
+        hint = _preflight_typos(pytest_args)
+        if hint:
+            print(f"gradual-deploy: {hint}; `gradual-deploy preflight --help` lists the suite's options",
+                  file=sys.stderr)
     if result.verdict is not None:
         from deploy_tool.evidence import attestation_path
 
@@ -501,6 +506,25 @@ def cmd_preflight(pytest_args: list[str]) -> int:
                      "GD_SIGNING_KEY_FILE; `gradual-deploy keygen` makes a pair)"],
                Redactor.from_environ())
     return result.exit_code
+
+
+def _preflight_typos(args: Sequence[str]) -> str:
+    """`--database-ulr is no option: did you mean --database-url?` for flags close to a suite option; ""."""
+    import difflib
+
+    from deploy_tool.settings import SUITE_OPTIONS
+
+    flags = [o.flag for o in SUITE_OPTIONS]
+    said = []
+    for arg in args:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in flags:
+            close = difflib.get_close_matches(name, flags, n=1, cutoff=0.8)
+            if close:
+                said.append(f"{name} is no option: did you mean {close[0]}?")
+    return "; ".join(said)
 
 
 def _opens_real_words(path: Any) -> str:

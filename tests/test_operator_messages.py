@@ -114,3 +114,10 @@ def test_a_preflight_refused_for_an_unreadable_signing_key_leaves_no_claim_that_
     done = _gd("preflight", *args, "--evidence-dir", tmp_path / "ev", cwd=tmp_path, env=env)
     assert done.returncode == 4 and "cannot read the signing key" in done.stdout + done.stderr
     assert not list((tmp_path / "ev").glob("preflight-*")), "no claim left behind"
+
+
+def test_a_misspelt_preflight_option_gets_the_close_one_named(tmp_path):
+    done = _gd("preflight", "--database-ulr", "sqlite:///x.db", "--evidence-dir", tmp_path / "ev", cwd=tmp_path)
+    assert done.returncode == 4
+    assert "--database-ulr is no option: did you mean --database-url?" in done.stderr
+    assert "`gradual-deploy preflight --help`" in done.stderr
