@@ -311,6 +311,15 @@ _COMMANDS: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _shown_args(args: Sequence[str]) -> str:
+    """Arguments echoed back in a message: a URL's password masked (a misspelt `--databse-url` still holds
+    one), and every secret the environment names."""
+    from deploy_tool.redact import mask_url
+
+    shown = " ".join((mask_url(a) or a) if "://" in a else a for a in args)
+    return Redactor.from_environ().scrub(shown)
+
+
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
@@ -438,7 +447,7 @@ def _run_command(argv: list[str]) -> int:
         args.ignored = unknown
     elif unknown:
         sub = _subparser(parser, command) if command else parser
-        sub.error(f"unrecognized arguments: {' '.join(unknown)}{_did_you_mean(sub, unknown)}")
+        sub.error(f"unrecognized arguments: {_shown_args(unknown)}{_did_you_mean(sub, unknown)}")
     try:
         if args.command == "sandbox":
             return cmd_sandbox(args)
@@ -652,7 +661,7 @@ def cmd_change(args: argparse.Namespace) -> int:
     if ignored:
         from deploy_tool.redact import sanitise  # ignored tokens are printed: never a secret, never an escape
 
-        ignored_text = sanitise(redactor.scrub(" ".join(ignored)))
+        ignored_text = sanitise(redactor.scrub(_shown_args(ignored)))
     try:
         channels = _channels(settings, pause=is_pause or args.to == "paused")
     except UsageError as exc:

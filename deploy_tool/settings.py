@@ -505,8 +505,10 @@ class Settings:
         return {o.name: getattr(self, o.name) for o in OPTIONS}
 
     def replace(self, **changes: Any) -> "Settings":
-        """A copy with `changes` (values, not text: nothing is parsed again)."""
-        return Settings(**{**self._values(), **changes}, problems=self.problems, sources=self.sources)
+        """A copy with `changes` (values, not text: nothing is parsed again; `problems` and `sources` too)."""
+        problems = changes.pop("problems", self.problems)
+        sources = changes.pop("sources", self.sources)
+        return Settings(**{**self._values(), **changes}, problems=problems, sources=sources)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable (use .replace)")

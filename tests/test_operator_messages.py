@@ -121,3 +121,28 @@ def test_a_misspelt_preflight_option_gets_the_close_one_named(tmp_path):
     assert done.returncode == 4
     assert "--database-ulr is no option: did you mean --database-url?" in done.stderr
     assert "`gradual-deploy preflight --help`" in done.stderr
+
+
+def test_a_misspelt_option_holding_a_url_password_never_echoes_it(tmp_path):
+    """Hostile try: the unknown arguments are echoed back (the usage error of switch, the pause's warning): a
+    misspelt --databse-url still holds the database password, which must not reach the terminal."""
+    secret = "s3cret-pw-canary-81"
+    control = tmp_path / "mode.json"
+    FileChannel(str(control)).apply("real", None, "", "t", cas=False)
+    url = f"postgresql://app:{secret}@db.prod:5432/trades"
+    switch = _gd("switch", "--to", "mock", "--control-file", control, "--databse-url", url, cwd=tmp_path)
+    pause = _gd("pause", "--control-file", control, "--databse-url", url, "--audit-dir", tmp_path / "a", cwd=tmp_path)
+    assert switch.returncode == 2 and "--databse-url -> --database-url" in switch.stderr
+    assert pause.returncode == 0 and "IGNORED" in pause.stderr and _mode(control) == "paused"
+    for done in (switch, pause):
+        assert secret not in done.stdout + done.stderr
+        assert "postgresql://app:***@db.prod:5432/trades" in done.stderr
+
+
+def test_settings_replace_takes_problems_and_sources_too():
+    from deploy_tool.settings import defaults
+
+    base = defaults()
+    changed = base.replace(capital=5.0, problems={"control_file": "bad"}, sources={"capital": "a test"})
+    assert changed.capital == 5.0 and changed.problems == {"control_file": "bad"}
+    assert changed.sources == {"capital": "a test"} and base.capital is None and base.problems == {}

@@ -6,6 +6,7 @@ Functions return an `Outcome` (or a status report); the CLI prints them.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -233,8 +234,6 @@ def status(channels: Sequence[Channel], gate_cfg: GateConfig | None, audit_dir: 
             entry["error"] = str(exc)
         path = getattr(channel, "path", None)
         if entry.get("mode") is None and "error" not in entry and path is not None:
-            import os
-
             entry["missing"] = not os.path.lexists(path)  # a typo'd --control-file, not "no mode yet"
         if "error" not in entry:
             try:

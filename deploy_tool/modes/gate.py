@@ -117,10 +117,8 @@ def _foreign(evidence: Evidence, channels: Sequence[Channel], cfg: GateConfig) -
     if cfg.okx_base_url is not None and seen_okx != cfg.okx_base_url.rstrip("/"):
         problems.append(f"it checked the exchange at {seen_okx or 'none'}, this deployment uses {cfg.okx_base_url} "
                         "(--okx-base-url / OKX_BASE_URL)")
-    if cfg.database_url is None:
-        problems.append("the gate cannot confirm the trades database: give --database-url (or DATABASE_URL) "
-                        "of the deployment")
-    elif _database(targets.get("database_url")) != _database(cfg.database_url):
+    # (a command without --database-url is refused before this: the evidence gate names the option)
+    if _database(targets.get("database_url")) != _database(cfg.database_url):
         problems.append(f"it checked the trades database {_shown_db(targets.get('database_url'))}, this deployment "
                         f"uses {_shown_db(cfg.database_url)} (--database-url / DATABASE_URL)")
     names = {c.name for c in channels}
